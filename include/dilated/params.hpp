@@ -1,0 +1,87 @@
+// The one description of a dilated-attention problem. Every backend, the CLI and the Python
+// binding fill this struct (see make_params) and every kernel receives it by value.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+namespace dilated {
+
+enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2 };
+
+// DESIGN 2.3 (longnet: one softmax over the union of every pattern's keys) and DESIGN 2.4
+// (head_groups: dilated-attention-pytorch's contiguous head groups, one pattern per group).
+enum class Mode : int32_t { longnet = 0, head_groups = 1 };
+
+// Offset of query head j for pattern (w, r) in longnet mode: paper `j % r`, or torchscale's
+// grouping `j / ceil(H / r)` (heads padded to a multiple of r, then split into r groups).
+enum class HeadOffsets : int32_t { paper = 0, grouped = 1 };
+
+// Where the tensors of a problem live.
+enum class Device : int32_t { host = 0, cuda = 1 };
+
+// A dilated pattern (segment length w, dilation r); the offset comes from the head (DESIGN 2.3).
+struct Pattern {
+  int64_t segment = 0;
+  int64_t dilation = 1;
+};
+
+inline constexpr int kMaxPatterns = 16;
+
+// A [B, N, H, D] tensor (or packed [T, H, D] with cu_seqlens) whose last dimension is
+// contiguous. Strides are in elements. Inputs are only read; the pointer is not const so that
+// one type serves inputs and outputs.
+struct Tensor {
+  void* data = nullptr;
+  int64_t batch_stride = 0;  // ignored for varlen problems
+  int64_t row_stride = 0;    // between consecutive tokens
+  int64_t head_stride = 0;   // between consecutive heads
+};
+
+struct Params {
+  // Shapes. For varlen problems (cu_seqlens != nullptr) `batch` is the number of sequences,
+  // `seqlen` is the longest sequence and `total_tokens` the packed length T.
+  int64_t batch = 0;
+  int64_t seqlen = 0;
+  int64_t heads = 0;
+  int64_t heads_kv = 0;
+  int64_t head_dim = 0;
+  int64_t head_dim_v = 0;  // equals head_dim unless a backend says otherwise
+  DType dtype = DType::f32;
+  Device device = Device::host;
+
+  // Forward inputs and outputs. `lse` is float32, contiguous [B, H, N] (varlen: [H, T]);
+  // it may be null in forward, and is read in backward.
+  Tensor q, k, v, out;
+  float* lse = nullptr;
+
+  // Backward: dout is read; dq, dk, dv are overwritten (dk, dv have heads_kv heads).
+  Tensor dout, dq, dk, dv;
+
+  // Varlen: int32 [batch + 1] prefix sums of sequence lengths, in the problem's device memory.
+  const int32_t* cu_seqlens = nullptr;
+  int64_t total_tokens = 0;
+
+  // The pattern set of the layer.
+  int32_t num_patterns = 0;
+  Pattern patterns[kMaxPatterns] = {};
+  Mode mode = Mode::longnet;
+  HeadOffsets head_offsets = HeadOffsets::paper;
+  bool causal = false;
+  // Softmax scale; NaN means 1/sqrt(head_dim). Read it through softmax_scale().
+  float scale = std::numeric_limits<float>::quiet_NaN();
+
+  // Backward only: bitwise-reproducible gradients where a backend offers it (may cost speed).
+  bool deterministic = false;
+
+  // Scratch memory the caller provides (size from workspace_bytes()). CUDA backends require it
+  // when they need any, so that launches never allocate (CUDA graph capture); host backends
+  // allocate their own when it is null.
+  void* workspace = nullptr;
+  int64_t workspace_bytes = 0;
+
+  // Host threads for CPU backends; 0 means all hardware threads.
+  int32_t num_threads = 0;
+};
+
+}  // namespace dilated

@@ -1,0 +1,100 @@
+// Which queries a pattern selects and which keys they see (DESIGN 2.2-2.4), shared by every
+// backend. Positions are relative to the start of their sequence.
+#pragma once
+
+#include <cstdint>
+
+#include "core/host_device.hpp"
+#include "dilated/params.hpp"
+
+namespace dilated {
+
+// A pattern as one query head sees it: segment length, dilation and that head's offset.
+struct HeadPattern {
+  int64_t segment;
+  int64_t dilation;
+  int64_t offset;
+};
+
+// Selected keys of one query: first, first + step, ..., count of them.
+struct KeyRange {
+  int64_t first;
+  int64_t step;
+  int64_t count;
+};
+
+DILATED_HD int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// head_groups: heads form num_groups contiguous groups; the first heads % num_groups groups
+// hold one head more than the others (dilated-attention-pytorch's split).
+DILATED_HD int64_t head_group_of(int64_t head, int64_t heads, int64_t num_groups) {
+  const int64_t base = heads / num_groups;
+  const int64_t big_groups = heads % num_groups;
+  const int64_t heads_in_big = big_groups * (base + 1);
+  return head < heads_in_big ? head / (base + 1) : big_groups + (head - heads_in_big) / base;
+}
+
+// How many patterns a query head uses: all of them in longnet, its group's one in head_groups.
+DILATED_HD int head_pattern_count(const Params& p) {
+  return p.mode == Mode::longnet ? p.num_patterns : 1;
+}
+
+// The k-th pattern (k < head_pattern_count) that query head `head` uses, with its offset.
+DILATED_HD HeadPattern head_pattern(const Params& p, int64_t head, int k) {
+  if (p.mode == Mode::head_groups) {
+    const int64_t group = head_group_of(head, p.heads, p.num_patterns);
+    const Pattern pat = p.patterns[group];
+    return {pat.segment, pat.dilation, group % pat.dilation};
+  }
+  const Pattern pat = p.patterns[k];
+  const int64_t offset = p.head_offsets == HeadOffsets::paper
+                             ? head % pat.dilation
+                             : head / ceil_div(p.heads, pat.dilation);
+  return {pat.segment, pat.dilation, offset};
+}
+
+DILATED_HD bool selects(const HeadPattern& hp, int64_t t) {
+  return (t % hp.segment) % hp.dilation == hp.offset;
+}
+
+// Keys of selected query t in a sequence of length n: the selected positions of t's segment
+// (the last segment may be short), up to t when causal.
+DILATED_HD KeyRange key_range(const HeadPattern& hp, int64_t t, int64_t n, bool causal) {
+  const int64_t segment_begin = t - t % hp.segment;
+  const int64_t segment_end = segment_begin + hp.segment < n ? segment_begin + hp.segment : n;
+  const int64_t first = segment_begin + hp.offset;
+  const int64_t last = causal ? t : segment_end - 1;
+  const int64_t count = last >= first ? (last - first) / hp.dilation + 1 : 0;
+  return {first, hp.dilation, count};
+}
+
+// head_groups divides the single-pattern softmax by the number of groups (DESIGN 2.4).
+DILATED_HD float output_scale(const Params& p) {
+  return p.mode == Mode::head_groups ? 1.0f / static_cast<float>(p.num_patterns) : 1.0f;
+}
+
+DILATED_HD int64_t kv_head_of(const Params& p, int64_t head) {
+  return head / (p.heads / p.heads_kv);
+}
+
+// Varlen problems pack sequences along the token dimension; others have one per batch entry.
+DILATED_HD int64_t seq_length(const Params& p, int64_t b) {
+  return p.cu_seqlens ? p.cu_seqlens[b + 1] - p.cu_seqlens[b] : p.seqlen;
+}
+
+// Element offset of row (b, t, head) of tensor x.
+DILATED_HD int64_t row_offset(const Params& p, const Tensor& x, int64_t b, int64_t t,
+                              int64_t head) {
+  const int64_t base = p.cu_seqlens ? p.cu_seqlens[b] * x.row_stride : b * x.batch_stride;
+  return base + t * x.row_stride + head * x.head_stride;
+}
+
+// Index of (b, head, t) in the float32 lse: [B, H, N], or [H, T] for varlen.
+DILATED_HD int64_t lse_index(const Params& p, int64_t b, int64_t head, int64_t t) {
+  return p.cu_seqlens ? head * p.total_tokens + p.cu_seqlens[b] + t
+                      : (b * p.heads + head) * p.seqlen + t;
+}
+
+}  // namespace dilated

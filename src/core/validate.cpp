@@ -1,0 +1,166 @@
+// Validation in one place (DESIGN 7): every message names the argument, its value and what
+// was expected.
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "dilated/dilated.hpp"
+
+namespace dilated {
+namespace {
+
+template <class... Parts>
+Status invalid(const Parts&... parts) {
+  std::ostringstream s;
+  (s << ... << parts);
+  return Status::Invalid(s.str());
+}
+
+// Largest element offset + 1 reachable through a tensor, or -1 on int64 overflow.
+int64_t span_or_overflow(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? -1 : r;
+}
+
+Status check_sizes(const Params& p) {
+  if (p.batch < 1) return invalid("batch = ", p.batch, ": expected >= 1");
+  if (p.seqlen < 1) return invalid("seqlen = ", p.seqlen, ": expected >= 1");
+  if (p.heads < 1) return invalid("heads = ", p.heads, ": expected >= 1");
+  if (p.heads_kv < 1) return invalid("heads_kv = ", p.heads_kv, ": expected >= 1");
+  if (p.heads % p.heads_kv != 0) {
+    return invalid("heads_kv = ", p.heads_kv, ": expected a divisor of heads = ", p.heads);
+  }
+  if (p.head_dim < 1) return invalid("head_dim = ", p.head_dim, ": expected >= 1");
+  if (p.head_dim_v < 1)
+    return invalid("head_dim_v = ", p.head_dim_v, ": expected >= 1 (normally head_dim)");
+  const int64_t tokens = p.cu_seqlens ? p.total_tokens : span_or_overflow(p.batch, p.seqlen);
+  if (p.cu_seqlens && p.total_tokens < 1) {
+    return invalid("total_tokens = ", p.total_tokens, ": expected >= 1 with cu_seqlens");
+  }
+  const int64_t widest = p.head_dim > p.head_dim_v ? p.head_dim : p.head_dim_v;
+  const int64_t per_token = span_or_overflow(p.heads, widest);
+  if (tokens < 0 || per_token < 0 || span_or_overflow(tokens, per_token) < 0 ||
+      span_or_overflow(span_or_overflow(tokens, per_token), 8) < 0) {
+    return invalid("batch x seqlen x heads x head_dim overflows 64-bit sizes");
+  }
+  return {};
+}
+
+Status check_layer(const Params& p) {
+  if (p.num_patterns < 1 || p.num_patterns > kMaxPatterns) {
+    return invalid("number of patterns = ", p.num_patterns, ": expected 1..", kMaxPatterns);
+  }
+  for (int i = 0; i < p.num_patterns; ++i) {
+    const Pattern& pat = p.patterns[i];
+    if (pat.segment < 1) {
+      return invalid("segments[", i, "] = ", pat.segment, ": expected a segment length >= 1");
+    }
+    if (pat.dilation < 1 || pat.dilation > pat.segment) {
+      return invalid("dilations[", i, "] = ", pat.dilation,
+                     ": expected 1 <= dilation <= ", "segments[", i, "] = ", pat.segment);
+    }
+  }
+  if (p.mode != Mode::longnet && p.mode != Mode::head_groups) {
+    return invalid("mode = ", static_cast<int>(p.mode), ": expected longnet or head_groups");
+  }
+  if (p.head_offsets != HeadOffsets::paper && p.head_offsets != HeadOffsets::grouped) {
+    return invalid("head_offsets = ", static_cast<int>(p.head_offsets),
+                   ": expected paper or grouped");
+  }
+  if (p.mode == Mode::head_groups && p.head_offsets != HeadOffsets::paper) {
+    return invalid("head_offsets = grouped: applies to mode longnet only (head_groups fixes ",
+                   "the offset of group i to i % r_i)");
+  }
+  if (p.mode == Mode::head_groups && p.heads < p.num_patterns) {
+    return invalid("heads = ", p.heads, ": head_groups mode needs at least one head per ",
+                   "pattern (", p.num_patterns, " patterns)");
+  }
+  if (!std::isnan(p.scale) && !std::isfinite(p.scale)) {
+    return invalid("scale = ", p.scale, ": expected a finite number (or NaN for 1/sqrt(D))");
+  }
+  if (p.dtype != DType::f32 && p.dtype != DType::f16 && p.dtype != DType::bf16) {
+    return invalid("dtype = ", static_cast<int>(p.dtype), ": expected f32, f16 or bf16");
+  }
+  if (p.device != Device::host && p.device != Device::cuda) {
+    return invalid("device = ", static_cast<int>(p.device), ": expected host or cuda");
+  }
+  if (p.num_threads < 0) return invalid("num_threads = ", p.num_threads, ": expected >= 0");
+  if (p.workspace_bytes < 0 || (p.workspace_bytes > 0 && !p.workspace)) {
+    return invalid("workspace_bytes = ", p.workspace_bytes, ": expected >= 0 with a workspace");
+  }
+  return {};
+}
+
+Status check_tensor(const char* name, const Tensor& t) {
+  if (!t.data) return invalid(name, ": null data pointer");
+  if (t.row_stride < 0 || t.head_stride < 0 || t.batch_stride < 0) {
+    return invalid(name, " strides (", t.batch_stride, ", ", t.row_stride, ", ", t.head_stride,
+                   "): expected non-negative element strides");
+  }
+  return {};
+}
+
+// Host memory lets us check the varlen offsets themselves; device offsets are the caller's
+// (or the device backend's) to check.
+Status check_varlen(const Params& p) {
+  if (!p.cu_seqlens || p.device != Device::host) return {};
+  if (p.cu_seqlens[0] != 0) return invalid("cu_seqlens[0] = ", p.cu_seqlens[0], ": expected 0");
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t len = int64_t{p.cu_seqlens[b + 1]} - p.cu_seqlens[b];
+    if (len < 0 || len > p.seqlen) {
+      return invalid("cu_seqlens[", b + 1, "] = ", p.cu_seqlens[b + 1],
+                     ": expected sequence length 0..seqlen = ", p.seqlen);
+    }
+  }
+  if (p.cu_seqlens[p.batch] != p.total_tokens) {
+    return invalid("cu_seqlens[", p.batch, "] = ", p.cu_seqlens[p.batch],
+                   ": expected total_tokens = ", p.total_tokens);
+  }
+  return {};
+}
+
+}  // namespace
+
+Status validate(const Params& p, Direction dir) {
+  for (Status s : {check_sizes(p), check_layer(p)}) {
+    if (!s.ok()) return s;
+  }
+  const std::pair<const char*, const Tensor*> forward_tensors[] = {
+      {"q", &p.q}, {"k", &p.k}, {"v", &p.v}, {"out", &p.out}};
+  for (const auto& [name, t] : forward_tensors) {
+    if (Status s = check_tensor(name, *t); !s.ok()) return s;
+  }
+  if (dir == Direction::backward) {
+    const std::pair<const char*, const Tensor*> backward_tensors[] = {
+        {"dout", &p.dout}, {"dq", &p.dq}, {"dk", &p.dk}, {"dv", &p.dv}};
+    for (const auto& [name, t] : backward_tensors) {
+      if (Status s = check_tensor(name, *t); !s.ok()) return s;
+    }
+    if (!p.lse) return invalid("lse: null pointer; backward reads the forward's lse");
+  }
+  return check_varlen(p);
+}
+
+float softmax_scale(const Params& p) {
+  return std::isnan(p.scale) ? 1.0f / std::sqrt(static_cast<float>(p.head_dim)) : p.scale;
+}
+
+Status set_patterns(Params& p, const std::vector<Pattern>& patterns) {
+  if (patterns.empty() || patterns.size() > static_cast<size_t>(kMaxPatterns)) {
+    return invalid("number of patterns = ", patterns.size(), ": expected 1..", kMaxPatterns);
+  }
+  p.num_patterns = static_cast<int32_t>(patterns.size());
+  for (size_t i = 0; i < patterns.size(); ++i) p.patterns[i] = patterns[i];
+  return {};
+}
+
+Tensor contiguous_tensor(const Params& p, void* data, int64_t heads, int64_t dim) {
+  Tensor t;
+  t.data = data;
+  t.head_stride = dim;
+  t.row_stride = heads * dim;
+  t.batch_stride = p.seqlen * t.row_stride;
+  return t;
+}
+
+}  // namespace dilated

@@ -1,0 +1,163 @@
+// The oracle: DESIGN 2.3-2.5 computed literally, one query row at a time, in double.
+// Every other backend is tested against this file; keep it short and obvious, never fast.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/backend_list.hpp"
+#include "core/dtype_convert.hpp"
+#include "core/pattern_math.hpp"
+#include "dilated/dilated.hpp"
+
+namespace dilated {
+namespace {
+
+// The keys of query (b, t, head), once per pattern that selects t (multiplicity counts).
+std::vector<int64_t> keys_of(const Params& p, int64_t b, int64_t t, int64_t head) {
+  std::vector<int64_t> keys;
+  for (int i = 0; i < head_pattern_count(p); ++i) {
+    const HeadPattern hp = head_pattern(p, head, i);
+    if (!selects(hp, t)) continue;
+    const KeyRange r = key_range(hp, t, seq_length(p, b), p.causal);
+    for (int64_t c = 0; c < r.count; ++c) keys.push_back(r.first + c * r.step);
+  }
+  return keys;
+}
+
+std::vector<double> load_row(const Params& p, const Tensor& x, int64_t b, int64_t t, int64_t head,
+                             int64_t dim) {
+  std::vector<double> row(dim);
+  const int64_t base = row_offset(p, x, b, t, head);
+  for (int64_t d = 0; d < dim; ++d) row[d] = load_element(p.dtype, x.data, base + d);
+  return row;
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// One query row: its keys, their softmax weights (with multiplicity), output and lse.
+struct Row {
+  std::vector<int64_t> keys;
+  std::vector<double> weights;  // exp(s - lse), one per entry of keys
+  std::vector<double> out;      // the softmax average of v, before head_groups' 1/m
+  double lse = -std::numeric_limits<double>::infinity();
+};
+
+Row attend(const Params& p, int64_t b, int64_t t, int64_t head) {
+  Row row;
+  row.keys = keys_of(p, b, t, head);
+  row.out.assign(p.head_dim_v, 0.0);
+  if (row.keys.empty()) return row;
+  const int64_t kv_head = kv_head_of(p, head);
+  const std::vector<double> q = load_row(p, p.q, b, t, head, p.head_dim);
+  std::vector<double> scores;
+  for (int64_t key : row.keys) {
+    scores.push_back(softmax_scale(p) * dot(q, load_row(p, p.k, b, key, kv_head, p.head_dim)));
+  }
+  double max_score = -std::numeric_limits<double>::infinity();
+  for (double s : scores) max_score = std::fmax(max_score, s);
+  double sum = 0;
+  for (double s : scores) sum += std::exp(s - max_score);
+  row.lse = max_score + std::log(sum);
+  for (size_t i = 0; i < row.keys.size(); ++i) {
+    row.weights.push_back(std::exp(scores[i] - row.lse));
+    const std::vector<double> v = load_row(p, p.v, b, row.keys[i], kv_head, p.head_dim_v);
+    for (int64_t d = 0; d < p.head_dim_v; ++d) row.out[d] += row.weights[i] * v[d];
+  }
+  return row;
+}
+
+Status reference_forward(const Params& p) {
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t t = 0; t < seq_length(p, b); ++t) {
+      for (int64_t head = 0; head < p.heads; ++head) {
+        const Row row = attend(p, b, t, head);
+        const int64_t base = row_offset(p, p.out, b, t, head);
+        for (int64_t d = 0; d < p.head_dim_v; ++d) {
+          store_element(p.dtype, p.out.data, base + d, row.out[d] * output_scale(p));
+        }
+        if (p.lse) p.lse[lse_index(p, b, head, t)] = static_cast<float>(row.lse);
+      }
+    }
+  }
+  return {};
+}
+
+// Gradients of sum(out * dout) (DESIGN 2.5), accumulated in double, then stored.
+Status reference_backward(const Params& p) {
+  const int64_t tokens = p.cu_seqlens ? p.total_tokens : p.batch * p.seqlen;
+  std::vector<double> dk(tokens * p.heads_kv * p.head_dim, 0.0);
+  std::vector<double> dv(tokens * p.heads_kv * p.head_dim_v, 0.0);
+  auto token = [&](int64_t b, int64_t t) {
+    return (p.cu_seqlens ? p.cu_seqlens[b] : b * p.seqlen) + t;
+  };
+  const double scale = softmax_scale(p);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t t = 0; t < seq_length(p, b); ++t) {
+      for (int64_t head = 0; head < p.heads; ++head) {
+        const int64_t kv_head = kv_head_of(p, head);
+        const Row row = attend(p, b, t, head);
+        std::vector<double> dout = load_row(p, p.dout, b, t, head, p.head_dim_v);
+        for (double& x : dout) x *= output_scale(p);  // d(loss)/d(softmax average)
+        const double delta = dot(dout, row.out);
+        const std::vector<double> q = load_row(p, p.q, b, t, head, p.head_dim);
+        std::vector<double> dq(p.head_dim, 0.0);
+        for (size_t i = 0; i < row.keys.size(); ++i) {
+          const int64_t key = row.keys[i];
+          const std::vector<double> k = load_row(p, p.k, b, key, kv_head, p.head_dim);
+          const std::vector<double> v = load_row(p, p.v, b, key, kv_head, p.head_dim_v);
+          const double ds = row.weights[i] * (dot(dout, v) - delta);
+          double* dk_row = &dk[(token(b, key) * p.heads_kv + kv_head) * p.head_dim];
+          double* dv_row = &dv[(token(b, key) * p.heads_kv + kv_head) * p.head_dim_v];
+          for (int64_t d = 0; d < p.head_dim_v; ++d) dv_row[d] += row.weights[i] * dout[d];
+          for (int64_t d = 0; d < p.head_dim; ++d) {
+            dq[d] += scale * ds * k[d];
+            dk_row[d] += scale * ds * q[d];
+          }
+        }
+        const int64_t base = row_offset(p, p.dq, b, t, head);
+        for (int64_t d = 0; d < p.head_dim; ++d) store_element(p.dtype, p.dq.data, base + d, dq[d]);
+      }
+    }
+  }
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t t = 0; t < seq_length(p, b); ++t) {
+      for (int64_t kv_head = 0; kv_head < p.heads_kv; ++kv_head) {
+        const int64_t k_base = row_offset(p, p.dk, b, t, kv_head);
+        const int64_t v_base = row_offset(p, p.dv, b, t, kv_head);
+        const int64_t row = token(b, t) * p.heads_kv + kv_head;
+        for (int64_t d = 0; d < p.head_dim; ++d) {
+          store_element(p.dtype, p.dk.data, k_base + d, dk[row * p.head_dim + d]);
+        }
+        for (int64_t d = 0; d < p.head_dim_v; ++d) {
+          store_element(p.dtype, p.dv.data, v_base + d, dv[row * p.head_dim_v + d]);
+        }
+      }
+    }
+  }
+  return {};
+}
+
+class ReferenceBackend final : public Backend {
+ public:
+  const char* name() const override { return "reference"; }
+  const char* description() const override {
+    return "the oracle: literal DESIGN 2, double accumulation, one thread (slow)";
+  }
+  Device device() const override { return Device::host; }
+  std::string unsupported_reason(const Params&, Direction) const override { return {}; }
+  Status run_forward(const Params& p, Stream) const override { return reference_forward(p); }
+  Status run_backward(const Params& p, Stream) const override { return reference_backward(p); }
+};
+
+}  // namespace
+
+const Backend& reference_backend() {
+  static const ReferenceBackend backend;
+  return backend;
+}
+
+}  // namespace dilated
