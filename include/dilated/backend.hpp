@@ -33,6 +33,15 @@ class Backend {
   // Called with a validated, supported problem.
   virtual Status run_forward(const Params& p, Stream stream) const = 0;
   virtual Status run_backward(const Params& p, Stream stream) const = 0;
+
+  // Device services, so that tools and tests can drive any backend without knowing its
+  // device API: the processor's name, memory, copies and waiting for queued work.
+  virtual std::string device_name() const = 0;
+  virtual Status allocate(int64_t bytes, void** ptr) const = 0;
+  virtual void release(void* ptr) const = 0;
+  virtual Status copy_to_device(void* dst, const void* host_src, int64_t bytes) const = 0;
+  virtual Status copy_to_host(void* host_dst, const void* src, int64_t bytes) const = 0;
+  virtual Status synchronize(Stream stream) const = 0;
 };
 
 // All compiled-in backends, best first within each device (auto picks the first that runs).

@@ -6,6 +6,7 @@
 
 #include "core/backend_list.hpp"
 #include "core/dtype_convert.hpp"
+#include "core/host_backend.hpp"
 #include "core/pattern_math.hpp"
 #include "dilated/dilated.hpp"
 
@@ -141,13 +142,12 @@ Status reference_backward(const Params& p) {
   return {};
 }
 
-class ReferenceBackend final : public Backend {
+class ReferenceBackend final : public HostBackend {
  public:
   const char* name() const override { return "reference"; }
   const char* description() const override {
     return "the oracle: literal DESIGN 2, double accumulation, one thread (slow)";
   }
-  Device device() const override { return Device::host; }
   std::string unsupported_reason(const Params&, Direction) const override { return {}; }
   Status run_forward(const Params& p, Stream) const override { return reference_forward(p); }
   Status run_backward(const Params& p, Stream) const override { return reference_backward(p); }

@@ -1,14 +1,14 @@
 // Placeholder until the fast CPU backend lands: registered, but declines every problem.
 #include "core/backend_list.hpp"
+#include "core/host_backend.hpp"
 
 namespace dilated {
 namespace {
 
-class CpuFastBackend final : public Backend {
+class CpuFastBackend final : public HostBackend {
  public:
   const char* name() const override { return "cpu"; }
   const char* description() const override { return "fast CPU backend (not built yet)"; }
-  Device device() const override { return Device::host; }
   std::string unavailable_reason() const override { return "not implemented yet"; }
   std::string unsupported_reason(const Params&, Direction) const override {
     return "not implemented yet";
