@@ -36,6 +36,13 @@ DILATED_HD int64_t head_group_of(int64_t head, int64_t heads, int64_t num_groups
   return head < heads_in_big ? head / (base + 1) : big_groups + (head - heads_in_big) / base;
 }
 
+// First head of group `group` in head_groups mode.
+DILATED_HD int64_t head_group_begin(int64_t group, int64_t heads, int64_t num_groups) {
+  const int64_t base = heads / num_groups;
+  const int64_t big_groups = heads % num_groups;
+  return group * base + (group < big_groups ? group : big_groups);
+}
+
 // How many patterns a query head uses: all of them in longnet, its group's one in head_groups.
 DILATED_HD int head_pattern_count(const Params& p) {
   return p.mode == Mode::longnet ? p.num_patterns : 1;
@@ -89,6 +96,37 @@ DILATED_HD int64_t row_offset(const Params& p, const Tensor& x, int64_t b, int64
                               int64_t head) {
   const int64_t base = p.cu_seqlens ? p.cu_seqlens[b] * x.row_stride : b * x.batch_stride;
   return base + t * x.row_stride + head * x.head_stride;
+}
+
+// The selected positions of one segment of a head pattern: first, first + dilation, ...
+struct SegmentRows {
+  int64_t first;
+  int64_t count;
+};
+
+DILATED_HD SegmentRows segment_rows(const HeadPattern& hp, int64_t segment, int64_t n) {
+  const int64_t begin = segment * hp.segment;
+  const int64_t length = n - begin < hp.segment ? n - begin : hp.segment;
+  const int64_t count = length > hp.offset ? (length - 1 - hp.offset) / hp.dilation + 1 : 0;
+  return {begin + hp.offset, count};
+}
+
+// Token index of (b, t): b * N + t, or the packed index for varlen problems.
+DILATED_HD int64_t token_index(const Params& p, int64_t b, int64_t t) {
+  return p.cu_seqlens ? p.cu_seqlens[b] + t : b * p.seqlen + t;
+}
+
+// Element offset of (token, head) of tensor x, token as token_index() numbers them.
+DILATED_HD int64_t token_offset(const Params& p, const Tensor& x, int64_t token, int64_t head) {
+  if (p.cu_seqlens) return token * x.row_stride + head * x.head_stride;
+  return (token / p.seqlen) * x.batch_stride + (token % p.seqlen) * x.row_stride +
+         head * x.head_stride;
+}
+
+// Index of (token, head) in the float32 lse.
+DILATED_HD int64_t token_lse_index(const Params& p, int64_t token, int64_t head) {
+  if (p.cu_seqlens) return head * p.total_tokens + token;
+  return ((token / p.seqlen) * p.heads + head) * p.seqlen + token % p.seqlen;
 }
 
 // Index of (b, head, t) in the float32 lse: [B, H, N], or [H, T] for varlen.

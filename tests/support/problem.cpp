@@ -110,6 +110,11 @@ const Buffer& HostProblem::buffer(const std::string& name) const {
   throw std::invalid_argument("no buffer named " + name);
 }
 
+const std::vector<std::string>& HostProblem::buffer_names() {
+  static const std::vector<std::string> names = {"q", "k", "v", "dout", "out", "dq", "dk", "dv"};
+  return names;
+}
+
 Params HostProblem::params() const {
   Params p;
   p.batch = config_.batch;

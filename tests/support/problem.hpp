@@ -63,6 +63,10 @@ class HostProblem {
 
   Buffer& buffer(const std::string& name);
   const Buffer& buffer(const std::string& name) const;
+  std::vector<float>& lse_buffer() { return lse_; }
+  const std::vector<int32_t>& cu_seqlens() const { return cu_seqlens_; }
+  // Names of the [token, head, dim] buffers: inputs q k v dout, outputs out dq dk dv.
+  static const std::vector<std::string>& buffer_names();
 
  private:
   void allocate(Buffer& buf, int64_t heads, int64_t dim);

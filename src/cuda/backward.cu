@@ -1,0 +1,90 @@
+// Backward: delta = rowsum(dout * out), gradients zeroed, then per pass the dq kernel (query
+// rows outer) and the dk/dv kernel (key rows outer). With the final union lse every pass's
+// contribution is additive; rows shared between passes or heads add into fp32 accumulators.
+// No atomics: the result is the same bit for bit on every run.
+#include "cuda/cuda_check.hpp"
+#include "cuda/kernel_launch.hpp"
+#include "cuda/kernels/elementwise.cuh"
+#include "cuda/kernels/simt_attention.cuh"
+#include "cuda/launchers.hpp"
+#include "cuda/mma_launch.hpp"
+
+namespace dilated::cuda {
+namespace {
+
+// The gradient's accumulation target: null (store directly), the fp32 output itself, or a
+// workspace accumulator.
+Tensor accumulation_target(const Params& p, bool accumulates, const Tensor& grad, int64_t offset,
+                           int64_t heads, int64_t dim) {
+  if (!accumulates) return Tensor{};
+  return p.dtype == DType::f32 ? grad : workspace_tensor(p, offset, heads, dim);
+}
+
+template <typename Elem>
+void zero_gradient(const Params& p, const Tensor& grad, const Tensor& acc, int64_t heads,
+                   int64_t dim, cudaStream_t stream) {
+  const int64_t tokens = token_count(p);
+  const unsigned blocks = blocks_for(tokens * heads * 32, 256);
+  if (acc.data && p.dtype != DType::f32) {
+    fill_rows_kernel<float><<<blocks, 256, 0, stream>>>(p, acc, tokens, heads, dim, 0.0f);
+  } else {
+    fill_rows_kernel<Elem><<<blocks, 256, 0, stream>>>(p, grad, tokens, heads, dim, 0.0f);
+  }
+}
+
+template <typename Elem>
+void convert_gradient(const Params& p, const Tensor& grad, const Tensor& acc, int64_t heads,
+                      int64_t dim, cudaStream_t stream) {
+  if (!acc.data || p.dtype == DType::f32) return;
+  const int64_t tokens = token_count(p);
+  convert_rows_kernel<Elem><<<blocks_for(tokens * heads * 32, 256), 256, 0, stream>>>(
+      p, acc, grad, tokens, heads, dim, 1.0f);
+}
+
+}  // namespace
+
+Status launch_backward(const Params& p, cudaStream_t stream) {
+  const WorkspaceLayout ws = backward_workspace(p);
+  const int64_t tokens = token_count(p);
+  float* delta = workspace_floats(p, ws.delta);
+  const Tensor dq_acc =
+      accumulation_target(p, backward_accumulates_dq(p), p.dq, ws.dq_acc, p.heads, p.head_dim);
+  const bool dkdv = backward_accumulates_dkdv(p);
+  const Tensor dk_acc = accumulation_target(p, dkdv, p.dk, ws.dk_acc, p.heads_kv, p.head_dim);
+  const Tensor dv_acc = accumulation_target(p, dkdv, p.dv, ws.dv_acc, p.heads_kv, p.head_dim_v);
+  int sm = 0;
+  if (Status s = device_sm(&sm); !s.ok()) return s;
+  const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
+
+  with_element_type(p.dtype, [&](auto elem) {
+    using Elem = decltype(elem);
+    delta_kernel<Elem>
+        <<<blocks_for(tokens * p.heads * 32, 256), 256, 0, stream>>>(p, delta, tokens);
+    zero_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
+    zero_gradient<Elem>(p, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
+    zero_gradient<Elem>(p, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+    for (int k = 0; k < pass_count(p); ++k) {
+      const int64_t tile = tensor_cores ? mma_backward_tile_rows(p) : kSimtRowsPerBlock;
+      PassInfo pass = make_pass(p, k, tile);
+      pass.delta = delta;
+      pass.dq_acc = dq_acc;
+      pass.dk_acc = dk_acc;
+      pass.dv_acc = dv_acc;
+      if (tensor_cores) {
+        mma_backward_pass(p, pass, stream);
+      } else {
+        simt_backward_dq_kernel<Elem>
+            <<<pass_grid(pass, pass.head_count, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(
+                p, pass);
+        simt_backward_dkdv_kernel<Elem>
+            <<<pass_grid(pass, p.heads_kv, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(p, pass);
+      }
+    }
+    convert_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
+    convert_gradient<Elem>(p, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
+    convert_gradient<Elem>(p, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+  });
+  return last_launch_status("backward launch");
+}
+
+}  // namespace dilated::cuda

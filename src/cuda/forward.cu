@@ -1,0 +1,61 @@
+// Forward: every row starts unselected (out 0, lse -inf); each pass writes its rows directly,
+// or merges them into running fp32 results when a row collects keys from several passes.
+#include "cuda/cuda_check.hpp"
+#include "cuda/kernel_launch.hpp"
+#include "cuda/kernels/elementwise.cuh"
+#include "cuda/kernels/simt_attention.cuh"
+#include "cuda/launchers.hpp"
+#include "cuda/mma_launch.hpp"
+
+namespace dilated::cuda {
+
+Status launch_forward(const Params& p, cudaStream_t stream) {
+  const WorkspaceLayout ws = forward_workspace(p);
+  const bool merge = forward_merges(p);
+  const int64_t tokens = token_count(p);
+  float* lse = p.lse ? p.lse : workspace_floats(p, ws.lse);
+  Tensor out_acc;
+  if (merge)
+    out_acc =
+        p.dtype == DType::f32 ? p.out : workspace_tensor(p, ws.out_acc, p.heads, p.head_dim_v);
+  int sm = 0;
+  if (Status s = device_sm(&sm); !s.ok()) return s;
+  const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
+
+  with_element_type(p.dtype, [&](auto elem) {
+    using Elem = decltype(elem);
+    const unsigned row_blocks = blocks_for(tokens * p.heads * 32, 256);
+    if (merge && p.dtype != DType::f32) {
+      fill_rows_kernel<float>
+          <<<row_blocks, 256, 0, stream>>>(p, out_acc, tokens, p.heads, p.head_dim_v, 0.0f);
+    } else {
+      fill_rows_kernel<Elem>
+          <<<row_blocks, 256, 0, stream>>>(p, p.out, tokens, p.heads, p.head_dim_v, 0.0f);
+    }
+    if (lse)
+      fill_values_kernel<<<blocks_for(tokens * p.heads, 256), 256, 0, stream>>>(
+          lse, tokens * p.heads, -INFINITY);
+    for (int k = 0; k < pass_count(p); ++k) {
+      if (tensor_cores) {
+        PassInfo pass = make_pass(p, k, mma_forward_tile_rows(p));
+        pass.out_acc = out_acc;
+        pass.lse = lse;
+        mma_forward_pass(p, pass, stream);
+      } else {
+        PassInfo pass = make_pass(p, k, kSimtRowsPerBlock);
+        pass.out_acc = out_acc;
+        pass.lse = lse;
+        simt_forward_kernel<Elem>
+            <<<pass_grid(pass, pass.head_count, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(
+                p, pass);
+      }
+    }
+    if (merge && p.dtype != DType::f32) {
+      convert_rows_kernel<Elem>
+          <<<row_blocks, 256, 0, stream>>>(p, out_acc, p.out, tokens, p.heads, p.head_dim_v, 1.0f);
+    }
+  });
+  return last_launch_status("forward launch");
+}
+
+}  // namespace dilated::cuda

@@ -1,0 +1,50 @@
+// Launch helpers shared by the forward and backward launchers (compiled by nvcc only).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda/launch_plan.hpp"
+#include "dilated/params.hpp"
+
+namespace dilated::cuda {
+
+inline int64_t token_count(const Params& p) {
+  return p.cu_seqlens ? p.total_tokens : p.batch * p.seqlen;
+}
+
+// Calls f with a value of the problem's element type (float, __half or __nv_bfloat16).
+template <class F>
+void with_element_type(DType t, F&& f) {
+  switch (t) {
+    case DType::f32:
+      f(float{});
+      break;
+    case DType::f16:
+      f(__half{});
+      break;
+    case DType::bf16:
+      f(__nv_bfloat16{});
+      break;
+  }
+}
+
+inline dim3 pass_grid(const PassInfo& pass, int64_t heads, int64_t batch) {
+  return dim3(static_cast<unsigned>(pass.segments * pass.tiles_per_segment),
+              static_cast<unsigned>(heads), static_cast<unsigned>(batch));
+}
+
+inline unsigned blocks_for(int64_t threads, int block) {
+  return static_cast<unsigned>((threads + block - 1) / block);
+}
+
+inline Tensor workspace_tensor(const Params& p, int64_t offset, int64_t heads, int64_t dim) {
+  return offset < 0 ? Tensor{} : fp32_accumulator(p, offset, heads, dim);
+}
+
+inline float* workspace_floats(const Params& p, int64_t offset) {
+  return offset < 0 ? nullptr : reinterpret_cast<float*>(static_cast<char*>(p.workspace) + offset);
+}
+
+}  // namespace dilated::cuda

@@ -1,0 +1,61 @@
+// Pieces every attention kernel shares: the pass's view of a head, the rows of a segment, and
+// the row epilogues (direct write, or the lse merge / fp32 accumulation across passes).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/pattern_math.hpp"
+#include "cuda/kernels/mma.cuh"
+#include "cuda/launch_plan.hpp"
+#include "dilated/params.hpp"
+
+namespace dilated::cuda {
+
+// The pattern (with this head's offset) that `head` runs in pass `pass`.
+__device__ __forceinline__ HeadPattern pass_pattern(const Params& p, const PassInfo& pass,
+                                                    int64_t head) {
+  return head_pattern(p, head, p.mode == Mode::longnet ? pass.k : 0);
+}
+
+// blockIdx.x numbers (segment, tile) pairs of the pass.
+struct TileCoord {
+  int64_t segment;
+  int64_t tile;
+};
+__device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass) {
+  return {static_cast<int64_t>(blockIdx.x) / pass.tiles_per_segment,
+          static_cast<int64_t>(blockIdx.x) % pass.tiles_per_segment};
+}
+
+template <typename Elem>
+__device__ __forceinline__ float load_as_float(const Tensor& t, int64_t offset) {
+  return to_float(static_cast<const Elem*>(t.data)[offset]);
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// exp(a - b) where b may be -inf (then the weight of a is zero).
+__device__ __forceinline__ float exp_diff(float a, float b) {
+  return b == -INFINITY ? 0.0f : __expf(a - b);
+}
+
+// Merge weights of the running (lse_old) and this pass's (lse_new_part) results.
+struct MergeWeights {
+  float old_weight;
+  float new_weight;
+  float lse;
+};
+__device__ __forceinline__ MergeWeights merge_weights(float lse_old, float lse_part) {
+  if (isnan(lse_old) || isnan(lse_part)) return {NAN, NAN, NAN};  // NaN inputs propagate
+  const float hi = fmaxf(lse_old, lse_part);
+  if (hi == -INFINITY) return {0.0f, 0.0f, -INFINITY};
+  const float lse = hi + log1pf(__expf(fminf(lse_old, lse_part) - hi));
+  return {exp_diff(lse_old, lse), exp_diff(lse_part, lse), lse};
+}
+
+}  // namespace dilated::cuda

@@ -1,0 +1,176 @@
+// Warp-level tensor-core building blocks for sm_80+: asynchronous copies, swizzled
+// shared-memory tiles, ldmatrix and mma.sync m16n8k16 with fp32 accumulation.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace dilated::cuda {
+
+// ---- asynchronous global -> shared copies (16 bytes, zero-filled when !valid) ----
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
+
+// ---- a [Rows x Cols] tile of 16-bit elements in shared memory ----
+// Rows are stored whole; the 16-byte chunks of a row are XOR-swizzled so that the 8 rows an
+// ldmatrix reads at one logical column land in 8 different bank groups.
+template <int Rows, int Cols>
+struct SmemTile {
+  static constexpr int kChunks = Cols / 8;  // 16-byte chunks per row
+  static_assert(Cols % 16 == 0, "tile width must be a multiple of 16 elements");
+  static constexpr int kRowsPerLine = kChunks >= 8 ? 1 : 8 / kChunks;  // rows per 128 bytes
+  static constexpr int kSwizzleMask = (kChunks >= 8 ? 8 : kChunks) - 1;
+  static constexpr int kElements = Rows * Cols;
+
+  __device__ __forceinline__ static int chunk_offset(int row, int chunk) {
+    const int swizzled = chunk ^ ((row / kRowsPerLine) & kSwizzleMask);
+    return row * Cols + swizzled * 8;
+  }
+};
+
+// ---- ldmatrix ----
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// ---- mma.sync m16n8k16, fp32 accumulators ----
+template <typename Elem>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1);
+
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4],
+                                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4],
+                                                  uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as one register of two 16-bit elements (low half = x).
+template <typename Elem>
+__device__ __forceinline__ uint32_t pack2(float x, float y);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float x, float y) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(x, y);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float x, float y) {
+  __half2 v = __floats2half2_rn(x, y);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+template <typename Elem>
+__device__ __forceinline__ float to_float(Elem x) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    return x;
+  } else {
+    return static_cast<float>(x);
+  }
+}
+template <typename Elem>
+__device__ __forceinline__ Elem from_float(float x) {
+  if constexpr (std::is_same_v<Elem, float>) {
+    return x;
+  } else if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
+    return __float2bfloat16_rn(x);
+  } else {
+    return __float2half_rn(x);
+  }
+}
+
+// ---- warp GEMMs on fragments ----
+// An m16n8 accumulator tile: thread t holds rows t/4 and t/4 + 8, columns 2*(t%4) + {0, 1}.
+
+// acc[16 x 8*NT] += A[16 x K] * B^T, A rows a_row0.. of tile TA (row-major [m][k]) and B rows
+// b_row0.. of tile TB (stored [n][k]): both operands read with plain ldmatrix.
+template <typename Elem, int K, int NT, class TA, class TB>
+__device__ __forceinline__ void warp_gemm_smem_nt(float (&acc)[NT][4], const Elem* a_tile,
+                                                  int a_row0, const Elem* b_tile, int b_row0) {
+  static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int k = 0; k < K / 16; ++k) {
+    uint32_t a[4];
+    ldmatrix_x4(a, a_tile + TA::chunk_offset(a_row0 + lane % 16, 2 * k + lane / 16));
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      uint32_t b[4];
+      const int row = b_row0 + n * 8 + lane % 8 + (lane / 16) * 8;
+      ldmatrix_x4(b, b_tile + TB::chunk_offset(row, 2 * k + (lane / 8) % 2));
+      mma_16816<Elem>(acc[n], a, b[0], b[1]);
+      mma_16816<Elem>(acc[n + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// acc[16 x 8*NT] += A[16 x 16*KT] * B, A given as register fragments (from accumulators) and B
+// rows b_row0.. of tile TB stored [k][n] (read with ldmatrix.trans), columns from b_col0.
+template <typename Elem, int KT, int NT, class TB>
+__device__ __forceinline__ void warp_gemm_regs_kn(float (&acc)[NT][4], const uint32_t (&a)[KT][4],
+                                                  const Elem* b_tile, int b_row0, int b_col0) {
+  static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int k = 0; k < KT; ++k) {
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      uint32_t b[4];
+      const int row = b_row0 + k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
+      ldmatrix_x4_trans(b, b_tile + TB::chunk_offset(row, (b_col0 + n * 8) / 8 + lane / 16));
+      mma_16816<Elem>(acc[n], a[k], b[0], b[1]);
+      mma_16816<Elem>(acc[n + 1], a[k], b[2], b[3]);
+    }
+  }
+}
+
+// Accumulators of a 16 x (16*KT) tile as A fragments for the next product (FlashAttention's
+// register reuse: n8 tiles 2k and 2k+1 form k-slice k).
+template <typename Elem, int KT>
+__device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[KT][4],
+                                                  const float (&s)[2 * KT][4]) {
+#pragma unroll
+  for (int k = 0; k < KT; ++k) {
+    a[k][0] = pack2<Elem>(s[2 * k][0], s[2 * k][1]);
+    a[k][1] = pack2<Elem>(s[2 * k][2], s[2 * k][3]);
+    a[k][2] = pack2<Elem>(s[2 * k + 1][0], s[2 * k + 1][1]);
+    a[k][3] = pack2<Elem>(s[2 * k + 1][2], s[2 * k + 1][3]);
+  }
+}
+
+}  // namespace dilated::cuda

@@ -1,0 +1,273 @@
+// Tensor-core backward (FlashAttention-2 algebra with the final union lse):
+//   P = exp(s - lse), dP = dout' v^T, dS = P (dP - delta), dv = P^T dout', dk = scale dS^T q,
+//   dq = scale dS k, where dout' = dout * output_scale.
+// dq comes from a query-outer kernel and dk/dv from a key-outer kernel, so every gradient row is
+// owned by one CTA per pass: no atomics, bitwise-reproducible results.
+#pragma once
+
+#include "cuda/kernels/mma_forward.cuh"
+
+namespace dilated::cuda {
+
+// Query rows per inner tile of the key-outer kernel: fewer for wide heads, to keep the dk and
+// dv accumulators (2 x 16 x D floats per warp) in registers.
+template <int D>
+inline constexpr int kDkdvQueryRows = D > 64 ? 32 : 64;
+
+template <typename Elem, int D>
+struct DqSmem {
+  using Tile = SmemTile<kMmaRows, D>;
+  static constexpr int kBytes = 6 * Tile::kElements * static_cast<int>(sizeof(Elem));  // Q dO 2K 2V
+};
+
+template <typename Elem, int D>
+struct DkdvSmem {
+  using KeyTile = SmemTile<kMmaRows, D>;
+  using QueryTile = SmemTile<kDkdvQueryRows<D>, D>;
+  static constexpr int kBytes =
+      (2 * KeyTile::kElements + 4 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
+      4 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));  // 2 x (lse, delta)
+};
+
+// Stores or accumulates the thread's part of a warp's 16 x D fp32 tile (m16n8 layout) into
+// gradient rows. `rows_ok[r]` says whether the thread's row r is a real row.
+template <typename Elem, int D>
+__device__ __forceinline__ void store_gradient_tile(const Params& p, const Tensor& grad,
+                                                    const Tensor& acc, const int64_t (&token)[2],
+                                                    const bool (&rows_ok)[2], int64_t head,
+                                                    const float (&x)[D / 8][4], float factor) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (!rows_ok[r]) continue;
+    if (acc.data) {
+      float* a = static_cast<float*>(acc.data) + token_offset(p, acc, token[r], head);
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        float2* dst = reinterpret_cast<float2*>(a + d * 8 + 2 * (lane % 4));
+        const float2 old = *dst;
+        *dst = make_float2(old.x + factor * x[d][2 * r], old.y + factor * x[d][2 * r + 1]);
+      }
+    } else {
+      Elem* g = static_cast<Elem*>(grad.data) + token_offset(p, grad, token[r], head);
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(g + d * 8 + 2 * (lane % 4)) =
+            pack2<Elem>(factor * x[d][2 * r], factor * x[d][2 * r + 1]);
+      }
+    }
+  }
+}
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    mma_backward_dq_kernel(const Params p, const PassInfo pass) {
+  using Tile = SmemTile<kMmaRows, D>;
+  constexpr int NT = kMmaRows / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* do_tile = q_tile + Tile::kElements;
+  Elem* k_tiles = do_tile + Tile::kElements;
+  Elem* v_tiles = k_tiles + 2 * Tile::kElements;
+
+  const int64_t b = blockIdx.z;
+  const int64_t head = pass.head_begin + blockIdx.y;
+  const HeadPattern hp = pass_pattern(p, pass, head);
+  const TileCoord tc = tile_coord(pass);
+  const SegmentRows rows = segment_rows(hp, tc.segment, seq_length(p, b));
+  const int64_t q0 = tc.tile * kMmaRows;
+  if (q0 >= rows.count) return;
+  const int64_t kv_head = kv_head_of(p, head);
+  const int64_t num_keys = p.causal ? min(rows.count, q0 + kMmaRows) : rows.count;
+  const int num_key_tiles = static_cast<int>((num_keys + kMmaRows - 1) / kMmaRows);
+  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const float scale_log2 = scale * kLog2e;
+  const float dout_scale = output_scale(p);
+
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
+                                                  make_span<Elem>(p, p.q, b, head, hp, rows, q0));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, q0));
+  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, rows, 0);
+  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, rows, 0);
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span);
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles, v_span);
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const bool row_ok[2] = {row_idx[0] < rows.count, row_idx[1] < rows.count};
+  int64_t token[2];
+  float lse_log2[2], delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    token[r] = token_index(p, b, rows.first + row_idx[r] * hp.dilation);
+    const int64_t at = row_ok[r] ? token_lse_index(p, token[r], head) : 0;
+    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
+    delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
+  }
+  float dq[DT][4] = {};
+
+  for (int kt = 0; kt < num_key_tiles; ++kt) {
+    const int buf = kt % 2;
+    if (kt + 1 < num_key_tiles) {
+      k_span.idx0 = v_span.idx0 = static_cast<int64_t>(kt + 1) * kMmaRows;
+      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + (1 - buf) * Tile::kElements,
+                                                      k_span);
+      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + (1 - buf) * Tile::kElements,
+                                                      v_span);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const Elem* k_tile = k_tiles + buf * Tile::kElements;
+    float s[NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+    float dp[NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, NT, Tile, Tile>(dp, do_tile, warp * 16,
+                                               v_tiles + buf * Tile::kElements, 0);
+    const int64_t key0 = static_cast<int64_t>(kt) * kMmaRows;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const int64_t key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+        const bool visible = row_ok[r] && key < rows.count && !(p.causal && key > row_idx[r]);
+        const float prob = visible ? fast_exp2(s[n][e] * scale_log2 - lse_log2[r]) : 0.0f;
+        s[n][e] = prob * (dp[n][e] * dout_scale - delta[r]);  // dS
+      }
+    }
+    uint32_t ds[NT / 2][4];
+    accumulators_to_a<Elem, NT / 2>(ds, s);
+    warp_gemm_regs_kn<Elem, NT / 2, DT, Tile>(dq, ds, k_tile, 0, 0);
+    __syncthreads();
+  }
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq, scale);
+}
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    mma_backward_dkdv_kernel(const Params p, const PassInfo pass) {
+  constexpr int BQ = kDkdvQueryRows<D>;
+  using KeyTile = SmemTile<kMmaRows, D>;
+  using QueryTile = SmemTile<BQ, D>;
+  constexpr int QT = BQ / 8;  // n8 tiles of queries
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* k_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* v_tile = k_tile + KeyTile::kElements;
+  Elem* q_tiles = v_tile + KeyTile::kElements;
+  Elem* do_tiles = q_tiles + 2 * QueryTile::kElements;
+  float* lse_rows = reinterpret_cast<float*>(do_tiles + 2 * QueryTile::kElements);  // [2][BQ]
+  float* delta_rows = lse_rows + 2 * BQ;                                            // [2][BQ]
+
+  const int64_t b = blockIdx.z;
+  const int64_t kv_head = blockIdx.y;
+  const TileCoord tc = tile_coord(pass);
+  const int64_t k0 = tc.tile * kMmaRows;
+  const int64_t n = seq_length(p, b);
+  const int64_t group = p.heads / p.heads_kv;
+  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const float scale_log2 = scale * kLog2e;
+  const float dout_scale = output_scale(p);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t head_end = pass.head_begin + pass.head_count;
+
+  for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+    if (head < pass.head_begin || head >= head_end) continue;
+    const HeadPattern hp = pass_pattern(p, pass, head);
+    const SegmentRows rows = segment_rows(hp, tc.segment, n);
+    if (k0 >= rows.count) continue;
+    __syncthreads();  // the previous head's tiles are no longer read
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, rows, k0));
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, rows, k0));
+    const int64_t first_q = p.causal ? k0 / BQ * BQ : 0;
+    const int num_query_tiles = static_cast<int>((rows.count - first_q + BQ - 1) / BQ);
+    RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, first_q);
+    RowSpan do_span = make_span<Elem>(p, p.dout, b, head, hp, rows, first_q);
+
+    // lse (log2 units) and delta of query tile `qt` into buffer `buf` (plain loads; the
+    // barrier before use orders them).
+    auto load_row_stats = [&](int qt, int buf) {
+      for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
+        const int64_t idx = first_q + static_cast<int64_t>(qt) * BQ + i;
+        float l = 0.0f, d = 0.0f;
+        if (idx < rows.count) {
+          const int64_t at =
+              token_lse_index(p, token_index(p, b, rows.first + idx * hp.dilation), head);
+          l = p.lse[at] * kLog2e;
+          d = pass.delta[at];
+        }
+        lse_rows[buf * BQ + i] = l;
+        delta_rows[buf * BQ + i] = d;
+      }
+    };
+    load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles, q_span);
+    load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles, do_span);
+    load_row_stats(0, 0);
+    cp_async_commit();
+
+    const int64_t key_idx[2] = {k0 + warp * 16 + lane / 4, k0 + warp * 16 + lane / 4 + 8};
+    float dk[DT][4] = {}, dv[DT][4] = {};
+    for (int qt = 0; qt < num_query_tiles; ++qt) {
+      const int buf = qt % 2;
+      if (qt + 1 < num_query_tiles) {
+        q_span.idx0 = do_span.idx0 = first_q + static_cast<int64_t>(qt + 1) * BQ;
+        load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + (1 - buf) * QueryTile::kElements,
+                                                  q_span);
+        load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + (1 - buf) * QueryTile::kElements,
+                                                  do_span);
+        load_row_stats(qt + 1, 1 - buf);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      const Elem* q_tile = q_tiles + buf * QueryTile::kElements;
+      const Elem* do_tile = do_tiles + buf * QueryTile::kElements;
+      float st[QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
+      warp_gemm_smem_nt<Elem, D, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
+      float dpt[QT][4] = {};  // dP^T = v dout^T
+      warp_gemm_smem_nt<Elem, D, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
+      const int64_t query0 = first_q + static_cast<int64_t>(qt) * BQ;
+#pragma unroll
+      for (int j = 0; j < QT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + 2 * (lane % 4) + (e % 2);
+          const int64_t query = query0 + col;
+          const int64_t key = key_idx[e / 2];
+          const bool visible = query < rows.count && key < rows.count && !(p.causal && key > query);
+          const float prob =
+              visible ? fast_exp2(st[j][e] * scale_log2 - lse_rows[buf * BQ + col]) : 0.0f;
+          st[j][e] = prob;                                                           // P^T
+          dpt[j][e] = prob * (dpt[j][e] * dout_scale - delta_rows[buf * BQ + col]);  // dS^T
+        }
+      }
+      uint32_t pa[QT / 2][4], dsa[QT / 2][4];
+      accumulators_to_a<Elem, QT / 2>(pa, st);
+      accumulators_to_a<Elem, QT / 2>(dsa, dpt);
+      warp_gemm_regs_kn<Elem, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
+      warp_gemm_regs_kn<Elem, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0, 0);
+      __syncthreads();
+    }
+    int64_t key_token[2];
+    bool key_ok[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      key_ok[r] = key_idx[r] < rows.count;
+      key_token[r] = token_index(p, b, rows.first + key_idx[r] * hp.dilation);
+    }
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, key_token, key_ok, kv_head, dk, scale);
+    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, key_token, key_ok, kv_head, dv, dout_scale);
+  }
+}
+
+}  // namespace dilated::cuda

@@ -1,0 +1,88 @@
+#include "cuda/launch_plan.hpp"
+
+#include "core/pattern_math.hpp"
+
+namespace dilated::cuda {
+namespace {
+
+int64_t tokens(const Params& p) {
+  return p.cu_seqlens ? p.total_tokens : p.batch * p.seqlen;
+}
+
+int64_t round_up(int64_t x) {
+  return (x + 255) / 256 * 256;
+}
+
+int64_t reserve(WorkspaceLayout& w, int64_t bytes) {
+  const int64_t at = w.bytes;
+  w.bytes += round_up(bytes);
+  return at;
+}
+
+}  // namespace
+
+int pass_count(const Params& p) {
+  return p.num_patterns;
+}
+
+// longnet rows collect keys from several passes; head_groups rows from exactly one.
+bool forward_merges(const Params& p) {
+  return p.mode == Mode::longnet && p.num_patterns > 1;
+}
+
+bool backward_accumulates_dq(const Params& p) {
+  return forward_merges(p);
+}
+
+// A kv head's gradient sums over its query heads and, in longnet, over the passes.
+bool backward_accumulates_dkdv(const Params& p) {
+  return p.heads != p.heads_kv || forward_merges(p);
+}
+
+WorkspaceLayout forward_workspace(const Params& p) {
+  WorkspaceLayout w;
+  if (!forward_merges(p)) return w;
+  if (p.dtype != DType::f32) w.out_acc = reserve(w, tokens(p) * p.heads * p.head_dim_v * 4);
+  if (!p.lse) w.lse = reserve(w, tokens(p) * p.heads * 4);
+  return w;
+}
+
+WorkspaceLayout backward_workspace(const Params& p) {
+  WorkspaceLayout w;
+  w.delta = reserve(w, tokens(p) * p.heads * 4);
+  if (p.dtype == DType::f32) return w;  // fp32 gradients accumulate in place
+  if (backward_accumulates_dq(p)) w.dq_acc = reserve(w, tokens(p) * p.heads * p.head_dim * 4);
+  if (backward_accumulates_dkdv(p)) {
+    w.dk_acc = reserve(w, tokens(p) * p.heads_kv * p.head_dim * 4);
+    w.dv_acc = reserve(w, tokens(p) * p.heads_kv * p.head_dim_v * 4);
+  }
+  return w;
+}
+
+PassInfo make_pass(const Params& p, int k, int64_t tile_rows) {
+  PassInfo pass;
+  pass.k = k;
+  if (p.mode == Mode::head_groups) {
+    pass.head_begin = head_group_begin(k, p.heads, p.num_patterns);
+    pass.head_count = head_group_begin(k + 1, p.heads, p.num_patterns) - pass.head_begin;
+  } else {
+    pass.head_begin = 0;
+    pass.head_count = p.heads;
+  }
+  const Pattern pattern = p.patterns[k];
+  pass.segments = ceil_div(p.seqlen, pattern.segment);
+  pass.tile_rows = tile_rows;
+  pass.tiles_per_segment = ceil_div(ceil_div(pattern.segment, pattern.dilation), tile_rows);
+  return pass;
+}
+
+Tensor fp32_accumulator(const Params& p, int64_t offset, int64_t heads, int64_t dim) {
+  Tensor t;
+  t.data = static_cast<char*>(p.workspace) + offset;
+  t.head_stride = dim;
+  t.row_stride = heads * dim;
+  t.batch_stride = p.seqlen * t.row_stride;  // ignored for varlen (tokens are packed)
+  return t;
+}
+
+}  // namespace dilated::cuda

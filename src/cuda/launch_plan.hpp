@@ -1,0 +1,57 @@
+// How a problem becomes CUDA launches (host-only, no CUDA headers): the passes, where each
+// pass writes (directly into the outputs, or merged/accumulated in fp32), and the workspace.
+#pragma once
+
+#include <cstdint>
+
+#include "dilated/params.hpp"
+
+namespace dilated::cuda {
+
+// One launch covers one pass: in longnet pass k runs pattern k for every head; in head_groups
+// pass k runs group k's heads on pattern k. Passes run one after another on the stream, so
+// later passes may read what earlier ones wrote.
+struct PassInfo {
+  int32_t k = 0;
+  int64_t head_begin = 0;
+  int64_t head_count = 0;
+  int64_t segments = 0;           // segments of the longest sequence
+  int64_t tiles_per_segment = 0;  // query (forward, dq) or key (dk/dv) tiles per segment
+  int64_t tile_rows = 0;          // selected rows per tile
+
+  // Forward: out_acc.data null -> write out (and lse, if any) directly; otherwise merge this
+  // pass into the running fp32 (out_acc, lse) with the lse rule.
+  Tensor out_acc;
+  float* lse = nullptr;
+
+  // Backward: delta = rowsum(dout * out), laid out like lse. A gradient whose *_acc.data is
+  // null is written directly in the output dtype; otherwise added to the fp32 accumulator.
+  const float* delta = nullptr;
+  Tensor dq_acc, dk_acc, dv_acc;
+};
+
+// Where the workspace's pieces lie (byte offsets; -1: not needed) and its size.
+struct WorkspaceLayout {
+  int64_t out_acc = -1;  // fp32 [tokens, H, Dv], longnet with several patterns, 16-bit dtype
+  int64_t lse = -1;      // fp32 lse when the caller passed none but passes must merge
+  int64_t delta = -1;    // fp32, backward
+  int64_t dq_acc = -1;   // fp32 [tokens, H, D]
+  int64_t dk_acc = -1;   // fp32 [tokens, Hkv, D]
+  int64_t dv_acc = -1;   // fp32 [tokens, Hkv, Dv]
+  int64_t bytes = 0;
+};
+
+int pass_count(const Params& p);
+bool forward_merges(const Params& p);
+bool backward_accumulates_dq(const Params& p);
+bool backward_accumulates_dkdv(const Params& p);
+WorkspaceLayout forward_workspace(const Params& p);
+WorkspaceLayout backward_workspace(const Params& p);
+
+// Pass k's heads and launch geometry for tiles of `tile_rows` selected rows.
+PassInfo make_pass(const Params& p, int k, int64_t tile_rows);
+
+// A contiguous fp32 [tokens, heads, dim] view of workspace memory at `offset`.
+Tensor fp32_accumulator(const Params& p, int64_t offset, int64_t heads, int64_t dim);
+
+}  // namespace dilated::cuda

@@ -1,0 +1,6 @@
+#include "cuda/kernels/mma_instantiate.cuh"
+
+namespace dilated::cuda {
+template void mma_forward_pass_for<__half>(const Params&, const PassInfo&, cudaStream_t);
+template void mma_backward_pass_for<__half>(const Params&, const PassInfo&, cudaStream_t);
+}  // namespace dilated::cuda

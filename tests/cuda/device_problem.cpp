@@ -1,0 +1,119 @@
+#include "cuda/device_problem.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+namespace dilated::testing {
+
+DeviceProblem::DeviceProblem(const Backend& backend, HostProblem& host)
+    : backend_(backend), host_(host) {
+  for (const std::string& name : HostProblem::buffer_names()) {
+    const Buffer& buf = host.buffer(name);
+    buffers_.emplace_back(name,
+                          device_copy(buf.bytes.data(), static_cast<int64_t>(buf.bytes.size())));
+  }
+  lse_ = device_copy(host.lse_buffer().data(),
+                     static_cast<int64_t>(host.lse_buffer().size() * sizeof(float)));
+  if (!host.cu_seqlens().empty()) {
+    cu_seqlens_ = device_copy(host.cu_seqlens().data(),
+                              static_cast<int64_t>(host.cu_seqlens().size() * sizeof(int32_t)));
+  }
+}
+
+DeviceProblem::~DeviceProblem() {
+  for (void* p : allocations_) backend_.release(p);
+}
+
+void* DeviceProblem::device_copy(const void* src, int64_t bytes) {
+  void* dst = nullptr;
+  Status s = backend_.allocate(bytes, &dst);
+  if (s.ok()) s = backend_.copy_to_device(dst, src, bytes);
+  if (!s.ok()) throw std::runtime_error(s.message());
+  allocations_.push_back(dst);
+  return dst;
+}
+
+Params DeviceProblem::params(Direction dir) {
+  Params p = host_.params();
+  p.device = backend_.device();
+  for (const auto& [name, ptr] : buffers_) {
+    Tensor* t = name == "q"      ? &p.q
+                : name == "k"    ? &p.k
+                : name == "v"    ? &p.v
+                : name == "dout" ? &p.dout
+                : name == "out"  ? &p.out
+                : name == "dq"   ? &p.dq
+                : name == "dk"   ? &p.dk
+                                 : &p.dv;
+    t->data = ptr;
+  }
+  p.lse = static_cast<float*>(lse_);
+  p.cu_seqlens = static_cast<const int32_t*>(cu_seqlens_);
+  const int64_t need = backend_.workspace_bytes(p, dir);
+  if (need > workspace_bytes_) {
+    void* w = nullptr;
+    if (Status s = backend_.allocate(need, &w); !s.ok()) throw std::runtime_error(s.message());
+    allocations_.push_back(w);
+    workspace_ = w;
+    workspace_bytes_ = need;
+  }
+  p.workspace = workspace_;
+  p.workspace_bytes = workspace_bytes_;
+  return p;
+}
+
+Status DeviceProblem::run(Direction dir) {
+  const Params p = params(dir);
+  Status s = dir == Direction::forward ? forward(p, {}, backend_.name())
+                                       : backward(p, {}, backend_.name());
+  if (s.ok()) s = backend_.synchronize({});
+  return s;
+}
+
+void DeviceProblem::copy_outputs_back() {
+  for (const auto& [name, ptr] : buffers_) {
+    Buffer& buf = host_.buffer(name);
+    Status s = backend_.copy_to_host(buf.bytes.data(), ptr, static_cast<int64_t>(buf.bytes.size()));
+    if (!s.ok()) throw std::runtime_error(s.message());
+  }
+  Status s = backend_.copy_to_host(host_.lse_buffer().data(), lse_,
+                                   static_cast<int64_t>(host_.lse_buffer().size() * sizeof(float)));
+  if (!s.ok()) throw std::runtime_error(s.message());
+}
+
+std::unique_ptr<HostProblem> exact_twin(const HostProblem& problem) {
+  ProblemConfig config = problem.config();
+  config.dtype = DType::f32;
+  auto twin = std::make_unique<HostProblem>(config, 0);
+  for (const char* name : {"q", "k", "v", "dout"}) twin->set(name, problem.read(name));
+  return twin;
+}
+
+AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem& oracle,
+                                   const HostProblem& exact,
+                                   const std::vector<std::string>& outputs) {
+  AccuracyReport report;
+  const DType dtype = device.config().dtype;
+  for (const std::string& name : outputs) {
+    double device_error, oracle_error;
+    if (name == "lse") {  // float32 in every dtype, computed from fp32 scores
+      device_error = relative_error(device.read_lse(), exact.read_lse());
+      oracle_error = 0;
+    } else {
+      device_error = relative_error(device.read(name), exact.read(name));
+      oracle_error = relative_error(oracle.read(name), exact.read(name));
+    }
+    const double bound = dtype == DType::f32 || name == "lse" ? 1e-4 : 2 * oracle_error + 1e-6;
+    std::ostringstream line;
+    line << name << ": device error " << device_error << ", oracle error " << oracle_error
+         << ", bound " << bound;
+    report.lines.push_back(line.str());
+    if (!(device_error <= bound)) report.ok = false;
+  }
+  return report;
+}
+
+}  // namespace dilated::testing

@@ -1,0 +1,65 @@
+// A HostProblem mirrored in a backend's device memory through the Backend device services
+// (no CUDA API here, so this compiles without nvcc), and the accuracy rule for 16-bit types.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/problem.hpp"
+
+namespace dilated::testing {
+
+class DeviceProblem {
+ public:
+  // Copies every buffer of `host` (inputs and poisoned outputs) to the device.
+  DeviceProblem(const Backend& backend, HostProblem& host);
+  ~DeviceProblem();
+  DeviceProblem(const DeviceProblem&) = delete;
+  DeviceProblem& operator=(const DeviceProblem&) = delete;
+
+  // Params over device memory, with a workspace as large as the backend asks for.
+  Params params(Direction dir);
+  Status run(Direction dir);
+  // Copies the outputs (out, lse, dq, dk, dv) back into the host problem.
+  void copy_outputs_back();
+
+ private:
+  void* device_copy(const void* src, int64_t bytes);
+
+  const Backend& backend_;
+  HostProblem& host_;
+  std::vector<void*> allocations_;
+  std::vector<std::pair<std::string, void*>> buffers_;
+  void* lse_ = nullptr;
+  void* cu_seqlens_ = nullptr;
+  void* workspace_ = nullptr;
+  int64_t workspace_bytes_ = 0;
+};
+
+// Skips the calling test unless the backend runs on this machine.
+#define DILATED_REQUIRE_BACKEND(backend)                                           \
+  do {                                                                             \
+    if (std::string reason = (backend).unavailable_reason(); !reason.empty()) {    \
+      GTEST_SKIP() << (backend).name() << " backend unavailable here: " << reason; \
+    }                                                                              \
+  } while (0)
+
+// Errors of a device run and of the oracle in the problem's dtype, both against the oracle
+// run in float32 on the same rounded inputs ("exact": its error is ~1e-7).
+struct AccuracyReport {
+  std::vector<std::string> lines;
+  bool ok = true;
+};
+
+// Compares `device` with `oracle` (same dtype) and `exact` (float32 oracle) for the named
+// outputs: fp32 within 1e-4 of the largest element; fp16/bf16 within 2x the oracle's own error
+// (plus 1e-6 so that an exactly representable answer does not demand zero error).
+AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem& oracle,
+                                   const HostProblem& exact,
+                                   const std::vector<std::string>& outputs);
+
+// A float32 copy of `problem`'s configuration whose inputs are its (rounded) inputs.
+std::unique_ptr<HostProblem> exact_twin(const HostProblem& problem);
+
+}  // namespace dilated::testing
