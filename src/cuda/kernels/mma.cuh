@@ -159,6 +159,31 @@ __device__ __forceinline__ void warp_gemm_regs_kn(float (&acc)[NT][4], const uin
   }
 }
 
+// acc += (A_hi + A_lo) * B with B read once: a 16-bit A operand split into its rounding and
+// the rounding of the remainder carries about 16 significant bits instead of 8 or 11.
+template <typename Elem, int KT, int NT, class TB>
+__device__ __forceinline__ void warp_gemm_split_regs_kn(float (&acc)[NT][4],
+                                                        const uint32_t (&a_hi)[KT][4],
+                                                        const uint32_t (&a_lo)[KT][4],
+                                                        const Elem* b_tile, int b_row0,
+                                                        int b_col0) {
+  static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int k = 0; k < KT; ++k) {
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      uint32_t b[4];
+      const int row = b_row0 + k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
+      ldmatrix_x4_trans(b, b_tile + TB::chunk_offset(row, (b_col0 + n * 8) / 8 + lane / 16));
+      mma_16816<Elem>(acc[n], a_hi[k], b[0], b[1]);
+      mma_16816<Elem>(acc[n + 1], a_hi[k], b[2], b[3]);
+      mma_16816<Elem>(acc[n], a_lo[k], b[0], b[1]);
+      mma_16816<Elem>(acc[n + 1], a_lo[k], b[2], b[3]);
+    }
+  }
+}
+
 // Accumulators of a 16 x (16*KT) tile as A fragments for the next product (FlashAttention's
 // register reuse: n8 tiles 2k and 2k+1 form k-slice k).
 template <typename Elem, int KT>
@@ -171,6 +196,26 @@ __device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[KT][4],
     a[k][2] = pack2<Elem>(s[2 * k + 1][0], s[2 * k + 1][1]);
     a[k][3] = pack2<Elem>(s[2 * k + 1][2], s[2 * k + 1][3]);
   }
+}
+
+template <typename Elem>
+__device__ __forceinline__ float round_trip(float x) {
+  return to_float(from_float<Elem>(x));
+}
+
+// Accumulators as two A fragment sets: hi = x rounded to Elem, lo = (x - hi) rounded.
+template <typename Elem, int KT>
+__device__ __forceinline__ void accumulators_to_split_a(uint32_t (&hi)[KT][4],
+                                                        uint32_t (&lo)[KT][4],
+                                                        const float (&s)[2 * KT][4]) {
+  float rest[2 * KT][4];
+#pragma unroll
+  for (int n = 0; n < 2 * KT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) rest[n][e] = s[n][e] - round_trip<Elem>(s[n][e]);
+  }
+  accumulators_to_a<Elem, KT>(hi, s);
+  accumulators_to_a<Elem, KT>(lo, rest);
 }
 
 }  // namespace dilated::cuda

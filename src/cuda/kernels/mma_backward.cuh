@@ -1,6 +1,9 @@
 // Tensor-core backward (FlashAttention-2 algebra with the final union lse):
 //   P = exp(s - lse), dP = dout' v^T, dS = P (dP - delta), dv = P^T dout', dk = scale dS^T q,
 //   dq = scale dS k, where dout' = dout * output_scale.
+// dS sums to zero over each row's keys, so dq and dk cancel heavily: dS enters their products
+// split into two 16-bit parts (about 16 significant bits) to keep the gradients as accurate
+// as the output rounding allows.
 // dq comes from a query-outer kernel and dk/dv from a key-outer kernel, so every gradient row is
 // owned by one CTA per pass: no atomics, bitwise-reproducible results.
 #pragma once
@@ -141,9 +144,9 @@ __global__ void __launch_bounds__(kMmaThreads)
         s[n][e] = prob * (dp[n][e] * dout_scale - delta[r]);  // dS
       }
     }
-    uint32_t ds[NT / 2][4];
-    accumulators_to_a<Elem, NT / 2>(ds, s);
-    warp_gemm_regs_kn<Elem, NT / 2, DT, Tile>(dq, ds, k_tile, 0, 0);
+    uint32_t ds_hi[NT / 2][4], ds_lo[NT / 2][4];
+    accumulators_to_split_a<Elem, NT / 2>(ds_hi, ds_lo, s);
+    warp_gemm_split_regs_kn<Elem, NT / 2, DT, Tile>(dq, ds_hi, ds_lo, k_tile, 0, 0);
     __syncthreads();
   }
   store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq, scale);
@@ -251,11 +254,11 @@ __global__ void __launch_bounds__(kMmaThreads)
           dpt[j][e] = prob * (dpt[j][e] * dout_scale - delta_rows[buf * BQ + col]);  // dS^T
         }
       }
-      uint32_t pa[QT / 2][4], dsa[QT / 2][4];
+      uint32_t pa[QT / 2][4], ds_hi[QT / 2][4], ds_lo[QT / 2][4];
       accumulators_to_a<Elem, QT / 2>(pa, st);
-      accumulators_to_a<Elem, QT / 2>(dsa, dpt);
+      accumulators_to_split_a<Elem, QT / 2>(ds_hi, ds_lo, dpt);
       warp_gemm_regs_kn<Elem, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
-      warp_gemm_regs_kn<Elem, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0, 0);
+      warp_gemm_split_regs_kn<Elem, QT / 2, DT, QueryTile>(dk, ds_hi, ds_lo, q_tile, 0, 0);
       __syncthreads();
     }
     int64_t key_token[2];
