@@ -11,17 +11,18 @@ quick=${2:-}
 export PYTHONUNBUFFERED=1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDILATED_CUDA_ARCHS="90-real" \
+BUILD=${BUILD:-build-gpu}
+cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DDILATED_CUDA_ARCHS="90-real" \
   -DCMAKE_PREFIX_PATH="$PWD/.deps" \
-  -DDILATED_BUILD_CLI=OFF >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+  -DDILATED_BUILD_CLI=OFF ${EXTRA_CMAKE:-} >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 start=$(date +%s)
-ninja -C build-gpu cuda_tests cuda_backend_timing >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+ninja -C $BUILD cuda_tests cuda_backend_timing >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
 
 if [[ $what == tests || $what == all ]]; then
-  ./build-gpu/bin/cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^\[  (FAILED|PASSED|  OK|SKIPPED) |error|Failure|device error" | head -60
+  ./$BUILD/bin/cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^\[  (FAILED|PASSED|  OK|SKIPPED) |error|Failure|device error" | head -60
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 3 ./build-gpu/bin/cuda_tests \
+    compute-sanitizer --tool $tool --error-exitcode 3 ./$BUILD/bin/cuda_tests \
       --gtest_filter='CudaSanitizerSubset.*' >"$OUT/sanitizer_$tool.log" 2>&1
     echo "compute-sanitizer $tool: exit $? ($(grep -cE 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards' "$OUT/sanitizer_$tool.log") clean summaries)"
     grep -E "SUMMARY" "$OUT/sanitizer_$tool.log" | head -3
@@ -30,7 +31,7 @@ fi
 
 if [[ $what == bench || $what == all ]]; then
   run_case() {  # args for both programs
-    ./build-gpu/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
+    ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
     python3 bench/gpu/torch_baselines.py "$@" | tee -a "$OUT/bench.jsonl"
   }
   : >"$OUT/bench.jsonl"
@@ -43,7 +44,7 @@ if [[ $what == bench || $what == all ]]; then
     run_case --batch 1 --seq-len 32768 --heads 12 --head-dim 64 --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16 --mode head_groups
     run_case --batch 1 --seq-len 32768 --heads 12 --head-dim 64 --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16 --mode longnet
     L="--batch 1 --seq-len 1048576 --heads 16 --head-dim 128 --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,8,16 --dtype bf16 --repeats 5"
-    ./build-gpu/bin/cuda_backend_timing $L --mode head_groups | tee -a "$OUT/bench.jsonl"
+    ./$BUILD/bin/cuda_backend_timing $L --mode head_groups | tee -a "$OUT/bench.jsonl"
     python3 bench/gpu/torch_baselines.py $L --mode head_groups --skip-dense | tee -a "$OUT/bench.jsonl"
   fi
   python3 bench/gpu/bench_table.py "$OUT/bench.jsonl" | tee "$OUT/bench_table.md"

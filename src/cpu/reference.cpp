@@ -101,9 +101,12 @@ Status reference_backward(const Params& p) {
       for (int64_t head = 0; head < p.heads; ++head) {
         const int64_t kv_head = kv_head_of(p, head);
         const Row row = attend(p, b, t, head);
+        // DESIGN 2.5: delta = <dout, out> with the forward's stored out (what the backward
+        // receives); in head_groups dout/m meets the softmax average m * out: the same value.
+        const std::vector<double> stored_out = load_row(p, p.out, b, t, head, p.head_dim_v);
         std::vector<double> dout = load_row(p, p.dout, b, t, head, p.head_dim_v);
+        const double delta = dot(dout, stored_out);
         for (double& x : dout) x *= output_scale(p);  // d(loss)/d(softmax average)
-        const double delta = dot(dout, row.out);
         const std::vector<double> q = load_row(p, p.q, b, t, head, p.head_dim);
         std::vector<double> dq(p.head_dim, 0.0);
         for (size_t i = 0; i < row.keys.size(); ++i) {

@@ -39,6 +39,7 @@ std::vector<double> numerical_gradient(HostProblem& problem, const std::string& 
 void expect_gradients_match(const ProblemConfig& config) {
   const uint64_t seed = test_seed();
   HostProblem problem(config, seed);
+  ASSERT_TRUE(forward(problem.params(), {}, "reference").ok());  // backward reads out
   ASSERT_TRUE(backward(problem.params(), {}, "reference").ok());
   const std::vector<double> dq = problem.read("dq"), dk = problem.read("dk"),
                             dv = problem.read("dv");

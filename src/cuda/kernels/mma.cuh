@@ -116,33 +116,42 @@ __device__ __forceinline__ Elem from_float(float x) {
 
 // ---- warp GEMMs on fragments ----
 // An m16n8 accumulator tile: thread t holds rows t/4 and t/4 + 8, columns 2*(t%4) + {0, 1}.
+// A warp owns MT m16 row tiles; each B fragment loaded from shared memory feeds all of them.
 
-// acc[16 x 8*NT] += A[16 x K] * B^T, A rows a_row0.. of tile TA (row-major [m][k]) and B rows
-// b_row0.. of tile TB (stored [n][k]): both operands read with plain ldmatrix.
-template <typename Elem, int K, int NT, class TA, class TB>
-__device__ __forceinline__ void warp_gemm_smem_nt(float (&acc)[NT][4], const Elem* a_tile,
+// acc[MT][16 x 8*NT] += A[16*MT x K] * B^T, A rows a_row0.. of tile TA (row-major [m][k]) and
+// B rows b_row0.. of tile TB (stored [n][k]): both operands read with plain ldmatrix.
+template <typename Elem, int K, int MT, int NT, class TA, class TB>
+__device__ __forceinline__ void warp_gemm_smem_nt(float (&acc)[MT][NT][4], const Elem* a_tile,
                                                   int a_row0, const Elem* b_tile, int b_row0) {
   static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int k = 0; k < K / 16; ++k) {
-    uint32_t a[4];
-    ldmatrix_x4(a, a_tile + TA::chunk_offset(a_row0 + lane % 16, 2 * k + lane / 16));
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      ldmatrix_x4(a[m], a_tile + TA::chunk_offset(a_row0 + m * 16 + lane % 16, 2 * k + lane / 16));
+    }
 #pragma unroll
     for (int n = 0; n < NT; n += 2) {
       uint32_t b[4];
       const int row = b_row0 + n * 8 + lane % 8 + (lane / 16) * 8;
       ldmatrix_x4(b, b_tile + TB::chunk_offset(row, 2 * k + (lane / 8) % 2));
-      mma_16816<Elem>(acc[n], a, b[0], b[1]);
-      mma_16816<Elem>(acc[n + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        mma_16816<Elem>(acc[m][n], a[m], b[0], b[1]);
+        mma_16816<Elem>(acc[m][n + 1], a[m], b[2], b[3]);
+      }
     }
   }
 }
 
-// acc[16 x 8*NT] += A[16 x 16*KT] * B, A given as register fragments (from accumulators) and B
-// rows b_row0.. of tile TB stored [k][n] (read with ldmatrix.trans), columns from b_col0.
-template <typename Elem, int KT, int NT, class TB>
-__device__ __forceinline__ void warp_gemm_regs_kn(float (&acc)[NT][4], const uint32_t (&a)[KT][4],
+// acc[MT][16 x 8*NT] += sum over parts of A_part[16*MT x 16*KT] * B, the A parts given as
+// register fragments (from accumulators; several parts: a value split into 16-bit pieces) and
+// B rows b_row0.. of tile TB stored [k][n] (read once with ldmatrix.trans), columns b_col0...
+template <typename Elem, int Parts, int MT, int KT, int NT, class TB>
+__device__ __forceinline__ void warp_gemm_regs_kn(float (&acc)[MT][NT][4],
+                                                  const uint32_t (&a)[Parts][MT][KT][4],
                                                   const Elem* b_tile, int b_row0, int b_col0) {
   static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
   const int lane = threadIdx.x % 32;
@@ -153,48 +162,15 @@ __device__ __forceinline__ void warp_gemm_regs_kn(float (&acc)[NT][4], const uin
       uint32_t b[4];
       const int row = b_row0 + k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
       ldmatrix_x4_trans(b, b_tile + TB::chunk_offset(row, (b_col0 + n * 8) / 8 + lane / 16));
-      mma_16816<Elem>(acc[n], a[k], b[0], b[1]);
-      mma_16816<Elem>(acc[n + 1], a[k], b[2], b[3]);
+#pragma unroll
+      for (int part = 0; part < Parts; ++part) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          mma_16816<Elem>(acc[m][n], a[part][m][k], b[0], b[1]);
+          mma_16816<Elem>(acc[m][n + 1], a[part][m][k], b[2], b[3]);
+        }
+      }
     }
-  }
-}
-
-// acc += (A_hi + A_lo) * B with B read once: a 16-bit A operand split into its rounding and
-// the rounding of the remainder carries about 16 significant bits instead of 8 or 11.
-template <typename Elem, int KT, int NT, class TB>
-__device__ __forceinline__ void warp_gemm_split_regs_kn(float (&acc)[NT][4],
-                                                        const uint32_t (&a_hi)[KT][4],
-                                                        const uint32_t (&a_lo)[KT][4],
-                                                        const Elem* b_tile, int b_row0,
-                                                        int b_col0) {
-  static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int k = 0; k < KT; ++k) {
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t b[4];
-      const int row = b_row0 + k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
-      ldmatrix_x4_trans(b, b_tile + TB::chunk_offset(row, (b_col0 + n * 8) / 8 + lane / 16));
-      mma_16816<Elem>(acc[n], a_hi[k], b[0], b[1]);
-      mma_16816<Elem>(acc[n + 1], a_hi[k], b[2], b[3]);
-      mma_16816<Elem>(acc[n], a_lo[k], b[0], b[1]);
-      mma_16816<Elem>(acc[n + 1], a_lo[k], b[2], b[3]);
-    }
-  }
-}
-
-// Accumulators of a 16 x (16*KT) tile as A fragments for the next product (FlashAttention's
-// register reuse: n8 tiles 2k and 2k+1 form k-slice k).
-template <typename Elem, int KT>
-__device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[KT][4],
-                                                  const float (&s)[2 * KT][4]) {
-#pragma unroll
-  for (int k = 0; k < KT; ++k) {
-    a[k][0] = pack2<Elem>(s[2 * k][0], s[2 * k][1]);
-    a[k][1] = pack2<Elem>(s[2 * k][2], s[2 * k][3]);
-    a[k][2] = pack2<Elem>(s[2 * k + 1][0], s[2 * k + 1][1]);
-    a[k][3] = pack2<Elem>(s[2 * k + 1][2], s[2 * k + 1][3]);
   }
 }
 
@@ -203,19 +179,32 @@ __device__ __forceinline__ float round_trip(float x) {
   return to_float(from_float<Elem>(x));
 }
 
-// Accumulators as two A fragment sets: hi = x rounded to Elem, lo = (x - hi) rounded.
-template <typename Elem, int KT>
-__device__ __forceinline__ void accumulators_to_split_a(uint32_t (&hi)[KT][4],
-                                                        uint32_t (&lo)[KT][4],
-                                                        const float (&s)[2 * KT][4]) {
-  float rest[2 * KT][4];
+// Accumulators of MT 16 x (16*KT) tiles as A fragments for the next product (FlashAttention's
+// register reuse: n8 tiles 2k and 2k+1 form k-slice k). With Parts = 2 the values are split:
+// part 0 = x rounded to Elem, part 1 = (x - part 0) rounded, about 16 significant bits together.
+template <typename Elem, int Parts, int MT, int KT>
+__device__ __forceinline__ void accumulators_to_a(uint32_t (&a)[Parts][MT][KT][4],
+                                                  const float (&s)[MT][2 * KT][4]) {
+  static_assert(Parts == 1 || Parts == 2, "one or two 16-bit parts");
 #pragma unroll
-  for (int n = 0; n < 2 * KT; ++n) {
+  for (int m = 0; m < MT; ++m) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) rest[n][e] = s[n][e] - round_trip<Elem>(s[n][e]);
+    for (int k = 0; k < KT; ++k) {
+      const float* left = s[m][2 * k];       // n8 tile 2k: k-slice columns 0-7
+      const float* right = s[m][2 * k + 1];  // n8 tile 2k+1: columns 8-15
+      a[0][m][k][0] = pack2<Elem>(left[0], left[1]);
+      a[0][m][k][1] = pack2<Elem>(left[2], left[3]);
+      a[0][m][k][2] = pack2<Elem>(right[0], right[1]);
+      a[0][m][k][3] = pack2<Elem>(right[2], right[3]);
+      if constexpr (Parts == 2) {
+        auto rest = [](float x) { return x - round_trip<Elem>(x); };
+        a[1][m][k][0] = pack2<Elem>(rest(left[0]), rest(left[1]));
+        a[1][m][k][1] = pack2<Elem>(rest(left[2]), rest(left[3]));
+        a[1][m][k][2] = pack2<Elem>(rest(right[0]), rest(right[1]));
+        a[1][m][k][3] = pack2<Elem>(rest(right[2]), rest(right[3]));
+      }
+    }
   }
-  accumulators_to_a<Elem, KT>(hi, s);
-  accumulators_to_a<Elem, KT>(lo, rest);
 }
 
 }  // namespace dilated::cuda

@@ -1,9 +1,9 @@
 // Tensor-core backward (FlashAttention-2 algebra with the final union lse):
 //   P = exp(s - lse), dP = dout' v^T, dS = P (dP - delta), dv = P^T dout', dk = scale dS^T q,
 //   dq = scale dS k, where dout' = dout * output_scale.
-// dS sums to zero over each row's keys, so dq and dk cancel heavily: dS enters their products
-// split into two 16-bit parts (about 16 significant bits) to keep the gradients as accurate
-// as the output rounding allows.
+// dS sums to zero over each row's keys, so dq and dk cancel heavily: dS (and P, for dv) enter
+// their products split into two 16-bit parts (about 16 significant bits), which keeps the
+// gradients within the error that rounding the result to 16 bits makes anyway.
 // dq comes from a query-outer kernel and dk/dv from a key-outer kernel, so every gradient row is
 // owned by one CTA per pass: no atomics, bitwise-reproducible results.
 #pragma once
@@ -88,10 +88,10 @@ __global__ void __launch_bounds__(kMmaThreads)
   const float scale_log2 = scale * kLog2e;
   const float dout_scale = output_scale(p);
 
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
-                                                  make_span<Elem>(p, p.q, b, head, hp, rows, q0));
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, q0));
+      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(q0)));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(q0)));
   RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, rows, 0);
   RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, rows, 0);
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span);
@@ -110,12 +110,12 @@ __global__ void __launch_bounds__(kMmaThreads)
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
   }
-  float dq[DT][4] = {};
+  float dq[1][DT][4] = {};
 
   for (int kt = 0; kt < num_key_tiles; ++kt) {
     const int buf = kt % 2;
     if (kt + 1 < num_key_tiles) {
-      k_span.idx0 = v_span.idx0 = static_cast<int64_t>(kt + 1) * kMmaRows;
+      k_span.idx0 = v_span.idx0 = (kt + 1) * kMmaRows;
       load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + (1 - buf) * Tile::kElements,
                                                       k_span);
       load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + (1 - buf) * Tile::kElements,
@@ -127,11 +127,11 @@ __global__ void __launch_bounds__(kMmaThreads)
     }
     __syncthreads();
     const Elem* k_tile = k_tiles + buf * Tile::kElements;
-    float s[NT][4] = {};
-    warp_gemm_smem_nt<Elem, D, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
-    float dp[NT][4] = {};
-    warp_gemm_smem_nt<Elem, D, NT, Tile, Tile>(dp, do_tile, warp * 16,
-                                               v_tiles + buf * Tile::kElements, 0);
+    float s[1][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+    float dp[1][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(dp, do_tile, warp * 16,
+                                                  v_tiles + buf * Tile::kElements, 0);
     const int64_t key0 = static_cast<int64_t>(kt) * kMmaRows;
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
@@ -140,16 +140,16 @@ __global__ void __launch_bounds__(kMmaThreads)
         const int r = e / 2;
         const int64_t key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
         const bool visible = row_ok[r] && key < rows.count && !(p.causal && key > row_idx[r]);
-        const float prob = visible ? fast_exp2(s[n][e] * scale_log2 - lse_log2[r]) : 0.0f;
-        s[n][e] = prob * (dp[n][e] * dout_scale - delta[r]);  // dS
+        const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
+        s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
       }
     }
-    uint32_t ds_hi[NT / 2][4], ds_lo[NT / 2][4];
-    accumulators_to_split_a<Elem, NT / 2>(ds_hi, ds_lo, s);
-    warp_gemm_split_regs_kn<Elem, NT / 2, DT, Tile>(dq, ds_hi, ds_lo, k_tile, 0, 0);
+    uint32_t ds[2][1][NT / 2][4];
+    accumulators_to_a<Elem, 2, 1, NT / 2>(ds, s);
+    warp_gemm_regs_kn<Elem, 2, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0, 0);
     __syncthreads();
   }
-  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq, scale);
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq[0], scale);
 }
 
 template <typename Elem, int D>
@@ -187,13 +187,13 @@ __global__ void __launch_bounds__(kMmaThreads)
     if (k0 >= rows.count) continue;
     __syncthreads();  // the previous head's tiles are no longer read
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, rows, k0));
+        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, rows, static_cast<int>(k0)));
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, rows, k0));
+        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, rows, static_cast<int>(k0)));
     const int64_t first_q = p.causal ? k0 / BQ * BQ : 0;
     const int num_query_tiles = static_cast<int>((rows.count - first_q + BQ - 1) / BQ);
-    RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, first_q);
-    RowSpan do_span = make_span<Elem>(p, p.dout, b, head, hp, rows, first_q);
+    RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(first_q));
+    RowSpan do_span = make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q));
 
     // lse (log2 units) and delta of query tile `qt` into buffer `buf` (plain loads; the
     // barrier before use orders them).
@@ -217,11 +217,11 @@ __global__ void __launch_bounds__(kMmaThreads)
     cp_async_commit();
 
     const int64_t key_idx[2] = {k0 + warp * 16 + lane / 4, k0 + warp * 16 + lane / 4 + 8};
-    float dk[DT][4] = {}, dv[DT][4] = {};
+    float dk[1][DT][4] = {}, dv[1][DT][4] = {};
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
       if (qt + 1 < num_query_tiles) {
-        q_span.idx0 = do_span.idx0 = first_q + static_cast<int64_t>(qt + 1) * BQ;
+        q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + (qt + 1) * BQ;
         load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + (1 - buf) * QueryTile::kElements,
                                                   q_span);
         load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + (1 - buf) * QueryTile::kElements,
@@ -235,10 +235,10 @@ __global__ void __launch_bounds__(kMmaThreads)
       __syncthreads();
       const Elem* q_tile = q_tiles + buf * QueryTile::kElements;
       const Elem* do_tile = do_tiles + buf * QueryTile::kElements;
-      float st[QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
-      warp_gemm_smem_nt<Elem, D, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
-      float dpt[QT][4] = {};  // dP^T = v dout^T
-      warp_gemm_smem_nt<Elem, D, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
+      float st[1][QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
+      warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
+      float dpt[1][QT][4] = {};  // dP^T = v dout^T
+      warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
       const int64_t query0 = first_q + static_cast<int64_t>(qt) * BQ;
 #pragma unroll
       for (int j = 0; j < QT; ++j) {
@@ -249,16 +249,16 @@ __global__ void __launch_bounds__(kMmaThreads)
           const int64_t key = key_idx[e / 2];
           const bool visible = query < rows.count && key < rows.count && !(p.causal && key > query);
           const float prob =
-              visible ? fast_exp2(st[j][e] * scale_log2 - lse_rows[buf * BQ + col]) : 0.0f;
-          st[j][e] = prob;                                                           // P^T
-          dpt[j][e] = prob * (dpt[j][e] * dout_scale - delta_rows[buf * BQ + col]);  // dS^T
+              visible ? fast_exp2(st[0][j][e] * scale_log2 - lse_rows[buf * BQ + col]) : 0.0f;
+          st[0][j][e] = prob;                                                              // P^T
+          dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_rows[buf * BQ + col]);  // dS^T
         }
       }
-      uint32_t pa[QT / 2][4], ds_hi[QT / 2][4], ds_lo[QT / 2][4];
-      accumulators_to_a<Elem, QT / 2>(pa, st);
-      accumulators_to_split_a<Elem, QT / 2>(ds_hi, ds_lo, dpt);
-      warp_gemm_regs_kn<Elem, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
-      warp_gemm_split_regs_kn<Elem, QT / 2, DT, QueryTile>(dk, ds_hi, ds_lo, q_tile, 0, 0);
+      uint32_t pa[2][1][QT / 2][4], dsa[2][1][QT / 2][4];
+      accumulators_to_a<Elem, 2, 1, QT / 2>(pa, st);
+      accumulators_to_a<Elem, 2, 1, QT / 2>(dsa, dpt);
+      warp_gemm_regs_kn<Elem, 2, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
+      warp_gemm_regs_kn<Elem, 2, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0, 0);
       __syncthreads();
     }
     int64_t key_token[2];
@@ -268,8 +268,9 @@ __global__ void __launch_bounds__(kMmaThreads)
       key_ok[r] = key_idx[r] < rows.count;
       key_token[r] = token_index(p, b, rows.first + key_idx[r] * hp.dilation);
     }
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, key_token, key_ok, kv_head, dk, scale);
-    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, key_token, key_ok, kv_head, dv, dout_scale);
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, key_token, key_ok, kv_head, dk[0], scale);
+    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, key_token, key_ok, kv_head, dv[0],
+                                 dout_scale);
   }
 }
 

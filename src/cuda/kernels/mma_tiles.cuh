@@ -10,12 +10,10 @@ namespace dilated::cuda {
 // Rows idx0 .. idx0 + Rows - 1 of a segment's selected positions; rows at or past `count`
 // are zero-filled.
 struct RowSpan {
-  const void* base;    // the tensor's data at this (batch, head)
-  int64_t first;       // position of selected row 0
-  int64_t dilation;    // positions between selected rows
-  int64_t row_stride;  // elements between positions
-  int64_t idx0;        // first selected row of the tile
-  int64_t count;       // selected rows in the segment
+  const void* first_row;  // selected row 0 of the segment, at this (batch, head)
+  int64_t step;           // elements between consecutive selected rows
+  int idx0;               // first selected row of the tile
+  int count;              // selected rows in the segment (a segment is shorter than 2^31)
 };
 
 // Element offset of (batch, head) in tensor t: positions then add position * row_stride.
@@ -27,28 +25,24 @@ __device__ __forceinline__ int64_t batch_head_offset(const Params& p, const Tens
 template <typename Elem>
 __device__ __forceinline__ RowSpan make_span(const Params& p, const Tensor& t, int64_t b,
                                              int64_t head, const HeadPattern& hp,
-                                             const SegmentRows& rows, int64_t idx0) {
-  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head),
-          rows.first,
-          hp.dilation,
-          t.row_stride,
-          idx0,
-          rows.count};
+                                             const SegmentRows& rows, int idx0) {
+  const Elem* first_row = static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head) +
+                          rows.first * t.row_stride;
+  return {first_row, hp.dilation * t.row_stride, idx0, static_cast<int>(rows.count)};
 }
 
 template <typename Elem, int Rows, int D, int Threads>
 __device__ __forceinline__ void load_tile_async(Elem* tile, const RowSpan& span) {
   using Tile = SmemTile<Rows, D>;
   constexpr int kChunks = Rows * Tile::kChunks;
-  const Elem* base = static_cast<const Elem*>(span.base);
+  const Elem* base = static_cast<const Elem*>(span.first_row);
 #pragma unroll
   for (int c = threadIdx.x; c < kChunks; c += Threads) {
     const int row = c / Tile::kChunks;
     const int chunk = c % Tile::kChunks;
-    const int64_t idx = span.idx0 + row;
+    const int idx = span.idx0 + row;
     const bool valid = idx < span.count;
-    const Elem* src =
-        valid ? base + (span.first + idx * span.dilation) * span.row_stride + chunk * 8 : base;
+    const Elem* src = valid ? base + idx * span.step + chunk * 8 : base;
     cp_async_16(tile + Tile::chunk_offset(row, chunk), src, valid);
   }
 }
