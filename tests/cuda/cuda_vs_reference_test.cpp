@@ -2,6 +2,9 @@
 // poisoned with NaN before every run (DESIGN 5).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+
 #include "cuda/device_problem.hpp"
 
 namespace dilated::testing {
@@ -10,6 +13,9 @@ namespace {
 const Backend& cuda() {
   return *find_backend("cuda");
 }
+
+// Largest device / oracle error ratio of the 16-bit cases run so far (printed by the sweeps).
+double worst_ratio_seen = 0;
 
 // Runs `config` on the device and on the oracle (in its dtype and in float32) and checks
 // forward and backward. Returns false (after reporting) on a mismatch.
@@ -30,6 +36,7 @@ bool check_against_oracle(const ProblemConfig& config, uint64_t seed) {
   on_device.copy_outputs_back();
   const AccuracyReport report =
       compare_with_oracle(device, oracle, *exact, {"out", "lse", "dq", "dk", "dv"});
+  worst_ratio_seen = std::max(worst_ratio_seen, report.worst_ratio);
   std::string lines;
   for (const std::string& l : report.lines) lines += "  " + l + "\n";
   EXPECT_TRUE(report.ok) << config.describe() << " seed=" << seed << "\n" << lines;
@@ -56,6 +63,8 @@ void sweep(Mode mode, int cases) {
     if (!check_against_oracle(config, rng())) return;
     ++done;
   }
+  std::printf("%s: %d cases, worst 16-bit device/oracle error ratio so far %.2f\n", mode_name(mode),
+              cases, worst_ratio_seen);
 }
 
 TEST(CudaVsReference, LongnetRandom) {

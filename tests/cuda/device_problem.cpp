@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -106,12 +107,16 @@ AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem&
       device_error = relative_error(device.read(name), exact.read(name));
       oracle_error = relative_error(oracle.read(name), exact.read(name));
     }
-    const double bound = dtype == DType::f32 || name == "lse" ? 1e-4 : 2 * oracle_error + 1e-6;
+    // The floor covers outputs whose exact value is 0 (e.g. dq of one-key rows), where the
+    // relative metric becomes absolute: fp32 sums of up to 128 products of O(1) values.
+    const double bound = dtype == DType::f32 || name == "lse" ? 1e-4 : 2 * oracle_error + 1e-5;
     std::ostringstream line;
     line << name << ": device error " << device_error << ", oracle error " << oracle_error
          << ", bound " << bound;
     report.lines.push_back(line.str());
     if (!(device_error <= bound)) report.ok = false;
+    if (oracle_error > 0)
+      report.worst_ratio = std::max(report.worst_ratio, device_error / oracle_error);
   }
   return report;
 }

@@ -12,6 +12,13 @@
 
 namespace dilated::cuda {
 
+// 16-bit parts of P and dS in the backward products (a benchmark knob: 1 trades accuracy for
+// speed, see bench/NOTES.md).
+#ifndef DILATED_BACKWARD_PARTS
+#define DILATED_BACKWARD_PARTS 2
+#endif
+inline constexpr int kBackwardParts = DILATED_BACKWARD_PARTS;
+
 // Query rows per inner tile of the key-outer kernel: fewer for wide heads, to keep the dk and
 // dv accumulators (2 x 16 x D floats per warp) in registers.
 template <int D>
@@ -144,9 +151,9 @@ __global__ void __launch_bounds__(kMmaThreads)
         s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
       }
     }
-    uint32_t ds[2][1][NT / 2][4];
-    accumulators_to_a<Elem, 2, 1, NT / 2>(ds, s);
-    warp_gemm_regs_kn<Elem, 2, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0, 0);
+    uint32_t ds[kBackwardParts][1][NT / 2][4];
+    accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0, 0);
     __syncthreads();
   }
   store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq[0], scale);
@@ -254,11 +261,11 @@ __global__ void __launch_bounds__(kMmaThreads)
           dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_rows[buf * BQ + col]);  // dS^T
         }
       }
-      uint32_t pa[2][1][QT / 2][4], dsa[2][1][QT / 2][4];
-      accumulators_to_a<Elem, 2, 1, QT / 2>(pa, st);
-      accumulators_to_a<Elem, 2, 1, QT / 2>(dsa, dpt);
-      warp_gemm_regs_kn<Elem, 2, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
-      warp_gemm_regs_kn<Elem, 2, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0, 0);
+      uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
+      accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
+      accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
+      warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
+      warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0, 0);
       __syncthreads();
     }
     int64_t key_token[2];
