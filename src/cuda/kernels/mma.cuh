@@ -11,8 +11,7 @@ namespace dilated::cuda {
 
 // ---- asynchronous global -> shared copies (16 bytes, zero-filled when !valid) ----
 
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* gmem, bool valid) {
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
                "r"(src_bytes));
@@ -27,33 +26,40 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // ---- a [Rows x Cols] tile of 16-bit elements in shared memory ----
 // Rows are stored whole; the 16-byte chunks of a row are XOR-swizzled so that the 8 rows an
-// ldmatrix reads at one logical column land in 8 different bank groups.
+// ldmatrix reads at one logical column land in 8 different bank groups. The swizzle of a row
+// repeats every 8 rows, so a lane that walks rows in steps of 8 keeps its XOR pattern: the
+// loops below split each address into a per-lane part and a compile-time part.
 template <int Rows, int Cols>
 struct SmemTile {
   static constexpr int kChunks = Cols / 8;  // 16-byte chunks per row
-  static_assert(Cols % 16 == 0, "tile width must be a multiple of 16 elements");
+  static_assert(Cols % 32 == 0, "tile width must be a multiple of 32 elements");
   static constexpr int kRowsPerLine = kChunks >= 8 ? 1 : 8 / kChunks;  // rows per 128 bytes
   static constexpr int kSwizzleMask = (kChunks >= 8 ? 8 : kChunks) - 1;
   static constexpr int kElements = Rows * Cols;
+  static constexpr int kRowBytes = Cols * 2;
 
+  __device__ __forceinline__ static int swizzle(int row) {
+    return (row / kRowsPerLine) & kSwizzleMask;
+  }
   __device__ __forceinline__ static int chunk_offset(int row, int chunk) {
-    const int swizzled = chunk ^ ((row / kRowsPerLine) & kSwizzleMask);
-    return row * Cols + swizzled * 8;
+    return row * Cols + (chunk ^ swizzle(row)) * 8;
   }
 };
 
-// ---- ldmatrix ----
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ---- ldmatrix (shared-memory byte addresses) ----
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
+               : "r"(address));
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
+               : "r"(address));
 }
 
 // ---- mma.sync m16n8k16, fp32 accumulators ----
@@ -125,18 +131,25 @@ __device__ __forceinline__ void warp_gemm_smem_nt(float (&acc)[MT][NT][4], const
                                                   int a_row0, const Elem* b_tile, int b_row0) {
   static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
   const int lane = threadIdx.x % 32;
+  // A: rows a_row0 + 16m + lane%16, chunk 2k + lane/16; B: rows b_row0 + 8n + lane%8 +
+  // 8(lane/16), chunk 2k + (lane/8)%2. (2k + c) ^ x == 2k ^ (c ^ x) for c in {0, 1}.
+  const int a_row = a_row0 + lane % 16;
+  const uint32_t a_lane = smem_address(a_tile) + a_row * TA::kRowBytes;
+  const int a_xor = (lane / 16) ^ TA::swizzle(a_row);
+  const int b_row = b_row0 + lane % 8 + (lane / 16) * 8;
+  const uint32_t b_lane = smem_address(b_tile) + b_row * TB::kRowBytes;
+  const int b_xor = ((lane / 8) % 2) ^ TB::swizzle(b_row);
 #pragma unroll
   for (int k = 0; k < K / 16; ++k) {
     uint32_t a[MT][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
-      ldmatrix_x4(a[m], a_tile + TA::chunk_offset(a_row0 + m * 16 + lane % 16, 2 * k + lane / 16));
+      ldmatrix_x4(a[m], a_lane + m * 16 * TA::kRowBytes + ((a_xor ^ (2 * k)) << 4));
     }
 #pragma unroll
     for (int n = 0; n < NT; n += 2) {
       uint32_t b[4];
-      const int row = b_row0 + n * 8 + lane % 8 + (lane / 16) * 8;
-      ldmatrix_x4(b, b_tile + TB::chunk_offset(row, 2 * k + (lane / 8) % 2));
+      ldmatrix_x4(b, b_lane + n * 8 * TB::kRowBytes + ((b_xor ^ (2 * k)) << 4));
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         mma_16816<Elem>(acc[m][n], a[m], b[0], b[1]);
@@ -148,20 +161,23 @@ __device__ __forceinline__ void warp_gemm_smem_nt(float (&acc)[MT][NT][4], const
 
 // acc[MT][16 x 8*NT] += sum over parts of A_part[16*MT x 16*KT] * B, the A parts given as
 // register fragments (from accumulators; several parts: a value split into 16-bit pieces) and
-// B rows b_row0.. of tile TB stored [k][n] (read once with ldmatrix.trans), columns b_col0...
+// B rows b_row0.. of tile TB stored [k][n] (read once with ldmatrix.trans), columns from 0.
 template <typename Elem, int Parts, int MT, int KT, int NT, class TB>
 __device__ __forceinline__ void warp_gemm_regs_kn(float (&acc)[MT][NT][4],
                                                   const uint32_t (&a)[Parts][MT][KT][4],
-                                                  const Elem* b_tile, int b_row0, int b_col0) {
+                                                  const Elem* b_tile, int b_row0) {
   static_assert(NT % 2 == 0, "two n8 tiles per ldmatrix.x4");
   const int lane = threadIdx.x % 32;
+  // B rows b_row0 + 16k + lane%8 + 8((lane/8)%2), chunk n + lane/16 (n even).
+  const int b_row = b_row0 + lane % 8 + ((lane / 8) % 2) * 8;
+  const uint32_t b_lane = smem_address(b_tile) + b_row * TB::kRowBytes;
+  const int b_xor = (lane / 16) ^ TB::swizzle(b_row);
 #pragma unroll
   for (int k = 0; k < KT; ++k) {
 #pragma unroll
     for (int n = 0; n < NT; n += 2) {
       uint32_t b[4];
-      const int row = b_row0 + k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
-      ldmatrix_x4_trans(b, b_tile + TB::chunk_offset(row, (b_col0 + n * 8) / 8 + lane / 16));
+      ldmatrix_x4_trans(b, b_lane + k * 16 * TB::kRowBytes + ((b_xor ^ n) << 4));
 #pragma unroll
       for (int part = 0; part < Parts; ++part) {
 #pragma unroll

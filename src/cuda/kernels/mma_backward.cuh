@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     }
     uint32_t ds[kBackwardParts][1][NT / 2][4];
     accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
-    warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0, 0);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
     __syncthreads();
   }
   store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq[0], scale);
@@ -264,8 +264,8 @@ __global__ void __launch_bounds__(kMmaThreads)
       uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
       accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
       accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
-      warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0, 0);
-      warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0, 0);
+      warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0);
+      warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
       __syncthreads();
     }
     int64_t key_token[2];

@@ -117,6 +117,7 @@ __global__ void __launch_bounds__(kMmaThreads)
       }
     }
     // Online softmax for the thread's rows; a row is spread over a quad of lanes.
+    float corrections[MT][2];
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
 #pragma unroll
@@ -137,17 +138,29 @@ __global__ void __launch_bounds__(kMmaThreads)
           sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
         }
         row_sum[m][r] = row_sum[m][r] * correction + sum;
+        corrections[m][r] = correction;
+      }
+    }
+    // Once the running maxima settle, most tiles change none of them: skip the rescale then.
+    bool rescale = false;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) rescale |= corrections[m][0] != 1.0f || corrections[m][1] != 1.0f;
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
 #pragma unroll
         for (int d = 0; d < DT; ++d) {
-          o[m][d][2 * r] *= correction;
-          o[m][d][2 * r + 1] *= correction;
+          o[m][d][0] *= corrections[m][0];
+          o[m][d][1] *= corrections[m][0];
+          o[m][d][2] *= corrections[m][1];
+          o[m][d][3] *= corrections[m][1];
         }
       }
     }
     uint32_t pa[1][MT][NT / 2][4];
     accumulators_to_a<Elem, 1, MT, NT / 2>(pa, s);
     warp_gemm_regs_kn<Elem, 1, MT, NT / 2, DT, KeyTile>(o, pa, v_tiles + buf * KeyTile::kElements,
-                                                        0, 0);
+                                                        0);
     __syncthreads();  // the next iteration's prefetch overwrites this buffer
   }
 

@@ -34,16 +34,22 @@ __device__ __forceinline__ RowSpan make_span(const Params& p, const Tensor& t, i
 template <typename Elem, int Rows, int D, int Threads>
 __device__ __forceinline__ void load_tile_async(Elem* tile, const RowSpan& span) {
   using Tile = SmemTile<Rows, D>;
-  constexpr int kChunks = Rows * Tile::kChunks;
-  const Elem* base = static_cast<const Elem*>(span.first_row);
+  // Each thread copies one fixed chunk column of every kRowStep-th row; kRowStep is a
+  // multiple of 8, so the destination swizzle stays the same for all of them.
+  static_assert(Threads % Tile::kChunks == 0 && (Threads / Tile::kChunks) % 8 == 0, "layout");
+  constexpr int kRowStep = Threads / Tile::kChunks;
+  const int chunk = threadIdx.x % Tile::kChunks;
+  const int row0 = threadIdx.x / Tile::kChunks;
+  const uint32_t dst = smem_address(tile) + Tile::chunk_offset(row0, chunk) * 2;
+  const Elem* src = static_cast<const Elem*>(span.first_row) +
+                    static_cast<int64_t>(span.idx0 + row0) * span.step + chunk * 8;
 #pragma unroll
-  for (int c = threadIdx.x; c < kChunks; c += Threads) {
-    const int row = c / Tile::kChunks;
-    const int chunk = c % Tile::kChunks;
-    const int idx = span.idx0 + row;
-    const bool valid = idx < span.count;
-    const Elem* src = valid ? base + idx * span.step + chunk * 8 : base;
-    cp_async_16(tile + Tile::chunk_offset(row, chunk), src, valid);
+  for (int j = 0; j < (Rows + kRowStep - 1) / kRowStep; ++j) {
+    const int row = row0 + j * kRowStep;
+    if (Rows % kRowStep != 0 && row >= Rows) break;
+    const bool valid = span.idx0 + row < span.count;
+    cp_async_16(dst + j * kRowStep * Tile::kRowBytes,
+                valid ? src + j * kRowStep * span.step : span.first_row, valid);
   }
 }
 
