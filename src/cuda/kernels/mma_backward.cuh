@@ -106,8 +106,12 @@ __global__ void __launch_bounds__(kMmaThreads)
   cp_async_commit();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
-  const bool row_ok[2] = {row_idx[0] < rows.count, row_idx[1] < rows.count};
+  const int count = static_cast<int>(rows.count);
+  const int row_idx[2] = {static_cast<int>(q0) + warp * 16 + lane / 4,
+                          static_cast<int>(q0) + warp * 16 + lane / 4 + 8};
+  const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
+  // Tiles inside the segment and below the diagonal need no per-element visibility test.
+  const bool rows_inside = q0 + kMmaRows <= count;
   int64_t token[2];
   float lse_log2[2], delta[2];
 #pragma unroll
@@ -139,14 +143,17 @@ __global__ void __launch_bounds__(kMmaThreads)
     float dp[1][NT][4] = {};
     warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(dp, do_tile, warp * 16,
                                                   v_tiles + buf * Tile::kElements, 0);
-    const int64_t key0 = static_cast<int64_t>(kt) * kMmaRows;
+    const int key0 = kt * kMmaRows;
+    const bool needs_mask =
+        !rows_inside || key0 + kMmaRows > count || (p.causal && key0 + kMmaRows > q0);
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        const int64_t key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        const bool visible = row_ok[r] && key < rows.count && !(p.causal && key > row_idx[r]);
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+        const bool visible =
+            !needs_mask || (row_ok[r] && key < count && !(p.causal && key > row_idx[r]));
         const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
         s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
       }
@@ -223,7 +230,10 @@ __global__ void __launch_bounds__(kMmaThreads)
     load_row_stats(0, 0);
     cp_async_commit();
 
-    const int64_t key_idx[2] = {k0 + warp * 16 + lane / 4, k0 + warp * 16 + lane / 4 + 8};
+    const int count = static_cast<int>(rows.count);
+    const int key_idx[2] = {static_cast<int>(k0) + warp * 16 + lane / 4,
+                            static_cast<int>(k0) + warp * 16 + lane / 4 + 8};
+    const bool keys_inside = k0 + kMmaRows <= count;
     float dk[1][DT][4] = {}, dv[1][DT][4] = {};
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
@@ -246,19 +256,26 @@ __global__ void __launch_bounds__(kMmaThreads)
       warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
       float dpt[1][QT][4] = {};  // dP^T = v dout^T
       warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
-      const int64_t query0 = first_q + static_cast<int64_t>(qt) * BQ;
+      const int query0 = static_cast<int>(first_q) + qt * BQ;
+      const bool needs_mask =
+          query0 + BQ > count || !keys_inside || (p.causal && query0 < k0 + kMmaRows);
 #pragma unroll
       for (int j = 0; j < QT; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + 2 * (lane % 4) + (e % 2);
-          const int64_t query = query0 + col;
-          const int64_t key = key_idx[e / 2];
-          const bool visible = query < rows.count && key < rows.count && !(p.causal && key > query);
-          const float prob =
-              visible ? fast_exp2(st[0][j][e] * scale_log2 - lse_rows[buf * BQ + col]) : 0.0f;
-          st[0][j][e] = prob;                                                              // P^T
-          dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_rows[buf * BQ + col]);  // dS^T
+        for (int c = 0; c < 2; ++c) {
+          const int col = j * 8 + 2 * (lane % 4) + c;
+          const float lse_col = lse_rows[buf * BQ + col];
+          const float delta_col = delta_rows[buf * BQ + col];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int e = 2 * r + c;
+            const int query = query0 + col;
+            const bool visible = !needs_mask || (query < count && key_idx[r] < count &&
+                                                 !(p.causal && key_idx[r] > query));
+            const float prob = visible ? fast_exp2(st[0][j][e] * scale_log2 - lse_col) : 0.0f;
+            st[0][j][e] = prob;                                             // P^T
+            dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
+          }
         }
       }
       uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
@@ -272,7 +289,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     bool key_ok[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      key_ok[r] = key_idx[r] < rows.count;
+      key_ok[r] = key_idx[r] < count;
       key_token[r] = token_index(p, b, rows.first + key_idx[r] * hp.dilation);
     }
     store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, key_token, key_ok, kv_head, dk[0], scale);
