@@ -45,6 +45,7 @@ if [[ $what == bench || $what == all ]]; then
     run_case --batch 1 --seq-len 32768 --heads 12 --head-dim 64 --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16 --mode longnet
     L="--batch 1 --seq-len 1048576 --heads 16 --head-dim 128 --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,8,16 --dtype bf16 --repeats 5"
     ./$BUILD/bin/cuda_backend_timing $L --mode head_groups | tee -a "$OUT/bench.jsonl"
+    ./$BUILD/bin/cuda_backend_timing $L --mode longnet | tee -a "$OUT/bench.jsonl"
     python3 bench/gpu/torch_baselines.py $L --mode head_groups --skip-dense | tee -a "$OUT/bench.jsonl"
   fi
   python3 bench/gpu/bench_table.py "$OUT/bench.jsonl" | tee "$OUT/bench_table.md"
