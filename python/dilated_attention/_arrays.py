@@ -1,5 +1,6 @@
 """Forward on DLPack arrays other than torch tensors: NumPy directly, and any framework that
-speaks DLPack (CuPy, JAX, ...) without copies. Results come back as the caller's array kind.
+speaks DLPack (CuPy, JAX, ...) through torch.from_dlpack (NumPy without torch), without
+copies. Results come back as the caller's array kind.
 """
 
 from __future__ import annotations
@@ -81,19 +82,22 @@ def array_attention(q, k, v, layer: Layer):
             raise ValueError(
                 f"{name}: DLPack device {_dlpack_device(a)}, expected {device} like q"
             )
-    if device[0] == _CPU:
-        out, lse = _numpy_forward(*(np.from_dlpack(a) for a in (q, k, v)), layer)
-    elif device[0] == _CUDA:
-        # torch imports CUDA arrays without copies and orders the producer's stream before
-        # its own; the op then runs on torch's current stream.
-        try:
-            import torch
-        except ImportError:
-            raise TypeError("q: CUDA arrays other than torch tensors need torch installed") from None
+    if device[0] not in (_CPU, _CUDA):
+        raise ValueError(f"q: DLPack device {device}, expected CPU or CUDA memory")
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        # torch imports any DLPack array without a copy (bfloat16 included) and, for CUDA
+        # arrays, orders the producer's stream before its own current stream, where the op
+        # then runs.
         from . import _torch_ops
 
         with torch.no_grad():
             out, lse = _torch_ops.attention(*(torch.from_dlpack(a) for a in (q, k, v)), layer)
+    elif device[0] == _CPU:
+        out, lse = _numpy_forward(*(np.from_dlpack(a) for a in (q, k, v)), layer)
     else:
-        raise ValueError(f"q: DLPack device {device}, expected CPU or CUDA memory")
+        raise TypeError("q: CUDA arrays other than torch tensors need torch installed")
     return _from_dlpack_like(q, out), _from_dlpack_like(q, lse)

@@ -8,6 +8,7 @@ clear, not the last line of defence.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -36,8 +37,6 @@ def _int_list(name: str, values) -> Tuple[int, ...]:
     for i, x in enumerate(values):
         if isinstance(x, bool) or not isinstance(x, int):
             try:
-                import operator
-
                 x = operator.index(x)
             except TypeError:
                 raise TypeError(f"{name}[{i}] = {x!r}: expected an int") from None

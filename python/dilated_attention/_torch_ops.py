@@ -20,12 +20,7 @@ def check_tensors(q: Tensor, k: Tensor, v: Tensor, layer: Layer) -> None:
             raise TypeError(f"{name}: {type(t).__name__}, expected a torch.Tensor")
     check_shapes(q.shape, k.shape, v.shape, layer)
     if q.dtype not in _DTYPES:
-        hint = (
-            " (the C++ core has no float64 path; cast to float32, which it accumulates in "
-            "float32 or better)"
-            if q.dtype == torch.float64
-            else ""
-        )
+        hint = " (the core has no float64 kernels; use .float())" if q.dtype == torch.float64 else ""
         raise TypeError(
             f"q: dtype {q.dtype}, expected torch.float32, torch.float16 or torch.bfloat16{hint}"
         )

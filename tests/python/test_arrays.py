@@ -84,3 +84,5 @@ def test_jax_arrays_if_installed(seed):
     out = dilated_attention(*(jnp.asarray(a) for a in (q, k, v)), (8, 16), (1, 2))
     assert type(out).__module__.startswith("jax")
     assert np.array_equal(np.asarray(out), dilated_attention(q, k, v, (8, 16), (1, 2)))
+    half = dilated_attention(*(jnp.asarray(a, dtype=jnp.bfloat16) for a in (q, k, v)), (8,), (2,))
+    assert half.dtype == jnp.bfloat16 and half.shape == q.shape
