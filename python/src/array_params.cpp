@@ -73,9 +73,9 @@ dilated::DType library_dtype(const View& v) {
     if (code == nb::dlpack::dtype_code::Float && v.dtype.bits == 16) return dilated::DType::f16;
     if (code == nb::dlpack::dtype_code::Bfloat && v.dtype.bits == 16) return dilated::DType::bf16;
   }
-  throw nb::type_error(cat(v.name, ": dtype ", dtype_text(v.dtype),
-                           ", expected float32, float16 or bfloat16")
-                           .c_str());
+  throw nb::type_error(
+      cat(v.name, ": dtype ", dtype_text(v.dtype), ", expected float32, float16 or bfloat16")
+          .c_str());
 }
 
 dilated::Device library_device(const View& v) {
@@ -86,8 +86,8 @@ dilated::Device library_device(const View& v) {
 }
 
 // A [B, N, heads, dim] array with a contiguous last dimension; returns its Tensor view.
-dilated::Tensor tensor_of(const View& v, int64_t batch, int64_t seqlen, int64_t heads,
-                          int64_t dim, const char* heads_name) {
+dilated::Tensor tensor_of(const View& v, int64_t batch, int64_t seqlen, int64_t heads, int64_t dim,
+                          const char* heads_name) {
   if (v.ndim != 4) {
     throw nb::value_error(
         cat(v.name, ": shape ", shape_text(v), ", expected rank 4 [B, N, H, D]").c_str());
@@ -144,8 +144,9 @@ void check_lse(const View& lse, int64_t batch, int64_t heads, int64_t seqlen) {
                           lse.strides[0] == heads * seqlen;
   if (lse.ndim != 3 || lse.shape[0] != expected[0] || lse.shape[1] != expected[1] ||
       lse.shape[2] != expected[2] || !contiguous) {
-    throw nb::value_error(cat("lse: shape ", shape_text(lse), ", expected a contiguous [B, H, N] = [",
-                              batch, ", ", heads, ", ", seqlen, "]")
+    throw nb::value_error(cat("lse: shape ", shape_text(lse),
+                              ", expected a contiguous [B, H, N] = [", batch, ", ", heads, ", ",
+                              seqlen, "]")
                               .c_str());
   }
 }

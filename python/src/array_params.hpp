@@ -35,8 +35,8 @@ struct Arrays {
   const InArray* q = nullptr;
   const InArray* k = nullptr;
   const InArray* v = nullptr;
-  const OutArray* out = nullptr;   // written in forward, read in backward
-  const OutArray* lse = nullptr;   // optional in forward
+  const OutArray* out = nullptr;  // written in forward, read in backward
+  const OutArray* lse = nullptr;  // optional in forward
   const InArray* dout = nullptr;
   const OutArray* dq = nullptr;
   const OutArray* dk = nullptr;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -53,8 +54,8 @@ void attach_workspace(dilated::Params& p, dilated::Direction dir, const std::str
   p.workspace_bytes = bytes;
 }
 
-void run(dilated::Params& p, dilated::Direction dir, const std::string& backend,
-         uintptr_t stream, const nb::object& allocate) {
+void run(dilated::Params& p, dilated::Direction dir, const std::string& backend, uintptr_t stream,
+         const nb::object& allocate) {
   nb::object workspace_holder;
   attach_workspace(p, dir, backend, allocate, workspace_holder);
   const dilated::Stream s{reinterpret_cast<void*>(stream)};
@@ -93,10 +94,9 @@ void forward(const InArray& q, const InArray& k, const InArray& v, const OutArra
   a.v = &v;
   a.out = &out;
   a.lse = lse ? &*lse : nullptr;
-  dilated::Params p =
-      make_params(a, options_of(std::move(segment_lengths), std::move(dilation_rates),
-                                std::move(mode), causal, scale, std::move(head_offsets),
-                                num_threads, false));
+  dilated::Params p = make_params(
+      a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
+                    scale, std::move(head_offsets), num_threads, false));
   run(p, dilated::Direction::forward, backend, stream, workspace_allocator);
 }
 
@@ -117,10 +117,9 @@ void backward(const InArray& dout, const InArray& q, const InArray& k, const InA
   a.dq = &dq;
   a.dk = &dk;
   a.dv = &dv;
-  dilated::Params p =
-      make_params(a, options_of(std::move(segment_lengths), std::move(dilation_rates),
-                                std::move(mode), causal, scale, std::move(head_offsets),
-                                num_threads, deterministic));
+  dilated::Params p = make_params(
+      a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
+                    scale, std::move(head_offsets), num_threads, deterministic));
   run(p, dilated::Direction::backward, backend, stream, workspace_allocator);
 }
 
@@ -150,10 +149,9 @@ NB_MODULE(_C, m) {
         "workspace_allocator"_a.none() = nb::none(),
         "Dilated attention forward into `out` [B, N, H, Dv] and `lse` [B, H, N] (float32).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
-        "dv"_a, "segment_lengths"_a, "dilation_rates"_a, "mode"_a, "is_causal"_a,
-        "scale"_a.none(), "head_offsets"_a, "backend"_a = "auto", "stream"_a = 0,
-        "num_threads"_a = 0, "deterministic"_a = false,
-        "workspace_allocator"_a.none() = nb::none(),
+        "dv"_a, "segment_lengths"_a, "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(),
+        "head_offsets"_a, "backend"_a = "auto", "stream"_a = 0, "num_threads"_a = 0,
+        "deterministic"_a = false, "workspace_allocator"_a.none() = nb::none(),
         "Gradients of sum(out * dout) into dq, dk, dv.");
   m.def("backends", &backend_list, "The compiled-in backends, best first within each device.");
   m.attr("cuda_compiled") = static_cast<bool>(DILATED_WITH_CUDA);
