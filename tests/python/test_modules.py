@@ -137,3 +137,17 @@ def test_lm_is_causal(seed):
         a, b = lm(tokens), lm(changed)
     assert torch.equal(a[0, :15], b[0, :15])
     assert not torch.equal(a[0, 15:], b[0, 15:])
+
+
+def test_lm_compiles_without_graph_breaks(seed):
+    # aot_eager traces forward and backward like inductor does, without its C++ compile time.
+    lm = LongNetLM(11, 32, 4, 1, 1, 64, (8, 16), (1, 2), mode="longnet")
+    tokens = torch.randint(0, 11, (2, 32))
+    compiled = torch.compile(lm, fullgraph=True, backend="aot_eager")
+    loss = compiled(tokens).logsumexp(-1).mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    lm.zero_grad()
+    lm(tokens).logsumexp(-1).mean().backward()
+    for n, p in lm.named_parameters():
+        assert relative_error(grads[n], p.grad) < 1e-5, n
