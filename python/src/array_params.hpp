@@ -1,0 +1,50 @@
+// Turns DLPack arrays (torch, NumPy, CuPy, JAX through nanobind) into one dilated::Params.
+// This is the only place where the binding reads shapes, strides, dtypes and devices.
+#pragma once
+
+#include <nanobind/ndarray.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dilated/dilated.hpp"
+
+namespace dilated_python {
+
+namespace nb = nanobind;
+
+using InArray = nb::ndarray<nb::ro>;  // read-only inputs (NumPy read-only arrays are fine)
+using OutArray = nb::ndarray<>;
+
+// The layer's options as Python passes them.
+struct LayerOptions {
+  std::vector<int64_t> segment_lengths;
+  std::vector<int64_t> dilation_rates;
+  std::string mode = "longnet";
+  std::string head_offsets = "paper";
+  bool causal = false;
+  double scale = 0.0;  // NaN means 1/sqrt(head_dim)
+  int32_t num_threads = 0;
+  bool deterministic = false;
+};
+
+// The arrays of one call: forward fills q..lse, backward also dout..dv.
+struct Arrays {
+  const InArray* q = nullptr;
+  const InArray* k = nullptr;
+  const InArray* v = nullptr;
+  const OutArray* out = nullptr;  // written in forward, read in backward
+  const OutArray* lse = nullptr;  // optional in forward
+  const InArray* dout = nullptr;
+  const OutArray* dq = nullptr;
+  const OutArray* dk = nullptr;
+  const OutArray* dv = nullptr;
+};
+
+// Checks ranks, shapes, dtypes, devices and strides (raising TypeError / ValueError that name
+// the argument), then fills every Params field. The library's validate() runs afterwards.
+dilated::Params make_params(const Arrays& arrays, const LayerOptions& options);
+
+}  // namespace dilated_python

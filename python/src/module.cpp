@@ -1,0 +1,158 @@
+// dilated_attention._C: a thin nanobind layer over the C++ library. Arrays become one Params
+// (array_params.cpp), the library runs on the caller's stream, and a failed Status becomes a
+// Python exception carrying the library's message.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "array_params.hpp"
+#include "dilated/dilated.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace dilated_python {
+namespace {
+
+void raise_for(const dilated::Status& s) {
+  if (s.ok()) return;
+  if (s.code() == dilated::StatusCode::invalid_argument) throw nb::value_error(s.message().c_str());
+  throw std::runtime_error(s.message());
+}
+
+// Device backends never allocate in a launch: the caller's allocator (for torch a uint8
+// tensor on the same device and stream) provides the scratch memory, kept alive by `holder`.
+void attach_workspace(dilated::Params& p, dilated::Direction dir, const std::string& backend,
+                      const nb::object& allocate, nb::object& holder) {
+  if (p.device != dilated::Device::cuda) return;  // host backends allocate their own
+  int64_t bytes = 0;
+  raise_for(dilated::workspace_bytes(p, dir, backend, &bytes));
+  if (bytes == 0) return;
+  if (allocate.is_none()) {
+    throw nb::value_error(("workspace_allocator: None, but the backend needs " +
+                           std::to_string(bytes) + " bytes of device memory")
+                              .c_str());
+  }
+  holder = allocate(bytes);
+  const OutArray workspace = nb::cast<OutArray>(holder);
+  if (workspace.nbytes() < static_cast<size_t>(bytes) ||
+      workspace.device_type() != nb::device::cuda::value) {
+    throw nb::value_error(("workspace_allocator: returned an array of " +
+                           std::to_string(workspace.nbytes()) + " bytes, expected " +
+                           std::to_string(bytes) + " bytes of CUDA memory")
+                              .c_str());
+  }
+  p.workspace = workspace.data();
+  p.workspace_bytes = bytes;
+}
+
+void run(dilated::Params& p, dilated::Direction dir, const std::string& backend, uintptr_t stream,
+         const nb::object& allocate) {
+  nb::object workspace_holder;
+  attach_workspace(p, dir, backend, allocate, workspace_holder);
+  const dilated::Stream s{reinterpret_cast<void*>(stream)};
+  dilated::Status status;
+  {
+    nb::gil_scoped_release no_gil;
+    status = dir == dilated::Direction::forward ? dilated::forward(p, s, backend)
+                                                : dilated::backward(p, s, backend);
+  }
+  raise_for(status);
+}
+
+LayerOptions options_of(std::vector<int64_t> segments, std::vector<int64_t> dilations,
+                        std::string mode, bool causal, std::optional<double> scale,
+                        std::string head_offsets, int32_t num_threads, bool deterministic) {
+  LayerOptions o;
+  o.segment_lengths = std::move(segments);
+  o.dilation_rates = std::move(dilations);
+  o.mode = std::move(mode);
+  o.causal = causal;
+  o.scale = scale ? *scale : std::nan("");
+  o.head_offsets = std::move(head_offsets);
+  o.num_threads = num_threads;
+  o.deterministic = deterministic;
+  return o;
+}
+
+void forward(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+             const std::optional<OutArray>& lse, std::vector<int64_t> segment_lengths,
+             std::vector<int64_t> dilation_rates, std::string mode, bool causal,
+             std::optional<double> scale, std::string head_offsets, std::string backend,
+             uintptr_t stream, int32_t num_threads, const nb::object& workspace_allocator) {
+  Arrays a;
+  a.q = &q;
+  a.k = &k;
+  a.v = &v;
+  a.out = &out;
+  a.lse = lse ? &*lse : nullptr;
+  dilated::Params p = make_params(
+      a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
+                    scale, std::move(head_offsets), num_threads, false));
+  run(p, dilated::Direction::forward, backend, stream, workspace_allocator);
+}
+
+void backward(const InArray& dout, const InArray& q, const InArray& k, const InArray& v,
+              const OutArray& out, const OutArray& lse, const OutArray& dq, const OutArray& dk,
+              const OutArray& dv, std::vector<int64_t> segment_lengths,
+              std::vector<int64_t> dilation_rates, std::string mode, bool causal,
+              std::optional<double> scale, std::string head_offsets, std::string backend,
+              uintptr_t stream, int32_t num_threads, bool deterministic,
+              const nb::object& workspace_allocator) {
+  Arrays a;
+  a.q = &q;
+  a.k = &k;
+  a.v = &v;
+  a.out = &out;
+  a.lse = &lse;
+  a.dout = &dout;
+  a.dq = &dq;
+  a.dk = &dk;
+  a.dv = &dv;
+  dilated::Params p = make_params(
+      a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
+                    scale, std::move(head_offsets), num_threads, deterministic));
+  run(p, dilated::Direction::backward, backend, stream, workspace_allocator);
+}
+
+// The compiled-in backends with their device and, when they cannot run here, why not.
+nb::list backend_list() {
+  nb::list result;
+  for (const dilated::Backend* b : dilated::backends()) {
+    nb::dict d;
+    d["name"] = b->name();
+    d["description"] = b->description();
+    d["device"] = b->device() == dilated::Device::cuda ? "cuda" : "cpu";
+    d["unavailable_reason"] = b->unavailable_reason();
+    result.append(d);
+  }
+  return result;
+}
+
+}  // namespace
+}  // namespace dilated_python
+
+NB_MODULE(_C, m) {
+  using namespace dilated_python;
+  m.doc() = "dilated-attention C++ core (internal; use dilated_attention.functional)";
+  m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "segment_lengths"_a,
+        "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(), "head_offsets"_a,
+        "backend"_a = "auto", "stream"_a = 0, "num_threads"_a = 0,
+        "workspace_allocator"_a.none() = nb::none(),
+        "Dilated attention forward into `out` [B, N, H, Dv] and `lse` [B, H, N] (float32).");
+  m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
+        "dv"_a, "segment_lengths"_a, "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(),
+        "head_offsets"_a, "backend"_a = "auto", "stream"_a = 0, "num_threads"_a = 0,
+        "deterministic"_a = false, "workspace_allocator"_a.none() = nb::none(),
+        "Gradients of sum(out * dout) into dq, dk, dv.");
+  m.def("backends", &backend_list, "The compiled-in backends, best first within each device.");
+  m.attr("cuda_compiled") = static_cast<bool>(DILATED_WITH_CUDA);
+}
