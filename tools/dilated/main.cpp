@@ -1,0 +1,51 @@
+// `dilated`: list, run, check and bench dilated attention through the library's registry.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "cli_error.hpp"
+#include "commands.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: dilated <command> [options]   (dilated <command> --help for its options)\n"
+    "\n"
+    "commands:\n"
+    "  list    backends, their devices, and why one is unavailable here\n"
+    "  run     dilated attention on .npy files: out, lse and, with --dout, the gradients\n"
+    "  check   random small problems, every available backend against the oracle\n"
+    "  bench   verify against the oracle, then time: ms, TFLOP/s, tokens/s, peak memory\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace dilated::cli;
+  const std::string command = argc > 1 ? argv[1] : "";
+  const Words words(argv + (argc > 1 ? 2 : 1), argv + argc);
+  try {
+    if (command == "list") return command_list(words);
+    if (command == "run") return command_run(words);
+    if (command == "check") return command_check(words);
+    if (command == "bench") return command_bench(words);
+    if (command == "--help" || command == "-h" || command == "help") {
+      std::fputs(kUsage, stdout);
+      return kExitOk;
+    }
+    if (command.empty()) throw UsageError("missing command: expected list, run, check or bench");
+    throw UsageError("unknown command '" + command + "': expected list, run, check or bench");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "dilated%s%s: error: %s\n", command.empty() ? "" : " ",
+                 command.rfind("-", 0) == 0 ? "" : command.c_str(), e.what());
+    return kExitBadInput;
+  } catch (const RuntimeFailure& e) {
+    std::fprintf(stderr, "dilated %s: failed: %s\n", command.c_str(), e.what());
+    return kExitFailure;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "dilated %s: failed: out of host memory\n", command.c_str());
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dilated %s: failed: %s\n", command.c_str(), e.what());
+    return kExitFailure;
+  }
+}
