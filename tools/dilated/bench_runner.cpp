@@ -21,10 +21,16 @@ ProblemSpec verification_spec(const ProblemSpec& spec, double pair_budget) {
   reduced.batch = 1;
   int64_t widest = 1;
   for (const Pattern& p : spec.patterns) widest = std::max(widest, p.segment);
-  int64_t n = std::min(spec.seqlen, 2 * widest);
   const Params p = spec_params(reduced);
-  while (n > 16 && static_cast<double>(attended_pairs(p, n)) > pair_budget) n = (n + 1) / 2;
-  reduced.seqlen = n;
+  auto fits = [&](int64_t n) { return static_cast<double>(attended_pairs(p, n)) <= pair_budget; };
+  // The pair count grows with n: the largest n within the budget, by bisection.
+  int64_t lo = std::min<int64_t>(spec.seqlen, 16), hi = std::min(spec.seqlen, 2 * widest);
+  if (fits(hi)) lo = hi;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  reduced.seqlen = lo;
   return reduced;
 }
 

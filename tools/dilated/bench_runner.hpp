@@ -36,9 +36,9 @@ struct BenchRow {
   int64_t extra_bytes() const { return workspace_bytes + host_growth_bytes; }
 };
 
-// The reduced instance: batch 1 and N cut to at most twice the largest segment, then halved
-// until the oracle's work is at most `pair_budget` (query, key) pairs. Same patterns, heads,
-// dims, mode, dtype, causal.
+// The reduced instance: batch 1 and N cut to at most twice the largest segment, then to the
+// largest N whose oracle work is at most `pair_budget` (query, key) pairs (at least 16). Same
+// patterns, heads, dims, mode, dtype, causal.
 ProblemSpec verification_spec(const ProblemSpec& spec, double pair_budget);
 
 // Oracle results by reduced instance, shared by every backend of a case.
