@@ -189,6 +189,8 @@ TEST_F(BadInput, Patterns) {
 TEST_F(BadInput, NumbersAndBackends) {
   expect_refused(run_args({{"--scale", "abc"}}), {"--scale = abc"});
   expect_refused(run_args({{"--scale", "1e39"}}), {"scale = inf"});
+  expect_refused(run_args({{"--scale", "-1e39"}}), {"scale = -inf"});
+  expect_refused(run_args({{"--scale", "nan"}}), {"--scale = nan"});
   expect_refused(run_args({{"--threads", "-1"}}), {"--threads = -1"});
   expect_refused(run_args({{"--backend", "gpu9000"}}), {"--backend = gpu9000", "reference"});
 }

@@ -1,5 +1,7 @@
 // `dilated run`: dilated attention on .npy inputs, through the public API on one backend.
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -138,7 +140,14 @@ int command_run(const Words& words) {
   }
   spec.causal = args.is_set("causal");
   if (args.has("scale")) {
-    spec.scale = static_cast<float>(parse_number("scale", args.required("scale")));
+    const double scale = parse_number("scale", args.required("scale"));
+    // NaN would silently mean the default scale; out-of-range values become infinities,
+    // which validate() names.
+    if (std::isnan(scale)) throw UsageError("--scale = nan: expected a finite number");
+    spec.scale =
+        std::fabs(scale) > std::numeric_limits<float>::max()
+            ? std::copysign(std::numeric_limits<float>::infinity(), static_cast<float>(scale))
+            : static_cast<float>(scale);
   }
   if (args.has("threads")) {
     const int64_t threads = parse_integer("threads", args.required("threads"));
