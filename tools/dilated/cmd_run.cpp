@@ -144,10 +144,10 @@ int command_run(const Words& words) {
     // NaN would silently mean the default scale; out-of-range values become infinities,
     // which validate() names.
     if (std::isnan(scale)) throw UsageError("--scale = nan: expected a finite number");
-    spec.scale =
-        std::fabs(scale) > std::numeric_limits<float>::max()
-            ? std::copysign(std::numeric_limits<float>::infinity(), static_cast<float>(scale))
-            : static_cast<float>(scale);
+    spec.scale = std::fabs(scale) > std::numeric_limits<float>::max()
+                     ? (scale > 0 ? std::numeric_limits<float>::infinity()
+                                  : -std::numeric_limits<float>::infinity())
+                     : static_cast<float>(scale);
   }
   if (args.has("threads")) {
     const int64_t threads = parse_integer("threads", args.required("threads"));
