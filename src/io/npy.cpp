@@ -290,10 +290,11 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
                                     0,
                                     static_cast<unsigned char>(header.size() & 0xff),
                                     static_cast<unsigned char>(header.size() >> 8)};
-  bool ok =
-      std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
-      std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-      std::fwrite(data, sizeof(float), static_cast<size_t>(count), f) == static_cast<size_t>(count);
+  bool ok = std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
+            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+            // An empty array may come with a null pointer, which fwrite must not see.
+            (count == 0 || std::fwrite(data, sizeof(float), static_cast<size_t>(count), f) ==
+                               static_cast<size_t>(count));
   ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
     std::remove(temp.c_str());
