@@ -81,6 +81,8 @@ TEST(CliBench, TinySweepJsonHoldsEveryKeyAndSkipsWhatBackendsDecline) {
   EXPECT_TRUE(doc["machine"]["gpus"].is_array());
   ASSERT_TRUE(doc["ceiling"]["fma_gflops"].is_number());
   EXPECT_GT(doc["ceiling"]["fma_gflops"].get<double>(), 0.1);
+  // False only in sanitizer builds, where the CLI keeps the sanitizer's malloc.
+  ASSERT_TRUE(doc["settings"]["host_heap_tracked"].is_boolean());
   const json& rows = doc["results"];
   ASSERT_TRUE(rows.is_array());
   ASSERT_EQ(rows.size(), 2u * 2 * 2 * 2 * backends().size());  // n, d, mode, dtype, backend
@@ -148,6 +150,13 @@ TEST(CliBench, TinySweepJsonHoldsEveryKeyAndSkipsWhatBackendsDecline) {
     const int64_t n = row["n"], d = row["d"];
     const int64_t tensors = (4 * n * 4 * d + 4 * n * 2 * d) * item + 4 * n * 4;
     EXPECT_GE(row["peak_bytes"].get<int64_t>(), tensors);
+    if (row["backend"] == "reference" && doc["settings"]["host_heap_tracked"] == true) {
+      // The oracle's backward accumulates dk and dv in double on the heap: the tracker must
+      // see at least that much growth during the call.
+      EXPECT_GE(row["extra_bytes"].get<int64_t>(), n * 2 * (d + d) * 8);
+      EXPECT_EQ(row["peak_bytes"].get<int64_t>(),
+                row["tensor_bytes"].get<int64_t>() + row["extra_bytes"].get<int64_t>());
+    }
     EXPECT_LE(row["max_rel_err"].get<double>(), dtype == DType::f32 ? 5e-5 : 1e-2);
     EXPECT_EQ(row["verify_n"], row["n"]);  // 2 x the largest segment covers these n
   }

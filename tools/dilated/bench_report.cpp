@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <variant>
 
+#include "host_memory.hpp"
 #include "json_writer.hpp"
 #include "text_table.hpp"
 
@@ -166,6 +167,7 @@ std::string format_json(const BenchReport& r) {
   json.key("max_seconds").value(r.options.max_seconds);
   json.key("verify_pairs").value(r.options.verify_pairs);
   json.key("seed").value(static_cast<int64_t>(r.options.seed));
+  json.key("host_heap_tracked").value(host_heap_tracked());
   json.key("peak_memory")
       .value(
           "peak_bytes = tensors + workspace + the most the host heap grew during one call "
