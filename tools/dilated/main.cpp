@@ -17,6 +17,19 @@ constexpr const char* kUsage =
     "  check   random small problems, every available backend against the oracle\n"
     "  bench   verify against the oracle, then time: ms, TFLOP/s, tokens/s, peak memory\n";
 
+// One line on stderr whatever the message holds (a backend's reason may span lines).
+void report(const std::string& prefix, const char* message) {
+  std::string line = message;
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fprintf(stderr, "%s%s\n", prefix.c_str(), line.c_str());
+}
+
+bool known(const std::string& command) {
+  return command == "list" || command == "run" || command == "check" || command == "bench";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -35,17 +48,16 @@ int main(int argc, char** argv) {
     if (command.empty()) throw UsageError("missing command: expected list, run, check or bench");
     throw UsageError("unknown command '" + command + "': expected list, run, check or bench");
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "dilated%s%s: error: %s\n", command.empty() ? "" : " ",
-                 command.rfind("-", 0) == 0 ? "" : command.c_str(), e.what());
+    report(known(command) ? "dilated " + command + ": error: " : "dilated: error: ", e.what());
     return kExitBadInput;
   } catch (const RuntimeFailure& e) {
-    std::fprintf(stderr, "dilated %s: failed: %s\n", command.c_str(), e.what());
+    report("dilated " + command + ": failed: ", e.what());
     return kExitFailure;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "dilated %s: failed: out of host memory\n", command.c_str());
+    report("dilated " + command + ": failed: ", "out of host memory");
     return kExitFailure;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "dilated %s: failed: %s\n", command.c_str(), e.what());
+    report("dilated " + command + ": failed: ", e.what());
     return kExitFailure;
   }
 }
