@@ -1,6 +1,7 @@
 // `dilated`: list, run, check and bench dilated attention through the library's registry.
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 
 #include "cli_error.hpp"
