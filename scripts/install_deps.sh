@@ -8,6 +8,7 @@ set -euo pipefail
 debian_packages=(
   cmake ninja-build g++ ccache   # build
   libgtest-dev                   # C++ tests
+  nlohmann-json3-dev             # JSON parser for the CLI tests (bench --format json)
   libhwy-dev                     # Highway: portable SIMD with runtime dispatch (fast CPU backend)
   python3-dev python3-venv       # Python extension headers and venv where python3 is Debian's
 )

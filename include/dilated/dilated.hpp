@@ -40,7 +40,8 @@ Status workspace_bytes(const Params& p, Direction dir, const std::string& backen
 
 // DESIGN 2.6: (query, key) pairs with multiplicity over all heads of one sequence of length n,
 // and the forward FLOPs (4 * D * pairs) of the whole problem. For varlen problems the
-// sequence lengths come from `host_cu_seqlens` ([batch + 1], host memory).
+// sequence lengths come from `host_cu_seqlens` ([batch + 1], host memory). attended_pairs
+// saturates at INT64_MAX (segments selecting more than 3e9 tokens); forward_flops does not.
 int64_t attended_pairs(const Params& p, int64_t n);
 double forward_flops(const Params& p, const int32_t* host_cu_seqlens = nullptr);
 

@@ -23,8 +23,9 @@ struct KeyRange {
   int64_t count;
 };
 
+// For a >= 0, b > 0; never forms a + b (a dilation may be close to INT64_MAX).
 DILATED_HD int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
+  return a / b + (a % b != 0 ? 1 : 0);
 }
 
 // head_groups: heads form num_groups contiguous groups; the first heads % num_groups groups

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -115,6 +116,10 @@ Status parse_dict(const char* text, size_t size, NpyArray* array) {
   while (!d.eat('}')) {
     std::string key;
     if (!d.string(&key) || !d.eat(':')) return bad("header dict entry without a quoted key");
+    if ((key == "descr" && have_descr) || (key == "fortran_order" && have_order) ||
+        (key == "shape" && have_shape)) {
+      return bad("header key '" + key + "' appears twice");
+    }
     if (key == "descr") {
       std::string descr;
       if (!d.string(&descr)) return bad("'descr' is not a string");
@@ -176,9 +181,10 @@ int64_t NpyArray::elements() const {
 
 Status parse_npy_header(const unsigned char* bytes, size_t size, NpyArray* array,
                         size_t* header_bytes) {
-  if (size < 10 || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) {
+  if (size < sizeof kMagic || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) {
     return bad("missing the \\x93NUMPY magic string");
   }
+  if (size < 10) return bad("file ends inside the header");
   const int major = bytes[6];
   size_t prefix, dict_len;
   if (major == 1) {
@@ -216,6 +222,13 @@ Status parse_npy(const unsigned char* bytes, size_t size, NpyArray* array) {
 }
 
 Status read_npy(const std::string& path, NpyArray* array) {
+  std::error_code error;
+  const std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (error) return Status::Invalid(path + ": cannot open (" + error.message() + ")");
+  // A directory or a FIFO has no size to check the header against.
+  if (!std::filesystem::is_regular_file(status)) {
+    return Status::Invalid(path + ": not a regular file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::Invalid(path + ": cannot open (" + std::strerror(errno) + ")");
   in.seekg(0, std::ios::end);
@@ -247,11 +260,20 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
   dict << "{'descr': '<f4', 'fortran_order': False, 'shape': (";
   int64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0 ||
+        (shape[i] > 0 && count > std::numeric_limits<int64_t>::max() / 4 / shape[i])) {
+      return Status::Invalid(path + ": shape[" + std::to_string(i) + "] = " +
+                             std::to_string(shape[i]) + ": expected a size the file can hold");
+    }
     dict << shape[i] << (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
     count *= shape[i];
   }
   dict << "), }";
   std::string header = dict.str();
+  if (shape.size() > kMaxDims) {
+    return Status::Invalid(path + ": " + std::to_string(shape.size()) +
+                           " dimensions: expected at most 32");
+  }
   const size_t unpadded = 10 + header.size() + 1;  // magic, version, length, dict, newline
   header.append((64 - unpadded % 64) % 64, ' ');
   header.push_back('\n');
@@ -268,10 +290,11 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
                                     0,
                                     static_cast<unsigned char>(header.size() & 0xff),
                                     static_cast<unsigned char>(header.size() >> 8)};
-  bool ok =
-      std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
-      std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-      std::fwrite(data, sizeof(float), static_cast<size_t>(count), f) == static_cast<size_t>(count);
+  bool ok = std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
+            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+            // An empty array may come with a null pointer, which fwrite must not see.
+            (count == 0 || std::fwrite(data, sizeof(float), static_cast<size_t>(count), f) ==
+                               static_cast<size_t>(count));
   ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
     std::remove(temp.c_str());
