@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU machines cannot install packages: copy this machine's Highway and GoogleTest (headers,
-# libraries, CMake package files) into .deps/ (git-ignored), to be carried with a device run
-# and found through CMAKE_PREFIX_PATH.
+# The GPU machines cannot install packages: copy this machine's Highway, GoogleTest and
+# nlohmann-json (headers, libraries, CMake package files) into .deps/ (git-ignored), to be
+# carried with a device run and found through CMAKE_PREFIX_PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .deps && mkdir -p .deps/include .deps/lib/x86_64-linux-gnu/cmake
-cp -r /usr/include/hwy /usr/include/gtest /usr/include/gmock .deps/include/
+cp -r /usr/include/hwy /usr/include/gtest /usr/include/gmock /usr/include/nlohmann .deps/include/
 cp -a /usr/lib/x86_64-linux-gnu/libhwy*.so* /usr/lib/x86_64-linux-gnu/libgtest*.a /usr/lib/x86_64-linux-gnu/libgmock*.a .deps/lib/x86_64-linux-gnu/
 cp -r /usr/lib/x86_64-linux-gnu/cmake/hwy /usr/lib/x86_64-linux-gnu/cmake/GTest .deps/lib/x86_64-linux-gnu/cmake/
+mkdir -p .deps/share/cmake && cp -r /usr/share/cmake/nlohmann_json .deps/share/cmake/
 du -sh .deps
