@@ -8,6 +8,7 @@
 #include "cuda/kernels/simt_attention.cuh"
 #include "cuda/launchers.hpp"
 #include "cuda/mma_launch.hpp"
+#include "dilated/dilated.hpp"
 
 namespace dilated::cuda {
 namespace {
@@ -43,7 +44,9 @@ void convert_gradient(const Params& p, const Tensor& grad, const Tensor& acc, in
 
 }  // namespace
 
-Status launch_backward(const Params& p, cudaStream_t stream) {
+Status launch_backward(const Params& params, cudaStream_t stream) {
+  Params p = params;
+  p.scale = softmax_scale(params);  // kernels read the resolved scale
   const WorkspaceLayout ws = backward_workspace(p);
   const int64_t tokens = token_count(p);
   float* delta = workspace_floats(p, ws.delta);

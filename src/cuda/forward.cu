@@ -6,10 +6,13 @@
 #include "cuda/kernels/simt_attention.cuh"
 #include "cuda/launchers.hpp"
 #include "cuda/mma_launch.hpp"
+#include "dilated/dilated.hpp"
 
 namespace dilated::cuda {
 
-Status launch_forward(const Params& p, cudaStream_t stream) {
+Status launch_forward(const Params& params, cudaStream_t stream) {
+  Params p = params;
+  p.scale = softmax_scale(params);  // kernels read the resolved scale
   const WorkspaceLayout ws = forward_workspace(p);
   const bool merge = forward_merges(p);
   const int64_t tokens = token_count(p);

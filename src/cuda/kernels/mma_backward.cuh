@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t kv_head = kv_head_of(p, head);
   const int64_t num_keys = p.causal ? min(rows.count, q0 + kMmaRows) : rows.count;
   const int num_key_tiles = static_cast<int>((num_keys + kMmaRows - 1) / kMmaRows);
-  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
   const float dout_scale = output_scale(p);
 
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t k0 = tc.tile * kMmaRows;
   const int64_t n = seq_length(p, b);
   const int64_t group = p.heads / p.heads_kv;
-  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
   const float dout_scale = output_scale(p);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t kv_head = kv_head_of(p, head);
   const int num_keys = p.causal ? min(count, q0 + kForwardRows) : count;
   const int num_key_tiles = static_cast<int>((num_keys + BN - 1) / BN);
-  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
 
   RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, rows, 0);

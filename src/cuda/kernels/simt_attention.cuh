@@ -57,20 +57,39 @@ __device__ __forceinline__ void store_or_accumulate(const Params& p, const Tenso
   }
 }
 
+// The selected query row this warp handles: (batch, head) from the grid, the row from the
+// (segment, tile) block index and the warp. valid is false past the segment's last row.
+struct SimtQueryRow {
+  bool valid;
+  int64_t b, head, kv_head, token, idx;
+  HeadPattern hp;
+  SegmentRows rows;
+};
+
+__device__ __forceinline__ SimtQueryRow simt_query_row(const Params& p, const PassInfo& pass) {
+  SimtQueryRow r;
+  r.b = blockIdx.z;
+  r.head = pass.head_begin + blockIdx.y;
+  r.hp = pass_pattern(p, pass, r.head);
+  const TileCoord tc = tile_coord(pass);
+  r.rows = segment_rows(r.hp, tc.segment, seq_length(p, r.b));
+  r.idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
+  r.valid = r.idx < r.rows.count;
+  r.token = token_index(p, r.b, r.rows.first + r.idx * r.hp.dilation);
+  r.kv_head = kv_head_of(p, r.head);
+  return r;
+}
+
 // Forward: one selected query row per warp, online softmax over its segment's keys.
 template <typename Elem>
 __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
     simt_forward_kernel(const Params p, const PassInfo pass) {
-  const int64_t b = blockIdx.z;
-  const int64_t head = pass.head_begin + blockIdx.y;
-  const HeadPattern hp = pass_pattern(p, pass, head);
-  const TileCoord tc = tile_coord(pass);
-  const SegmentRows rows = segment_rows(hp, tc.segment, seq_length(p, b));
-  const int64_t idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
-  if (idx >= rows.count) return;
-  const int64_t token = token_index(p, b, rows.first + idx * hp.dilation);
-  const int64_t kv_head = kv_head_of(p, head);
-  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const SimtQueryRow row = simt_query_row(p, pass);
+  if (!row.valid) return;
+  const int64_t b = row.b, head = row.head, kv_head = row.kv_head, token = row.token, idx = row.idx;
+  const HeadPattern hp = row.hp;
+  const SegmentRows rows = row.rows;
+  const float scale = p.scale;  // resolved by the launcher
 
   LaneRow<Elem> q, k, v, acc{};
   q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, scale);
@@ -113,16 +132,12 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
 template <typename Elem>
 __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
     simt_backward_dq_kernel(const Params p, const PassInfo pass) {
-  const int64_t b = blockIdx.z;
-  const int64_t head = pass.head_begin + blockIdx.y;
-  const HeadPattern hp = pass_pattern(p, pass, head);
-  const TileCoord tc = tile_coord(pass);
-  const SegmentRows rows = segment_rows(hp, tc.segment, seq_length(p, b));
-  const int64_t idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
-  if (idx >= rows.count) return;
-  const int64_t token = token_index(p, b, rows.first + idx * hp.dilation);
-  const int64_t kv_head = kv_head_of(p, head);
-  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const SimtQueryRow row = simt_query_row(p, pass);
+  if (!row.valid) return;
+  const int64_t b = row.b, head = row.head, kv_head = row.kv_head, token = row.token, idx = row.idx;
+  const HeadPattern hp = row.hp;
+  const SegmentRows rows = row.rows;
+  const float scale = p.scale;  // resolved by the launcher
 
   LaneRow<Elem> q, dout, k, v, dq{};
   q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, scale);
@@ -152,7 +167,7 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
   const int64_t idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
   const int64_t n = seq_length(p, b);
   const int64_t group = p.heads / p.heads_kv;
-  const float scale = isnan(p.scale) ? rsqrtf(static_cast<float>(p.head_dim)) : p.scale;
+  const float scale = p.scale;  // resolved by the launcher
   const int64_t head_end = pass.head_begin + pass.head_count;
   for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
     if (head < pass.head_begin || head >= head_end) continue;
