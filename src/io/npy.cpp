@@ -255,9 +255,21 @@ Status read_npy(const std::string& path, NpyArray* array) {
   return {};
 }
 
+std::string npy_file_header(const std::string& descr, const std::string& shape_tuple) {
+  std::string dict =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_tuple + ", }";
+  const size_t unpadded = 10 + dict.size() + 1;  // magic, version, length, dict, newline
+  dict.append((64 - unpadded % 64) % 64, ' ');   // numpy aligns the data to 64 bytes
+  dict.push_back('\n');
+  std::string file = {'\x93', 'N', 'U', 'M', 'P', 'Y', '\x01', '\x00'};
+  file.push_back(static_cast<char>(dict.size() & 0xff));
+  file.push_back(static_cast<char>(dict.size() >> 8));
+  return file + dict;
+}
+
 Status write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
   std::ostringstream dict;
-  dict << "{'descr': '<f4', 'fortran_order': False, 'shape': (";
+  dict << "(";
   int64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0 ||
@@ -268,30 +280,16 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
     dict << shape[i] << (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
     count *= shape[i];
   }
-  dict << "), }";
-  std::string header = dict.str();
+  dict << ")";
   if (shape.size() > kMaxDims) {
     return Status::Invalid(path + ": " + std::to_string(shape.size()) +
                            " dimensions: expected at most 32");
   }
-  const size_t unpadded = 10 + header.size() + 1;  // magic, version, length, dict, newline
-  header.append((64 - unpadded % 64) % 64, ' ');
-  header.push_back('\n');
+  const std::string header = npy_file_header("<f4", dict.str());
   const std::string temp = path + ".partial";
   std::FILE* f = std::fopen(temp.c_str(), "wb");
   if (!f) return Status::Runtime(path + ": cannot create (" + std::strerror(errno) + ")");
-  const unsigned char prefix[10] = {0x93,
-                                    'N',
-                                    'U',
-                                    'M',
-                                    'P',
-                                    'Y',
-                                    1,
-                                    0,
-                                    static_cast<unsigned char>(header.size() & 0xff),
-                                    static_cast<unsigned char>(header.size() >> 8)};
-  bool ok = std::fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
-            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+  bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
             // An empty array may come with a null pointer, which fwrite must not see.
             (count == 0 || std::fwrite(data, sizeof(float), static_cast<size_t>(count), f) ==
                                static_cast<size_t>(count));

@@ -33,6 +33,10 @@ Status parse_npy(const unsigned char* bytes, size_t size, NpyArray* array);
 // Reads `path`; the error message starts with the path.
 Status read_npy(const std::string& path, NpyArray* array);
 
+// The bytes of a version-1 .npy file before its data: magic, version, header length and the
+// header dict, e.g. npy_file_header("<f4", "(2, 3)").
+std::string npy_file_header(const std::string& descr, const std::string& shape_tuple);
+
 // Writes float32 data as a C-order little-endian .npy. The file appears complete or not at all
 // (written to a temporary name, then renamed).
 Status write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);

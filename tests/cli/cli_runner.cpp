@@ -1,5 +1,7 @@
 #include "cli_runner.hpp"
 
+#include "io/npy.hpp"
+
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,22 +73,8 @@ std::vector<std::string> entries(const std::filesystem::path& dir) {
 
 void write_raw_npy(const std::string& path, const std::string& descr, const std::string& shape,
                    const std::vector<unsigned char>& data) {
-  std::string header =
-      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
-  header.push_back('\n');
+  const std::string header = io::npy_file_header(descr, shape);
   std::ofstream out(path, std::ios::binary);
-  const unsigned char prefix[10] = {0x93,
-                                    'N',
-                                    'U',
-                                    'M',
-                                    'P',
-                                    'Y',
-                                    1,
-                                    0,
-                                    static_cast<unsigned char>(header.size() & 0xff),
-                                    static_cast<unsigned char>(header.size() >> 8)};
-  out.write(reinterpret_cast<const char*>(prefix), sizeof prefix);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
   out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
 }
