@@ -253,8 +253,7 @@ void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_b
   }
 }
 
-// Packs query rows q0 .. q0 + rows - 1 of `head` with their lse (log2 units) and
-// delta = scale * <dout * out_scale, out / out_scale> (from the pre-pass, or the stored out).
+// Packs query rows q0 .. q0 + rows - 1 of `head` with their lse (log2 units) and scale * delta.
 void PackQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head,
                    int64_t seg_begin, int64_t q0, int64_t rows, const BackwardBuffers& buf) {
   const Params& p = *job.p;
@@ -266,15 +265,7 @@ void PackQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t hea
             buf.q_rows + i * dim);
     float* g = buf.do_rows + i * dim_v;
     LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, task.b, t, head), dim_v, job.out_scale, g);
-    float delta = 0.0f;
-    if (job.delta) {
-      delta = job.delta[lse_index(p, task.b, head, t)];
-    } else {
-      LoadRow(p.dtype, p.out.data, row_offset(p, p.out, task.b, t, head), dim_v,
-              1.0f / job.out_scale, buf.row);
-      for (int64_t c = 0; c < dim_v; ++c) delta += g[c] * buf.row[c];
-    }
-    buf.delta[i] = job.scale * delta;
+    buf.delta[i] = job.scale * job.delta[lse_index(p, task.b, head, t)];
     buf.lse2[i] = p.lse[lse_index(p, task.b, head, t)] * log2e;
   }
 }

@@ -121,6 +121,16 @@ Status fast_backward(const Params& p) {
       cpu_fast::run_forward_task(pre, plan.pre_pass.task(p, i),
                                  pre_buffers[static_cast<size_t>(w)]);
     });
+  } else {  // float32: from the stored out
+    parallel_tokens(p, plan.tokens, plan.threads, [&](int64_t b, int64_t t) {
+      for (int64_t h = 0; h < p.heads; ++h) {
+        const float* o = static_cast<const float*>(p.out.data) + row_offset(p, p.out, b, t, h);
+        const float* g = static_cast<const float*>(p.dout.data) + row_offset(p, p.dout, b, t, h);
+        float sum = 0.0f;
+        for (int64_t c = 0; c < p.head_dim_v; ++c) sum += g[c] * o[c];
+        delta[lse_index(p, b, h, t)] = sum;
+      }
+    });
   }
 
   // Every gradient row starts at zero (rows no pattern selects stay there).

@@ -184,13 +184,15 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
     l[v] = hn::Set(df, 1.0f);
   }
 
-  const bool in_place = p.dtype == DType::f32;
   const int64_t key_end = p.causal ? at.q0 + at.rows : at.keys;
   for (int64_t k0 = 0; k0 < key_end; k0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, key_end - k0);
+    // float32 keys and values are read in place; 16-bit ones are converted tile by tile.
+    // (Copying float32 tiles too, to keep rows dilation x row_stride apart from sharing L1
+    // sets, measured 10-20% slower: bench/NOTES.md, CPU v2.)
     const float *keys, *values;
     int64_t key_stride, value_stride;
-    if (in_place) {
+    if (p.dtype == DType::f32) {
       keys =
           static_cast<const float*>(p.k.data) + row_offset(p, p.k, task.b, position(k0), kv_head);
       values =

@@ -98,8 +98,7 @@ struct BackwardJob {
   // padded_head_dim floats (a multiple of the vector width); dk and dv element by element.
   Tensor dq, dk, dv;
   int64_t padded_head_dim = 0;
-  // Per-row delta (indexed like lse) from the pre-pass, or null: then delta = <dout, out>
-  // from the stored out.
+  // Per-row delta = <dout * out_scale, softmax output> = <dout, out>, indexed like lse.
   const float* delta = nullptr;
 };
 

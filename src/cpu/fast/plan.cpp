@@ -62,9 +62,9 @@ ForwardTask ForwardPlan::task(const Params& p, int64_t index) const {
 
 ForwardBuffers ForwardPlan::carve(const Params& p, Arena& arena) const {
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v, tile = shape.query_tile;
-  const bool convert = p.dtype != DType::f32;  // float32 keys and values are read in place
   ForwardBuffers b;
   b.q_t = arena.floats(dim * tile);
+  const bool convert = p.dtype != DType::f32;  // float32 keys and values are read in place
   b.k_rows = convert ? arena.floats(shape.key_tile * dim) : nullptr;
   b.v_rows = convert ? arena.floats(shape.key_tile * dim_v) : nullptr;
   b.scores = arena.floats(shape.key_tile * tile);
@@ -177,7 +177,7 @@ float* BackwardPlan::carve_accumulators(const Params& p, Arena& arena, BackwardJ
   job->dk = dkv_shadow ? shadow(p.heads_kv, p.head_dim) : in_place(p.dk);
   job->dv = dkv_shadow ? shadow(p.heads_kv, p.head_dim_v) : in_place(p.dv);
   job->padded_head_dim = padded_head_dim;
-  float* delta = delta_pre_pass ? arena.floats(tokens * p.heads) : nullptr;
+  float* delta = arena.floats(tokens * p.heads);
   job->delta = delta;
   return delta;
 }

@@ -67,15 +67,16 @@ struct BackwardPlan {
   // 16-bit outputs, or (dq only) rows that are not whole vectors.
   bool dq_shadow = false;
   bool dkv_shadow = false;
-  // 16-bit problems: a stored 16-bit out gives delta = <dout, out> only to 2^-9, which alone
-  // would double the gradients' rounding error; a pre-pass recomputes the softmax output in
-  // float32 (one more forward) and keeps delta per row (like lse).
+  // delta = <dout, out> per row (indexed like lse) is computed once before the passes, not
+  // per key tile. For 16-bit problems a stored 16-bit out gives it only to 2^-9, which alone
+  // would double the gradients' rounding error: there a pre-pass recomputes the softmax output
+  // in float32 (one more forward) instead of reading out.
   bool delta_pre_pass = false;
   ForwardPlan pre_pass;
 
   BackwardBuffers carve(const Params& p, Arena& arena) const;  // one thread's buffers
   // The job's accumulators (the outputs themselves or float32 shadows) and delta buffer;
-  // returns the latter (null without a pre-pass).
+  // returns the latter.
   float* carve_accumulators(const Params& p, Arena& arena, BackwardJob* job) const;
   // Accumulators, then per-thread buffers of the pre-pass and of the passes sharing memory.
   int64_t workspace_bytes(const Params& p) const;
