@@ -39,9 +39,11 @@ HWY_INLINE int64_t KeyTile() {
 struct TileView {
   // Keys: selected indices k0 .. k0 + keys - 1, packed as k_t/v_t ([dim][KeyTile()]) and
   // k_rows ([KeyTile()][k_ld]).
-  const float* k_t;
-  const float* v_t;
-  const float* k_rows;
+  float* k_t;
+  float* v_t;
+  float* k_rows;
+  float* dk_t;  // [dim][KeyTile()]: this tile's dk and dv accumulators
+  float* dv_t;
   int64_t k_ld;
   int64_t k0;
   int64_t keys;
@@ -187,9 +189,9 @@ HWY_INLINE void TransposedAccumulate(const float* HWY_RESTRICT rows, int64_t ld,
 
 // dq[r][col : col + CV vectors] += sum_j dscores[i0 + r][j] * k_rows[j][...] for R rows,
 // over keys [0, keys). Keys from `shared` on are seen by the later rows of the block only
-// (causal): key j by row r when j <= shared - 1 + r; the others skip it (see above).
+// (causal): key j by row r when j <= last + r; the others skip it (see above).
 template <int R, int CV>
-HWY_INLINE void DqBlock(const TileView& t, int64_t i0, int64_t shared, int64_t keys,
+HWY_INLINE void DqBlock(const TileView& t, int64_t i0, int64_t shared, int64_t keys, int64_t last,
                         float* const* dq, int64_t col) {
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
@@ -217,7 +219,7 @@ HWY_INLINE void DqBlock(const TileView& t, int64_t i0, int64_t shared, int64_t k
     for (int v = 0; v < CV; ++v) k[v] = hn::Load(df, t.k_rows + j * t.k_ld + col + v * lanes);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      if (j > shared - 1 + r) continue;
+      if (j > last + r) continue;
       const VF ds = hn::Set(df, t.dscores[(i0 + r) * kt + j]);
 #pragma GCC unroll 8
       for (int v = 0; v < CV; ++v) acc[r][v] = hn::MulAdd(ds, k[v], acc[r][v]);
@@ -234,22 +236,41 @@ float* AccRow(const Params& p, const Tensor& acc, int64_t b, int64_t t, int64_t 
   return static_cast<float*>(acc.data) + row_offset(p, acc, b, t, head);
 }
 
-// Packs keys k0 .. k0 + keys - 1 of the segment (transposed and as rows), zero-padded.
-void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin, int64_t k0,
-                 int64_t keys, const BackwardBuffers& buf) {
+// Packs keys k0 .. k0 + keys - 1 of the segment into k_t, v_t (transposed) and k_rows,
+// zero-padded, and clears the tile's dk/dv accumulators.
+void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin,
+                 const TileView& t, float* row) {
   const Params& p = *job.p;
   const int64_t kt = KeyTile();
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v, ld = job.padded_head_dim;
-  std::fill(buf.k_t, buf.k_t + dim * kt, 0.0f);
-  std::fill(buf.v_t, buf.v_t + dim_v * kt, 0.0f);
-  for (int64_t j = 0; j < keys; ++j) {
-    const int64_t t = seg_begin + task.hp.offset + (k0 + j) * task.hp.dilation;
-    float* k_row = buf.k_rows + j * ld;
-    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, t, task.kv_head), dim, 1.0f, k_row);
+  float* k_t = t.k_t;
+  float* v_t = t.v_t;
+  std::fill(k_t, k_t + dim * kt, 0.0f);
+  std::fill(v_t, v_t + dim_v * kt, 0.0f);
+  std::fill(t.dk_t, t.dk_t + dim * kt, 0.0f);
+  std::fill(t.dv_t, t.dv_t + dim_v * kt, 0.0f);
+  for (int64_t j = 0; j < t.keys; ++j) {
+    const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
+    float* k_row = t.k_rows + j * ld;
+    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, pos, task.kv_head), dim, 1.0f, k_row);
     std::fill(k_row + dim, k_row + ld, 0.0f);
-    for (int64_t d = 0; d < dim; ++d) buf.k_t[d * kt + j] = k_row[d];
-    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, t, task.kv_head), dim_v, 1.0f, buf.row);
-    for (int64_t c = 0; c < dim_v; ++c) buf.v_t[c * kt + j] = buf.row[c];
+    for (int64_t d = 0; d < dim; ++d) k_t[d * kt + j] = k_row[d];
+    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, pos, task.kv_head), dim_v, 1.0f, row);
+    for (int64_t c = 0; c < dim_v; ++c) v_t[c * kt + j] = row[c];
+  }
+}
+
+// Adds the tile's dk and dv accumulators into the gradient rows of its keys.
+void ScatterKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin,
+                    const TileView& t) {
+  const Params& p = *job.p;
+  const int64_t kt = KeyTile();
+  for (int64_t j = 0; j < t.keys; ++j) {
+    const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
+    float* dk = AccRow(p, job.dk, task.b, pos, task.kv_head);
+    float* dv = AccRow(p, job.dv, task.b, pos, task.kv_head);
+    for (int64_t d = 0; d < p.head_dim; ++d) dk[d] += t.dk_t[d * kt + j];
+    for (int64_t c = 0; c < p.head_dim_v; ++c) dv[c] += t.dv_t[c * kt + j];
   }
 }
 
@@ -270,25 +291,25 @@ void PackQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t hea
   }
 }
 
+// One packed query tile against one packed key tile.
 void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head, int64_t seg_begin,
-                  TileView& t, const BackwardBuffers& buf) {
+                  const TileView& t) {
   const Params& p = *job.p;
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  PackQueryTile(job, task, head, seg_begin, t.q0, t.rows, buf);
   for (int64_t i0 = 0; i0 < t.rows; i0 += kRows) {
     WithCount<kRows>(std::min<int64_t>(kRows, t.rows - i0),
                      [&](auto r) { ProbsAndGrads<decltype(r)::value>(job, t, i0); });
   }
   for (int64_t c0 = 0; c0 < t.dim_v; c0 += kCols) {
     WithCount<kCols>(std::min<int64_t>(kCols, t.dim_v - c0), [&](auto c) {
-      TransposedAccumulate<decltype(c)::value>(t.do_rows, t.dim_v, t.rows, c0, t.probs, buf.dv_t,
+      TransposedAccumulate<decltype(c)::value>(t.do_rows, t.dim_v, t.rows, c0, t.probs, t.dv_t,
                                                t.causal, t.q0 - t.k0);
     });
   }
   for (int64_t c0 = 0; c0 < t.dim; c0 += kCols) {
     WithCount<kCols>(std::min<int64_t>(kCols, t.dim - c0), [&](auto c) {
-      TransposedAccumulate<decltype(c)::value>(t.q_rows, t.dim, t.rows, c0, t.dscores, buf.dk_t,
+      TransposedAccumulate<decltype(c)::value>(t.q_rows, t.dim, t.rows, c0, t.dscores, t.dk_t,
                                                t.causal, t.q0 - t.k0);
     });
   }
@@ -300,13 +321,16 @@ void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head
       const int64_t pos = seg_begin + task.hp.offset + (t.q0 + i0 + r) * task.hp.dilation;
       dq[r] = AccRow(p, job.dq, task.b, pos, head);
     }
-    // Causal: the block's first query sees keys [0, shared), its last one [0, keys).
-    const int64_t keys = t.causal ? std::min(t.keys, t.q0 + i0 + count - t.k0) : t.keys;
-    const int64_t shared = t.causal ? std::min(t.keys, t.q0 + i0 - t.k0 + 1) : t.keys;
+    // Causal: the block's first query sees keys [0, shared), its last one [0, keys) (the
+    // block may start before the tile).
+    const int64_t last = t.q0 + i0 - t.k0;  // the key index of the block's first query
+    const int64_t keys = t.causal ? std::clamp<int64_t>(last + count, 0, t.keys) : t.keys;
+    const int64_t shared = t.causal ? std::clamp<int64_t>(last + 1, 0, keys) : t.keys;
     for (int64_t v0 = 0; v0 < vectors; v0 += kDqVectors) {
       WithCount<kRows>(count, [&](auto r) {
         WithCount<kDqVectors>(std::min<int64_t>(kDqVectors, vectors - v0), [&](auto cv) {
-          DqBlock<decltype(r)::value, decltype(cv)::value>(t, i0, shared, keys, dq, v0 * lanes);
+          DqBlock<decltype(r)::value, decltype(cv)::value>(t, i0, shared, keys, last, dq,
+                                                           v0 * lanes);
         });
       });
     }
@@ -324,30 +348,47 @@ void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
     const int64_t seg_end = std::min(seg_begin + w, n);
     if (seg_end - seg_begin <= o) continue;
     const int64_t selected = (seg_end - 1 - seg_begin - o) / r + 1;
-    for (int64_t k0 = 0; k0 < selected; k0 += kt) {
-      const int64_t keys = std::min(kt, selected - k0);
-      PackKeyTile(job, task, seg_begin, k0, keys, buf);
-      std::fill(buf.dk_t, buf.dk_t + dim * kt, 0.0f);
-      std::fill(buf.dv_t, buf.dv_t + dim_v * kt, 0.0f);
-      TileView t{
-          buf.k_t,     buf.v_t,  buf.k_rows, job.padded_head_dim, k0,          keys, buf.q_rows,
-          buf.do_rows, buf.lse2, buf.delta,  buf.probs,           buf.dscores, 0,    0,
-          dim,         dim_v,    p.causal};
+    // A group of key tiles shares each packed query tile.
+    for (int64_t g0 = 0; g0 < selected; g0 += kKeyTilesPerGroup * kt) {
+      const int64_t tiles = std::min(kKeyTilesPerGroup, ceil_div(selected - g0, kt));
+      TileView views[kKeyTilesPerGroup];
+      for (int64_t g = 0; g < tiles; ++g) {
+        const int64_t k0 = g0 + g * kt;
+        views[g] = TileView{buf.k_t + g * dim * kt,
+                            buf.v_t + g * dim_v * kt,
+                            buf.k_rows + g * kt * job.padded_head_dim,
+                            buf.dk_t + g * dim * kt,
+                            buf.dv_t + g * dim_v * kt,
+                            job.padded_head_dim,
+                            k0,
+                            std::min(kt, selected - k0),
+                            buf.q_rows,
+                            buf.do_rows,
+                            buf.lse2,
+                            buf.delta,
+                            buf.probs,
+                            buf.dscores,
+                            0,
+                            0,
+                            dim,
+                            dim_v,
+                            p.causal};
+        PackKeyTile(job, task, seg_begin, views[g], buf.row);
+      }
       for (int64_t h = 0; h < task.num_heads; ++h) {
-        // Causal: queries before the tile's first key see none of it.
-        for (int64_t q0 = p.causal ? k0 : 0; q0 < selected; q0 += kBackwardQueryTile) {
-          t.q0 = q0;
-          t.rows = std::min(kBackwardQueryTile, selected - q0);
-          RunQueryTile(job, task, task.heads[h], seg_begin, t, buf);
+        // Causal: queries before the group's first key see none of it.
+        for (int64_t q0 = p.causal ? g0 : 0; q0 < selected; q0 += kBackwardQueryTile) {
+          const int64_t rows = std::min(kBackwardQueryTile, selected - q0);
+          PackQueryTile(job, task, task.heads[h], seg_begin, q0, rows, buf);
+          for (int64_t g = 0; g < tiles; ++g) {
+            if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles
+            views[g].q0 = q0;
+            views[g].rows = rows;
+            RunQueryTile(job, task, task.heads[h], seg_begin, views[g]);
+          }
         }
       }
-      for (int64_t j = 0; j < keys; ++j) {
-        const int64_t pos = seg_begin + o + (k0 + j) * r;
-        float* dk = AccRow(p, job.dk, task.b, pos, task.kv_head);
-        float* dv = AccRow(p, job.dv, task.b, pos, task.kv_head);
-        for (int64_t d = 0; d < dim; ++d) dk[d] += buf.dk_t[d * kt + j];
-        for (int64_t c = 0; c < dim_v; ++c) dv[c] += buf.dv_t[c * kt + j];
-      }
+      for (int64_t g = 0; g < tiles; ++g) ScatterKeyTile(job, task, seg_begin, views[g]);
     }
   }
 }

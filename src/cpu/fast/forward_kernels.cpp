@@ -335,6 +335,7 @@ TileShape ShapeImpl() {
   s.key_tile = kKeyTile;
   s.bwd_key_tile = kBlockVectors * s.lanes;
   s.bwd_query_tile = kBackwardQueryTile;
+  s.bwd_key_tiles_per_group = kKeyTilesPerGroup;
   return s;
 }
 

@@ -12,11 +12,12 @@ namespace dilated::cpu_fast {
 
 // Tile sizes of the SIMD target this CPU runs; they follow the vector width.
 struct TileShape {
-  int64_t lanes = 0;           // floats per vector
-  int64_t query_tile = 0;      // forward: queries per tile, held in vector lanes
-  int64_t key_tile = 0;        // forward: keys per tile
-  int64_t bwd_key_tile = 0;    // backward: keys per tile, held in vector lanes
-  int64_t bwd_query_tile = 0;  // backward: queries per tile
+  int64_t lanes = 0;                    // floats per vector
+  int64_t query_tile = 0;               // forward: queries per tile, held in vector lanes
+  int64_t key_tile = 0;                 // forward: keys per tile
+  int64_t bwd_key_tile = 0;             // backward: keys per tile, held in vector lanes
+  int64_t bwd_query_tile = 0;           // backward: queries per tile
+  int64_t bwd_key_tiles_per_group = 0;  // backward: key tiles packed together
 };
 TileShape tile_shape();
 // Highway's name of the target that runs.
@@ -74,6 +75,7 @@ struct BackwardTask {
 };
 
 struct BackwardBuffers {
+  // Key tiles, bwd_key_tiles_per_group of each:
   float* k_t = nullptr;      // [head_dim][bwd_key_tile]
   float* v_t = nullptr;      // [head_dim_v][bwd_key_tile]
   float* k_rows = nullptr;   // [bwd_key_tile][padded head_dim]

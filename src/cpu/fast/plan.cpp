@@ -147,12 +147,13 @@ BackwardPlan plan_backward(const Params& p) {
 BackwardBuffers BackwardPlan::carve(const Params& p, Arena& arena) const {
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   const int64_t kt = shape.bwd_key_tile, qt = shape.bwd_query_tile;
+  const int64_t group = shape.bwd_key_tiles_per_group;
   BackwardBuffers b;
-  b.k_t = arena.floats(dim * kt);
-  b.v_t = arena.floats(dim_v * kt);
-  b.k_rows = arena.floats(kt * padded_head_dim);
-  b.dk_t = arena.floats(dim * kt);
-  b.dv_t = arena.floats(dim_v * kt);
+  b.k_t = arena.floats(group * dim * kt);
+  b.v_t = arena.floats(group * dim_v * kt);
+  b.k_rows = arena.floats(group * kt * padded_head_dim);
+  b.dk_t = arena.floats(group * dim * kt);
+  b.dv_t = arena.floats(group * dim_v * kt);
   b.q_rows = arena.floats(qt * dim);
   b.do_rows = arena.floats(qt * dim_v);
   b.probs = arena.floats(qt * kt);

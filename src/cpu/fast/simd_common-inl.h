@@ -35,6 +35,8 @@ inline constexpr int kBlockVectors = 2;
 #endif
 // Backward query tile: long enough to amortise loading the dk/dv accumulators per tile.
 inline constexpr int64_t kBackwardQueryTile = 64;
+// Backward key tiles that share one packed query tile (packing it per key tile cost ~15%).
+inline constexpr int64_t kKeyTilesPerGroup = 4;
 
 // Calls f(std::integral_constant<int, c>{}) for the runtime count 1 <= c <= kMax, so that
 // partial register blocks get their own fully unrolled code.
