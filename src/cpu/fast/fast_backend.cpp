@@ -7,10 +7,10 @@
 // tasks (sequence, kv head and offset, whole segments) own disjoint dq/dk/dv rows, so no
 // atomics are needed (backward_kernels.cpp). Both are deterministic: the same bits for any
 // number of threads.
+#include <sys/mman.h>
+
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,24 +30,31 @@ using cpu_fast::Arena;
 
 constexpr float kLog2e = 1.44269504088896341f;
 
-// The caller's workspace, or a block of our own.
+// The caller's workspace, or a block of our own. Ours is mapped from the system and unmapped
+// after the call: through malloc, the alternating forward and backward sizes left the heap
+// growing by about a workspace per call (glibc's adaptive mmap threshold), which showed up as
+// peak memory that depended on how often the backend had been called.
 class Scratch {
  public:
-  Scratch(const Params& p, int64_t bytes) {
+  Scratch(const Params& p, int64_t bytes) : bytes_(static_cast<size_t>(bytes)) {
     if (p.workspace && p.workspace_bytes >= bytes) {
       data_ = p.workspace;
+      bytes_ = 0;
     } else {
-      own_.reset(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64)));
-      data_ = own_.get();
+      void* block =
+          mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      data_ = block == MAP_FAILED ? nullptr : block;
     }
   }
+  ~Scratch() {
+    if (data_ && bytes_ > 0) munmap(data_, bytes_);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
   void* data() const { return data_; }
 
  private:
-  struct Free {
-    void operator()(void* ptr) const { std::free(ptr); }
-  };
-  std::unique_ptr<void, Free> own_;
+  size_t bytes_;
   void* data_ = nullptr;
 };
 
