@@ -6,7 +6,9 @@
 // their rows (forward_kernels.cpp). Backward: patterns run one after another; within one,
 // tasks (sequence, kv head and offset, whole segments) own disjoint dq/dk/dv rows, so no
 // atomics are needed (backward_kernels.cpp). Both are deterministic: the same bits for any
-// number of threads.
+// number of threads. 16-bit backward adds into float32 accumulators the size of dq, dk and dv
+// (patterns add into the same rows) and recomputes the float32 softmax output for delta;
+// workspace_bytes() counts every buffer a call allocates.
 #include <sys/mman.h>
 
 #include <algorithm>
