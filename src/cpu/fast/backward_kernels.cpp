@@ -7,8 +7,8 @@
 // Layout choice: here the keys of a tile sit in vector lanes (K^T and V^T are packed once per
 // key tile and serve every query tile), so the reductions over queries (dv, dk) are
 // "broadcast times vector" products into [dim][key] accumulators, and dq is one over keys into
-// its row. Query-side rows are packed to float32 per tile; only the per-row lse and delta are
-// broadcast.
+// its row. Query-side rows are packed to float32 once per query tile and group of key tiles;
+// only the per-row lse and delta are broadcast.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/fast/backward_kernels.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep

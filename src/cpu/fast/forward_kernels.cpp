@@ -5,12 +5,15 @@
 // at a time. Then S^T = K Q^T and O^T += V^T P^T are both "broadcast times vector" products
 // with a block of accumulators in registers, the row-wise softmax bookkeeping (running max,
 // sum, rescale) is lane-wise with no horizontal reductions, and float32 keys/values need no
-// copy at all. Only the query tile is transposed, once per tile, and amortised over all keys.
+// copy at all (16-bit ones are converted per key tile). Only the query tile is transposed, once
+// per tile, and amortised over all keys.
 //
 // A task covers a chunk of consecutive positions of one query head and runs every pattern of
 // that head over it, continuing one online softmax across patterns (the union softmax with
 // multiplicity of longnet mode); its per-position state lives in a small float32 buffer, so
 // the running result never round-trips through 16-bit outputs and no N-sized buffer exists.
+// (Pattern-major passes that merge each pattern's (o_i, lse_i) into out would need a float32
+// running output for 16-bit problems and re-read out once per pattern.)
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/fast/forward_kernels.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
