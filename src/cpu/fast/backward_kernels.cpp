@@ -1,0 +1,411 @@
+// Backward kernels of the fast CPU backend (FlashAttention-2 style): for each key tile, every
+// query tile that sees it recomputes P = exp(S - lse) from the final union lse, then
+// dS = P (dP - delta) with delta = <dout, out>; dv += P^T dout and dk += dS^T q accumulate in
+// a key-tile buffer, dq += dS k goes straight into dq rows. With the union lse, each pattern's
+// contribution is independent and additive, so patterns run one after another.
+//
+// Layout choice: here the keys of a tile sit in vector lanes (K^T and V^T are packed once per
+// key tile and serve every query tile), so the reductions over queries (dv, dk) are
+// "broadcast times vector" products into [dim][key] accumulators, and dq is one over keys into
+// its row. Query-side rows are packed to float32 once per query tile and group of key tiles;
+// only the per-row lse and delta are broadcast.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/fast/backward_kernels.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/pattern_math.hpp"
+#include "cpu/fast/kernels.hpp"
+#include "cpu/fast/simd_common-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace dilated::cpu_fast::HWY_NAMESPACE {
+
+namespace {
+
+inline constexpr int kKeyVectors = kBlockVectors;  // the key tile, in vectors
+inline constexpr int kRows = kBlockRows;           // query rows per register block
+inline constexpr int kCols = kBlockRows;           // dk_t / dv_t rows per register block
+inline constexpr int kDqVectors = kBlockVectors;   // head_dim vectors per dq register block
+
+HWY_INLINE int64_t KeyTile() {
+  return kKeyVectors * static_cast<int64_t>(hn::Lanes(DF()));
+}
+
+// The packed key tile and the packed query tile the kernels work on.
+struct TileView {
+  // Keys: selected indices k0 .. k0 + keys - 1, packed as k_t/v_t ([dim][KeyTile()]) and
+  // k_rows ([KeyTile()][k_ld]).
+  float* k_t;
+  float* v_t;
+  float* k_rows;
+  float* dk_t;  // [dim][KeyTile()]: this tile's dk and dv accumulators
+  float* dv_t;
+  int64_t k_ld;
+  int64_t k0;
+  int64_t keys;
+  // Queries: selected indices q0 .. q0 + rows - 1.
+  const float* q_rows;   // [rows][dim]
+  const float* do_rows;  // [rows][dim_v]
+  const float* lse2;
+  const float* delta;
+  float* probs;    // [rows][KeyTile()]
+  float* dscores;  // [rows][KeyTile()]
+  int64_t q0;
+  int64_t rows;
+  int64_t dim;
+  int64_t dim_v;
+  bool causal;
+};
+
+// probs and dscores of query rows i0 .. i0 + R - 1 against the key tile.
+template <int R>
+HWY_INLINE void ProbsAndGrads(const BackwardJob& job, const TileView& t, int64_t i0) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t kt = KeyTile();
+  VF acc[R][kKeyVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) acc[r][v] = hn::Zero(df);
+  }
+  for (int64_t d = 0; d < t.dim; ++d) {
+    VF k[kKeyVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) k[v] = hn::Load(df, t.k_t + d * kt + v * lanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const VF q = hn::Set(df, t.q_rows[(i0 + r) * t.dim + d]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kKeyVectors; ++v) acc[r][v] = hn::MulAdd(q, k[v], acc[r][v]);
+    }
+  }
+  const VF log2_scale = hn::Set(df, job.log2_scale);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const int64_t query = t.q0 + i0 + r;
+    // Keys the row sees: the whole tile, or (causal) those up to the query itself.
+    const int64_t visible = t.causal ? std::min(t.keys, query - t.k0 + 1) : t.keys;
+    const VF lse2 = hn::Set(df, t.lse2[i0 + r]);
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) {
+      VF prob = Exp2(hn::MulSub(acc[r][v], log2_scale, lse2));
+      if (visible < (v + 1) * lanes)
+        prob = hn::IfThenElseZero(LanesBelow(v * lanes, visible), prob);
+      hn::Store(prob, df, t.probs + (i0 + r) * kt + v * lanes);
+      acc[r][v] = hn::Zero(df);
+    }
+  }
+  for (int64_t c = 0; c < t.dim_v; ++c) {
+    VF x[kKeyVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) x[v] = hn::Load(df, t.v_t + c * kt + v * lanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const VF g = hn::Set(df, t.do_rows[(i0 + r) * t.dim_v + c]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kKeyVectors; ++v) acc[r][v] = hn::MulAdd(g, x[v], acc[r][v]);
+    }
+  }
+  const VF scale = hn::Set(df, job.scale);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const int64_t visible = t.causal ? std::min(t.keys, t.q0 + i0 + r - t.k0 + 1) : t.keys;
+    const VF delta = hn::Set(df, t.delta[i0 + r]);  // already times scale
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) {
+      const VF prob = hn::Load(df, t.probs + (i0 + r) * kt + v * lanes);
+      VF ds = hn::Mul(prob, hn::MulSub(acc[r][v], scale, delta));
+      // Hidden keys get exactly 0, even where a NaN delta would make 0 * NaN.
+      if (visible < (v + 1) * lanes) ds = hn::IfThenElseZero(LanesBelow(v * lanes, visible), ds);
+      hn::Store(ds, df, t.dscores + (i0 + r) * kt + v * lanes);
+    }
+  }
+}
+
+// acc_t[col + c][:] += sum_i rows[i][col + c] * lhs[i][:] over `count` rows, for C columns:
+// dv_t += dout^T P and dk_t += q^T dS. Causal: row i sees key lanes up to see_from + i only;
+// the rest are skipped rather than multiplied by 0, so that a NaN or Inf in a query row cannot
+// reach keys that query never sees.
+template <int C>
+HWY_INLINE void TransposedAccumulate(const float* HWY_RESTRICT rows, int64_t ld, int64_t count,
+                                     int64_t col, const float* HWY_RESTRICT lhs,
+                                     float* HWY_RESTRICT acc_t, bool causal, int64_t see_from) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t kt = KeyTile();
+  VF acc[C][kKeyVectors];
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) {
+      acc[c][v] = hn::Load(df, acc_t + (col + c) * kt + v * lanes);
+    }
+  }
+  // Rows that see only part of the tile come first (their queries precede the others).
+  const int64_t partial = causal ? std::clamp<int64_t>(kt - 1 - see_from, 0, count) : 0;
+  for (int64_t i = 0; i < partial; ++i) {
+    VF x[kKeyVectors];
+    hn::Mask<DF> sees[kKeyVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) {
+      x[v] = hn::Load(df, lhs + i * kt + v * lanes);
+      sees[v] = LanesBelow(v * lanes, see_from + i + 1);
+    }
+    const float* row = rows + i * ld + col;
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) {
+      const VF b = hn::Set(df, row[c]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kKeyVectors; ++v) {
+        acc[c][v] = hn::IfThenElse(sees[v], hn::MulAdd(b, x[v], acc[c][v]), acc[c][v]);
+      }
+    }
+  }
+  for (int64_t i = partial; i < count; ++i) {
+    VF x[kKeyVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) x[v] = hn::Load(df, lhs + i * kt + v * lanes);
+    const float* row = rows + i * ld + col;
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) {
+      const VF b = hn::Set(df, row[c]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kKeyVectors; ++v) acc[c][v] = hn::MulAdd(b, x[v], acc[c][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kKeyVectors; ++v) {
+      hn::Store(acc[c][v], df, acc_t + (col + c) * kt + v * lanes);
+    }
+  }
+}
+
+// dq[r][col : col + CV vectors] += sum_j dscores[i0 + r][j] * k_rows[j][...] for R rows,
+// over keys [0, keys). Keys from `shared` on are seen by the later rows of the block only
+// (causal): key j by row r when j <= last + r; the others skip it (see above).
+template <int R, int CV>
+HWY_INLINE void DqBlock(const TileView& t, int64_t i0, int64_t shared, int64_t keys, int64_t last,
+                        float* const* dq, int64_t col) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t kt = KeyTile();
+  VF acc[R][CV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) acc[r][v] = hn::LoadU(df, dq[r] + col + v * lanes);
+  }
+  for (int64_t j = 0; j < shared; ++j) {
+    VF k[CV];
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) k[v] = hn::Load(df, t.k_rows + j * t.k_ld + col + v * lanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const VF ds = hn::Set(df, t.dscores[(i0 + r) * kt + j]);
+#pragma GCC unroll 8
+      for (int v = 0; v < CV; ++v) acc[r][v] = hn::MulAdd(ds, k[v], acc[r][v]);
+    }
+  }
+  for (int64_t j = shared; j < keys; ++j) {
+    VF k[CV];
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) k[v] = hn::Load(df, t.k_rows + j * t.k_ld + col + v * lanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      if (j > last + r) continue;
+      const VF ds = hn::Set(df, t.dscores[(i0 + r) * kt + j]);
+#pragma GCC unroll 8
+      for (int v = 0; v < CV; ++v) acc[r][v] = hn::MulAdd(ds, k[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < CV; ++v) hn::StoreU(acc[r][v], df, dq[r] + col + v * lanes);
+  }
+}
+
+float* AccRow(const Params& p, const Tensor& acc, int64_t b, int64_t t, int64_t head) {
+  return static_cast<float*>(acc.data) + row_offset(p, acc, b, t, head);
+}
+
+// Packs keys k0 .. k0 + keys - 1 of the segment into k_t, v_t (transposed) and k_rows,
+// zero-padded, and clears the tile's dk/dv accumulators.
+void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin,
+                 const TileView& t, float* row) {
+  const Params& p = *job.p;
+  const int64_t kt = KeyTile();
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v, ld = job.padded_head_dim;
+  float* k_t = t.k_t;
+  float* v_t = t.v_t;
+  std::fill(k_t, k_t + dim * kt, 0.0f);
+  std::fill(v_t, v_t + dim_v * kt, 0.0f);
+  std::fill(t.dk_t, t.dk_t + dim * kt, 0.0f);
+  std::fill(t.dv_t, t.dv_t + dim_v * kt, 0.0f);
+  for (int64_t j = 0; j < t.keys; ++j) {
+    const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
+    float* k_row = t.k_rows + j * ld;
+    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, pos, task.kv_head), dim, 1.0f, k_row);
+    std::fill(k_row + dim, k_row + ld, 0.0f);
+    for (int64_t d = 0; d < dim; ++d) k_t[d * kt + j] = k_row[d];
+    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, pos, task.kv_head), dim_v, 1.0f, row);
+    for (int64_t c = 0; c < dim_v; ++c) v_t[c * kt + j] = row[c];
+  }
+}
+
+// Adds the tile's dk and dv accumulators into the gradient rows of its keys.
+void ScatterKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin,
+                    const TileView& t) {
+  const Params& p = *job.p;
+  const int64_t kt = KeyTile();
+  for (int64_t j = 0; j < t.keys; ++j) {
+    const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
+    float* dk = AccRow(p, job.dk, task.b, pos, task.kv_head);
+    float* dv = AccRow(p, job.dv, task.b, pos, task.kv_head);
+    for (int64_t d = 0; d < p.head_dim; ++d) dk[d] += t.dk_t[d * kt + j];
+    for (int64_t c = 0; c < p.head_dim_v; ++c) dv[c] += t.dv_t[c * kt + j];
+  }
+}
+
+// Packs query rows q0 .. q0 + rows - 1 of `head` with their lse (log2 units) and scale * delta.
+void PackQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head,
+                   int64_t seg_begin, int64_t q0, int64_t rows, const BackwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
+  const float log2e = 1.44269504088896341f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t t = seg_begin + task.hp.offset + (q0 + i) * task.hp.dilation;
+    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, t, head), dim, 1.0f,
+            buf.q_rows + i * dim);
+    float* g = buf.do_rows + i * dim_v;
+    LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, task.b, t, head), dim_v, job.out_scale, g);
+    buf.delta[i] = job.scale * job.delta[lse_index(p, task.b, head, t)];
+    buf.lse2[i] = p.lse[lse_index(p, task.b, head, t)] * log2e;
+  }
+}
+
+// One packed query tile against one packed key tile.
+void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head, int64_t seg_begin,
+                  const TileView& t) {
+  const Params& p = *job.p;
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  for (int64_t i0 = 0; i0 < t.rows; i0 += kRows) {
+    WithCount<kRows>(std::min<int64_t>(kRows, t.rows - i0),
+                     [&](auto r) { ProbsAndGrads<decltype(r)::value>(job, t, i0); });
+  }
+  for (int64_t c0 = 0; c0 < t.dim_v; c0 += kCols) {
+    WithCount<kCols>(std::min<int64_t>(kCols, t.dim_v - c0), [&](auto c) {
+      TransposedAccumulate<decltype(c)::value>(t.do_rows, t.dim_v, t.rows, c0, t.probs, t.dv_t,
+                                               t.causal, t.q0 - t.k0);
+    });
+  }
+  for (int64_t c0 = 0; c0 < t.dim; c0 += kCols) {
+    WithCount<kCols>(std::min<int64_t>(kCols, t.dim - c0), [&](auto c) {
+      TransposedAccumulate<decltype(c)::value>(t.q_rows, t.dim, t.rows, c0, t.dscores, t.dk_t,
+                                               t.causal, t.q0 - t.k0);
+    });
+  }
+  const int64_t vectors = job.padded_head_dim / lanes;
+  for (int64_t i0 = 0; i0 < t.rows; i0 += kRows) {
+    const int64_t count = std::min<int64_t>(kRows, t.rows - i0);
+    float* dq[kRows];
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t pos = seg_begin + task.hp.offset + (t.q0 + i0 + r) * task.hp.dilation;
+      dq[r] = AccRow(p, job.dq, task.b, pos, head);
+    }
+    // Causal: the block's first query sees keys [0, shared), its last one [0, keys) (the
+    // block may start before the tile).
+    const int64_t last = t.q0 + i0 - t.k0;  // the key index of the block's first query
+    const int64_t keys = t.causal ? std::clamp<int64_t>(last + count, 0, t.keys) : t.keys;
+    const int64_t shared = t.causal ? std::clamp<int64_t>(last + 1, 0, keys) : t.keys;
+    for (int64_t v0 = 0; v0 < vectors; v0 += kDqVectors) {
+      WithCount<kRows>(count, [&](auto r) {
+        WithCount<kDqVectors>(std::min<int64_t>(kDqVectors, vectors - v0), [&](auto cv) {
+          DqBlock<decltype(r)::value, decltype(cv)::value>(t, i0, shared, keys, last, dq,
+                                                           v0 * lanes);
+        });
+      });
+    }
+  }
+}
+
+void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
+                      const BackwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t n = seq_length(p, task.b);
+  const int64_t kt = KeyTile();
+  const int64_t w = task.hp.segment, r = task.hp.dilation, o = task.hp.offset;
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
+  for (int64_t seg_begin = task.begin; seg_begin < task.end; seg_begin += w) {
+    const int64_t seg_end = std::min(seg_begin + w, n);
+    if (seg_end - seg_begin <= o) continue;
+    const int64_t selected = (seg_end - 1 - seg_begin - o) / r + 1;
+    // A group of key tiles shares each packed query tile.
+    for (int64_t g0 = 0; g0 < selected; g0 += kKeyTilesPerGroup * kt) {
+      const int64_t tiles = std::min(kKeyTilesPerGroup, ceil_div(selected - g0, kt));
+      TileView views[kKeyTilesPerGroup];
+      for (int64_t g = 0; g < tiles; ++g) {
+        const int64_t k0 = g0 + g * kt;
+        views[g] = TileView{buf.k_t + g * dim * kt,
+                            buf.v_t + g * dim_v * kt,
+                            buf.k_rows + g * kt * job.padded_head_dim,
+                            buf.dk_t + g * dim * kt,
+                            buf.dv_t + g * dim_v * kt,
+                            job.padded_head_dim,
+                            k0,
+                            std::min(kt, selected - k0),
+                            buf.q_rows,
+                            buf.do_rows,
+                            buf.lse2,
+                            buf.delta,
+                            buf.probs,
+                            buf.dscores,
+                            0,
+                            0,
+                            dim,
+                            dim_v,
+                            p.causal};
+        PackKeyTile(job, task, seg_begin, views[g], buf.row);
+      }
+      for (int64_t h = 0; h < task.num_heads; ++h) {
+        // Causal: queries before the group's first key see none of it.
+        for (int64_t q0 = p.causal ? g0 : 0; q0 < selected; q0 += kBackwardQueryTile) {
+          const int64_t rows = std::min(kBackwardQueryTile, selected - q0);
+          PackQueryTile(job, task, task.heads[h], seg_begin, q0, rows, buf);
+          for (int64_t g = 0; g < tiles; ++g) {
+            if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles
+            views[g].q0 = q0;
+            views[g].rows = rows;
+            RunQueryTile(job, task, task.heads[h], seg_begin, views[g]);
+          }
+        }
+      }
+      for (int64_t g = 0; g < tiles; ++g) ScatterKeyTile(job, task, seg_begin, views[g]);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dilated::cpu_fast::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace dilated::cpu_fast {
+
+HWY_EXPORT(BackwardTaskImpl);
+
+void run_backward_task(const BackwardJob& job, const BackwardTask& task,
+                       const BackwardBuffers& buf) {
+  HWY_DYNAMIC_DISPATCH(BackwardTaskImpl)(job, task, buf);
+}
+
+}  // namespace dilated::cpu_fast
+#endif  // HWY_ONCE

@@ -1,0 +1,373 @@
+// Forward kernels of the fast CPU backend: blocked online softmax over the selected keys.
+//
+// Layout choice: the queries of a tile sit in vector lanes (the tile is packed transposed,
+// pre-multiplied by scale * log2(e)), keys and values are read in place, one broadcast element
+// at a time. Then S^T = K Q^T and O^T += V^T P^T are both "broadcast times vector" products
+// with a block of accumulators in registers, the row-wise softmax bookkeeping (running max,
+// sum, rescale) is lane-wise with no horizontal reductions, and float32 keys/values need no
+// copy at all (16-bit ones are converted per key tile). Only the query tile is transposed, once
+// per tile, and amortised over all keys.
+//
+// A task covers a chunk of consecutive positions of one query head and runs every pattern of
+// that head over it, continuing one online softmax across patterns (the union softmax with
+// multiplicity of longnet mode); its per-position state lives in a small float32 buffer, so
+// the running result never round-trips through 16-bit outputs and no N-sized buffer exists.
+// (Pattern-major passes that merge each pattern's (o_i, lse_i) into out would need a float32
+// running output for 16-bit problems and re-read out once per pattern.)
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/fast/forward_kernels.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/pattern_math.hpp"
+#include "cpu/fast/kernels.hpp"
+#include "cpu/fast/simd_common-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace dilated::cpu_fast::HWY_NAMESPACE {
+
+namespace {
+
+inline constexpr int kQueryVectors = kBlockVectors;  // the query tile, in vectors
+inline constexpr int kKeyRows = kBlockRows;          // keys per register block of S^T
+inline constexpr int kValueCols = kBlockRows;        // value columns per register block of O^T
+inline constexpr int64_t kKeyTile = 128;
+
+HWY_INLINE int64_t QueryTile() {
+  return kQueryVectors * static_cast<int64_t>(hn::Lanes(DF()));
+}
+
+// s[r][:] = q_t^T k_r for KR keys (rows of `keys`, `key_stride` apart) and the whole query
+// tile, in log2 units. With `mask_from` > -KR (causal, diagonal), key r is hidden (-inf) from
+// query lanes with index < mask_from + r. tile_max collects the lane-wise maximum.
+template <int KR>
+HWY_INLINE void ScoreBlock(const float* HWY_RESTRICT q_t, int64_t depth, const float* keys,
+                           int64_t key_stride, float* HWY_RESTRICT s, bool masked,
+                           int64_t mask_from, VF* HWY_RESTRICT tile_max) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t tile = QueryTile();
+  VF acc[KR][kQueryVectors];
+#pragma GCC unroll 8
+  for (int r = 0; r < KR; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) acc[r][v] = hn::Zero(df);
+  }
+  for (int64_t d = 0; d < depth; ++d) {
+    VF q[kQueryVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) q[v] = hn::Load(df, q_t + d * tile + v * lanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < KR; ++r) {
+      const VF k = hn::Set(df, keys[r * key_stride + d]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kQueryVectors; ++v) acc[r][v] = hn::MulAdd(k, q[v], acc[r][v]);
+    }
+  }
+  const VF hidden = hn::Set(df, -std::numeric_limits<float>::infinity());
+#pragma GCC unroll 8
+  for (int r = 0; r < KR; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) {
+      if (masked && mask_from + r > v * lanes) {
+        acc[r][v] = hn::IfThenElse(LanesBelow(v * lanes, mask_from + r), hidden, acc[r][v]);
+      }
+      hn::Store(acc[r][v], df, s + r * tile + v * lanes);
+      tile_max[v] = hn::Max(tile_max[v], acc[r][v]);
+    }
+  }
+}
+
+// o_t[col + c][:] = alpha * o_t[col + c][:] + sum_j values[j][col + c] * probs[j][:] for
+// DC columns and `keys` keys. With `mask_from` > -keys (causal, diagonal), key j is skipped
+// for query lanes with index < mask_from + j: their probability is 0 already, but a NaN or Inf
+// value times 0 would still reach rows that never see that key.
+template <int DC>
+HWY_INLINE void ValueBlock(const float* HWY_RESTRICT probs, int64_t keys, const float* values,
+                           int64_t value_stride, int64_t col, float* HWY_RESTRICT o_t,
+                           const VF* HWY_RESTRICT alpha, bool masked, int64_t mask_from) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t tile = QueryTile();
+  VF acc[DC][kQueryVectors];
+#pragma GCC unroll 8
+  for (int c = 0; c < DC; ++c) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) {
+      acc[c][v] = hn::Mul(hn::Load(df, o_t + (col + c) * tile + v * lanes), alpha[v]);
+    }
+  }
+  // Keys every lane sees, then (causal) the keys some lanes must skip.
+  const int64_t shared = masked ? std::clamp<int64_t>(1 - mask_from, 0, keys) : keys;
+  for (int64_t j = 0; j < shared; ++j) {
+    const float* value = values + j * value_stride + col;
+    VF p[kQueryVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) p[v] = hn::Load(df, probs + j * tile + v * lanes);
+#pragma GCC unroll 8
+    for (int c = 0; c < DC; ++c) {
+      const VF x = hn::Set(df, value[c]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kQueryVectors; ++v) acc[c][v] = hn::MulAdd(x, p[v], acc[c][v]);
+    }
+  }
+  for (int64_t j = shared; j < keys; ++j) {
+    const float* value = values + j * value_stride + col;
+    VF p[kQueryVectors];
+    hn::Mask<DF> sees[kQueryVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) {
+      p[v] = hn::Load(df, probs + j * tile + v * lanes);
+      sees[v] = hn::Not(LanesBelow(v * lanes, mask_from + j));
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < DC; ++c) {
+      const VF x = hn::Set(df, value[c]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kQueryVectors; ++v) {
+        acc[c][v] = hn::IfThenElse(sees[v], hn::MulAdd(x, p[v], acc[c][v]), acc[c][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < DC; ++c) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kQueryVectors; ++v) {
+      hn::Store(acc[c][v], df, o_t + (col + c) * tile + v * lanes);
+    }
+  }
+}
+
+// Where one pattern's tile sits: selected queries q0 .. q0 + rows - 1 of the segment starting
+// at seg_begin, which has `keys` selected positions.
+struct TilePlace {
+  HeadPattern hp;
+  int64_t seg_begin;
+  int64_t keys;
+  int64_t q0;
+  int64_t rows;
+};
+
+// Runs one query tile of one pattern against its keys, continuing the online softmax from the
+// task's state and leaving the updated state behind.
+void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace& at,
+                 const ForwardBuffers& buf) {
+  const Params& p = *job.p;
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t tile = QueryTile();
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
+  const int64_t kv_head = kv_head_of(p, task.head);
+  const int64_t r = at.hp.dilation;
+  auto position = [&](int64_t selected) { return at.seg_begin + at.hp.offset + selected * r; };
+
+  // The query tile, transposed; padding lanes score 0 against every key and are never stored.
+  for (int64_t i = 0; i < at.rows; ++i) {
+    const int64_t t = position(at.q0 + i);
+    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, t, task.head), dim, job.log2_scale,
+            buf.row);
+    for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = buf.row[d];
+    const int64_t rel = t - task.begin;
+    buf.lanes[i] = buf.state_m[rel];
+    for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = buf.state_o[rel * dim_v + c];
+  }
+  for (int64_t i = at.rows; i < tile; ++i) {
+    for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = 0.0f;
+    for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = 0.0f;
+    buf.lanes[i] = 0.0f;
+  }
+  // The state is (normalised output, log2-sum-exp): as an online softmax that is m = lse, l = 1.
+  VF m[kQueryVectors], l[kQueryVectors];
+  for (int v = 0; v < kQueryVectors; ++v) {
+    m[v] = hn::Load(df, buf.lanes + v * lanes);
+    l[v] = hn::Set(df, 1.0f);
+  }
+
+  const int64_t key_end = p.causal ? at.q0 + at.rows : at.keys;
+  for (int64_t k0 = 0; k0 < key_end; k0 += kKeyTile) {
+    const int64_t nk = std::min(kKeyTile, key_end - k0);
+    // float32 keys and values are read in place; 16-bit ones are converted tile by tile.
+    // (Copying float32 tiles too, to keep rows dilation x row_stride apart from sharing L1
+    // sets, measured 10-20% slower: bench/NOTES.md, CPU v2.)
+    const float *keys, *values;
+    int64_t key_stride, value_stride;
+    if (p.dtype == DType::f32) {
+      keys =
+          static_cast<const float*>(p.k.data) + row_offset(p, p.k, task.b, position(k0), kv_head);
+      values =
+          static_cast<const float*>(p.v.data) + row_offset(p, p.v, task.b, position(k0), kv_head);
+      key_stride = r * p.k.row_stride;
+      value_stride = r * p.v.row_stride;
+    } else {
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t t = position(k0 + j);
+        LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, t, kv_head), dim, 1.0f,
+                buf.k_rows + j * dim);
+        LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, t, kv_head), dim_v, 1.0f,
+                buf.v_rows + j * dim_v);
+      }
+      keys = buf.k_rows;
+      values = buf.v_rows;
+      key_stride = dim;
+      value_stride = dim_v;
+    }
+
+    VF tile_max[kQueryVectors];
+    for (int v = 0; v < kQueryVectors; ++v) {
+      tile_max[v] = hn::Set(df, -std::numeric_limits<float>::infinity());
+    }
+    for (int64_t j0 = 0; j0 < nk; j0 += kKeyRows) {
+      // Causal: key k0 + j0 + r is hidden from queries before it (relative to q0).
+      const int64_t mask_from = k0 + j0 - at.q0;
+      const bool masked = p.causal && mask_from + kKeyRows - 1 > 0;
+      WithCount<kKeyRows>(std::min<int64_t>(kKeyRows, nk - j0), [&](auto kr) {
+        ScoreBlock<decltype(kr)::value>(buf.q_t, dim, keys + j0 * key_stride, key_stride,
+                                        buf.scores + j0 * tile, masked, mask_from, tile_max);
+      });
+    }
+
+    // While every score a lane has met is -inf (an empty state and keys whose scores are
+    // -inf), it subtracts 0 instead of its maximum, so that its weights are 0, not NaN.
+    VF alpha[kQueryVectors], sum[kQueryVectors], shift[kQueryVectors];
+    const VF none = hn::Set(df, -std::numeric_limits<float>::infinity());
+    for (int v = 0; v < kQueryVectors; ++v) {
+      const VF m_new = hn::Max(m[v], tile_max[v]);
+      shift[v] = hn::IfThenZeroElse(hn::Eq(m_new, none), m_new);
+      alpha[v] = Exp2(hn::Sub(m[v], shift[v]));
+      m[v] = m_new;
+      sum[v] = hn::Zero(df);
+    }
+    for (int64_t j = 0; j < nk; ++j) {
+      float* s = buf.scores + j * tile;
+      for (int v = 0; v < kQueryVectors; ++v) {
+        const VF prob = Exp2(hn::Sub(hn::Load(df, s + v * lanes), shift[v]));
+        hn::Store(prob, df, s + v * lanes);
+        sum[v] = hn::Add(sum[v], prob);
+      }
+    }
+    for (int v = 0; v < kQueryVectors; ++v) l[v] = hn::MulAdd(l[v], alpha[v], sum[v]);
+
+    for (int64_t c0 = 0; c0 < dim_v; c0 += kValueCols) {
+      WithCount<kValueCols>(std::min<int64_t>(kValueCols, dim_v - c0), [&](auto dc) {
+        ValueBlock<decltype(dc)::value>(buf.scores, nk, values, value_stride, c0, buf.o_t, alpha,
+                                        p.causal, k0 - at.q0);
+      });
+    }
+  }
+
+  for (int v = 0; v < kQueryVectors; ++v) {
+    hn::Store(m[v], df, buf.lanes + v * lanes);
+    hn::Store(l[v], df, buf.lanes + tile + v * lanes);
+  }
+  for (int64_t i = 0; i < at.rows; ++i) {
+    const int64_t rel = position(at.q0 + i) - task.begin;
+    buf.state_seen[rel] = 1.0f;
+    const float sum = buf.lanes[tile + i];
+    if (sum == 0.0f) continue;  // every score so far is -inf: the state stays empty
+    const float inv = 1.0f / sum;
+    for (int64_t c = 0; c < dim_v; ++c) buf.state_o[rel * dim_v + c] = buf.o_t[c * tile + i] * inv;
+    buf.state_m[rel] = buf.lanes[i] + std::log2(sum);
+  }
+}
+
+void ForwardTaskImpl(const ForwardJob& job, const ForwardTask& task, const ForwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t n = seq_length(p, task.b);
+  const int64_t length = task.end - task.begin;
+  const int64_t dim_v = p.head_dim_v;
+  const int64_t tile = QueryTile();
+  std::fill(buf.state_o, buf.state_o + length * dim_v, 0.0f);
+  std::fill(buf.state_m, buf.state_m + length, -std::numeric_limits<float>::infinity());
+  std::fill(buf.state_seen, buf.state_seen + length, 0.0f);
+
+  for (int k = 0; k < head_pattern_count(p); ++k) {
+    const HeadPattern hp = head_pattern(p, task.head, k);
+    const int64_t w = hp.segment, r = hp.dilation, o = hp.offset;
+    for (int64_t seg_begin = task.begin / w * w; seg_begin < task.end; seg_begin += w) {
+      const int64_t seg_end = std::min(seg_begin + w, n);
+      if (seg_end - seg_begin <= o) continue;  // a short last segment without selected rows
+      const int64_t keys = (seg_end - 1 - seg_begin - o) / r + 1;
+      // Selected queries of this segment inside [task.begin, task.end).
+      const int64_t lo = std::max(task.begin, seg_begin) - seg_begin - o;
+      const int64_t hi = std::min(task.end, seg_end) - seg_begin - o;
+      const int64_t first = lo <= 0 ? 0 : ceil_div(lo, r);
+      const int64_t last = hi <= 0 ? 0 : ceil_div(hi, r);
+      for (int64_t q0 = first; q0 < last; q0 += tile) {
+        ForwardTile(job, task, TilePlace{hp, seg_begin, keys, q0, std::min(tile, last - q0)}, buf);
+      }
+    }
+  }
+
+  // A row some pattern selects whose scores are all -inf: softmax gives 0/0 (the oracle NaN).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t rel = 0; rel < length; ++rel) {
+    if (buf.state_seen[rel] != 0.0f &&
+        buf.state_m[rel] == -std::numeric_limits<float>::infinity()) {
+      buf.state_m[rel] = nan;
+      std::fill(buf.state_o + rel * dim_v, buf.state_o + (rel + 1) * dim_v, nan);
+    }
+  }
+  if (job.delta) {
+    for (int64_t t = task.begin; t < task.end; ++t) {
+      const int64_t rel = t - task.begin;
+      LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, task.b, t, task.head), dim_v,
+              job.out_scale, buf.row);
+      float delta = 0.0f;
+      for (int64_t c = 0; c < dim_v; ++c) delta += buf.row[c] * buf.state_o[rel * dim_v + c];
+      job.delta[lse_index(p, task.b, task.head, t)] = delta;
+    }
+    return;
+  }
+  const float ln2 = 0.693147180559945309f;
+  for (int64_t t = task.begin; t < task.end; ++t) {
+    const int64_t rel = t - task.begin;
+    StoreRow(p.dtype, buf.state_o + rel * dim_v, dim_v, job.out_scale, p.out.data,
+             row_offset(p, p.out, task.b, t, task.head));
+    if (p.lse) p.lse[lse_index(p, task.b, task.head, t)] = buf.state_m[rel] * ln2;
+  }
+}
+
+TileShape ShapeImpl() {
+  TileShape s;
+  s.lanes = static_cast<int64_t>(hn::Lanes(DF()));
+  s.query_tile = QueryTile();
+  s.key_tile = kKeyTile;
+  s.bwd_key_tile = kBlockVectors * s.lanes;
+  s.bwd_query_tile = kBackwardQueryTile;
+  s.bwd_key_tiles_per_group = kKeyTilesPerGroup;
+  return s;
+}
+
+const char* TargetNameImpl() {
+  return hwy::TargetName(HWY_TARGET);
+}
+
+}  // namespace
+}  // namespace dilated::cpu_fast::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace dilated::cpu_fast {
+
+HWY_EXPORT(ForwardTaskImpl);
+HWY_EXPORT(ShapeImpl);
+HWY_EXPORT(TargetNameImpl);
+
+void run_forward_task(const ForwardJob& job, const ForwardTask& task, const ForwardBuffers& buf) {
+  HWY_DYNAMIC_DISPATCH(ForwardTaskImpl)(job, task, buf);
+}
+
+TileShape tile_shape() {
+  return HWY_DYNAMIC_DISPATCH(ShapeImpl)();
+}
+
+const char* kernel_target_name() {
+  return HWY_DYNAMIC_DISPATCH(TargetNameImpl)();
+}
+
+}  // namespace dilated::cpu_fast
+#endif  // HWY_ONCE

@@ -1,0 +1,110 @@
+// What the fast CPU backend's planner (fast_backend.cpp) hands to its SIMD kernels
+// (forward_kernels.cpp, backward_kernels.cpp), which are compiled once per Highway target and
+// picked at run time for the CPU at hand.
+#pragma once
+
+#include <cstdint>
+
+#include "core/pattern_math.hpp"
+#include "dilated/params.hpp"
+
+namespace dilated::cpu_fast {
+
+// Tile sizes of the SIMD target this CPU runs; they follow the vector width.
+struct TileShape {
+  int64_t lanes = 0;                    // floats per vector
+  int64_t query_tile = 0;               // forward: queries per tile, held in vector lanes
+  int64_t key_tile = 0;                 // forward: keys per tile
+  int64_t bwd_key_tile = 0;             // backward: keys per tile, held in vector lanes
+  int64_t bwd_query_tile = 0;           // backward: queries per tile
+  int64_t bwd_key_tiles_per_group = 0;  // backward: key tiles packed together
+};
+TileShape tile_shape();
+// Highway's name of the target that runs.
+const char* kernel_target_name();
+
+// ---- Forward ----------------------------------------------------------------------------
+
+// One task: every pattern of query head `head` for positions [begin, end) of sequence `b`.
+// The task owns those rows of out and lse, so tasks run in any order on any thread.
+struct ForwardTask {
+  int64_t b = 0;
+  int64_t head = 0;
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+// Per-thread scratch (float32), sized by the planner from TileShape.
+struct ForwardBuffers {
+  float* q_t = nullptr;         // [head_dim][query_tile]: the query tile, transposed, pre-scaled
+  float* k_rows = nullptr;      // [key_tile][head_dim]: 16-bit keys converted (f32 reads in place)
+  float* v_rows = nullptr;      // [key_tile][head_dim_v]
+  float* scores = nullptr;      // [key_tile][query_tile]: scores, then probabilities
+  float* o_t = nullptr;         // [head_dim_v][query_tile]: unnormalised output of the tile
+  float* state_o = nullptr;     // [chunk][head_dim_v]: normalised output so far, per position
+  float* state_m = nullptr;     // [chunk]: log2-sum-exp so far (-inf: no key yet)
+  float* state_seen = nullptr;  // [chunk]: 1 where some pattern selected the position
+  float* lanes = nullptr;       // [2 * query_tile]: per-query scalars
+  float* row = nullptr;         // [max(head_dim, head_dim_v)]: one converted row
+};
+
+struct ForwardJob {
+  const Params* p = nullptr;
+  float log2_scale = 0;  // softmax scale * log2(e): scores come out in log2 units
+  float out_scale = 1;   // 1/m in head_groups
+  // Backward's pre-pass for 16-bit problems: instead of out and lse, write
+  // delta = <dout * out_scale, float32 softmax output> here (indexed like lse).
+  float* delta = nullptr;
+};
+
+void run_forward_task(const ForwardJob& job, const ForwardTask& task, const ForwardBuffers& buf);
+
+// ---- Backward ---------------------------------------------------------------------------
+
+// One task: query heads `heads` (all with kv head `kv_head` and the same pattern and offset,
+// so they share keys) over the whole segments in positions [begin, end) of sequence `b`.
+// Within one pattern, tasks own disjoint rows of dq, dk and dv.
+struct BackwardTask {
+  int64_t b = 0;
+  int64_t kv_head = 0;
+  HeadPattern hp{1, 1, 0};
+  const int64_t* heads = nullptr;
+  int64_t num_heads = 0;
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+struct BackwardBuffers {
+  // Key tiles, bwd_key_tiles_per_group of each:
+  float* k_t = nullptr;      // [head_dim][bwd_key_tile]
+  float* v_t = nullptr;      // [head_dim_v][bwd_key_tile]
+  float* k_rows = nullptr;   // [bwd_key_tile][padded head_dim]
+  float* dk_t = nullptr;     // [head_dim][bwd_key_tile]
+  float* dv_t = nullptr;     // [head_dim_v][bwd_key_tile]
+  float* q_rows = nullptr;   // [bwd_query_tile][head_dim]
+  float* do_rows = nullptr;  // [bwd_query_tile][head_dim_v]: dout * out_scale
+  float* probs = nullptr;    // [bwd_query_tile][bwd_key_tile]
+  float* dscores = nullptr;  // [bwd_query_tile][bwd_key_tile]
+  float* lse2 = nullptr;     // [bwd_query_tile]: lse in log2 units
+  float* delta = nullptr;    // [bwd_query_tile]: scale * <dout, out>
+  float* row = nullptr;      // [max(head_dim, head_dim_v)]
+};
+
+struct BackwardJob {
+  const Params* p = nullptr;
+  float scale = 0;
+  float log2_scale = 0;
+  float out_scale = 1;
+  // float32 gradient accumulators addressed like Params tensors (the outputs themselves for
+  // float32, or float32 shadows). dq rows are updated with whole vectors, so they hold
+  // padded_head_dim floats (a multiple of the vector width); dk and dv element by element.
+  Tensor dq, dk, dv;
+  int64_t padded_head_dim = 0;
+  // Per-row delta = <dout * out_scale, softmax output> = <dout, out>, indexed like lse.
+  const float* delta = nullptr;
+};
+
+void run_backward_task(const BackwardJob& job, const BackwardTask& task,
+                       const BackwardBuffers& buf);
+
+}  // namespace dilated::cpu_fast

@@ -1,0 +1,200 @@
+#include "cpu/fast/plan.hpp"
+
+#include <algorithm>
+
+#include "cpu/fast/parallel.hpp"
+
+namespace dilated::cpu_fast {
+namespace {
+
+int64_t round_up(int64_t x, int64_t m) {
+  return ceil_div(x, m) * m;
+}
+
+// Index of the sequence whose tasks contain `index` (sequences without tasks are skipped).
+int64_t sequence_of(const std::vector<int64_t>& tasks_before, int64_t index) {
+  return std::upper_bound(tasks_before.begin(), tasks_before.end(), index) - tasks_before.begin() -
+         1;
+}
+
+}  // namespace
+
+Arena::Arena(void* base) : base_(static_cast<char*>(base)) {
+  // Offsets below are multiples of 64 from a 64-byte aligned start (bytes() counts the slack).
+  if (base_) base_ += (64 - reinterpret_cast<uintptr_t>(base_) % 64) % 64;
+}
+
+float* Arena::floats(int64_t count) {
+  used_ = round_up(used_, 64);
+  float* ptr = base_ ? reinterpret_cast<float*>(base_ + used_) : nullptr;
+  used_ += count * static_cast<int64_t>(sizeof(float));
+  return ptr;
+}
+
+ForwardPlan plan_forward(const Params& p) {
+  ForwardPlan plan;
+  plan.shape = tile_shape();
+  // A chunk gives every pattern about one full query tile: tile * dilation positions.
+  int64_t dilation = 1;
+  for (int i = 0; i < p.num_patterns; ++i) dilation = std::max(dilation, p.patterns[i].dilation);
+  plan.chunk = std::min(plan.shape.query_tile * std::min<int64_t>(dilation, 16), p.seqlen);
+  plan.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    plan.tasks_before[b + 1] =
+        plan.tasks_before[b] + ceil_div(seq_length(p, b), plan.chunk) * p.heads;
+  }
+  plan.threads = static_cast<int>(
+      std::clamp<int64_t>(thread_count(p.num_threads), 1, std::max<int64_t>(1, plan.tasks())));
+  return plan;
+}
+
+ForwardTask ForwardPlan::task(const Params& p, int64_t index) const {
+  ForwardTask t;
+  t.b = sequence_of(tasks_before, index);
+  const int64_t n = seq_length(p, t.b);
+  const int64_t chunks = ceil_div(n, chunk);
+  const int64_t rest = index - tasks_before[t.b];
+  t.head = rest / chunks;
+  t.begin = rest % chunks * chunk;
+  t.end = std::min(t.begin + chunk, n);
+  return t;
+}
+
+ForwardBuffers ForwardPlan::carve(const Params& p, Arena& arena) const {
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v, tile = shape.query_tile;
+  ForwardBuffers b;
+  b.q_t = arena.floats(dim * tile);
+  const bool convert = p.dtype != DType::f32;  // float32 keys and values are read in place
+  b.k_rows = convert ? arena.floats(shape.key_tile * dim) : nullptr;
+  b.v_rows = convert ? arena.floats(shape.key_tile * dim_v) : nullptr;
+  b.scores = arena.floats(shape.key_tile * tile);
+  b.o_t = arena.floats(dim_v * tile);
+  b.state_o = arena.floats(chunk * dim_v);
+  b.state_m = arena.floats(chunk);
+  b.state_seen = arena.floats(chunk);
+  b.lanes = arena.floats(2 * tile);
+  b.row = arena.floats(std::max(dim, dim_v));
+  return b;
+}
+
+int64_t ForwardPlan::workspace_bytes(const Params& p) const {
+  Arena arena(nullptr);
+  for (int t = 0; t < threads; ++t) carve(p, arena);
+  return arena.bytes();
+}
+
+BackwardTask BackwardPass::task(const Params& p, int64_t index) const {
+  BackwardTask t;
+  t.b = sequence_of(tasks_before, index);
+  const int64_t n = seq_length(p, t.b);
+  const int64_t units = ceil_div(n, span);
+  const int64_t rest = index - tasks_before[t.b];
+  const HeadClass& c = classes[static_cast<size_t>(rest / units)];
+  t.kv_head = c.kv_head;
+  t.hp = c.hp;
+  t.heads = c.heads.data();
+  t.num_heads = static_cast<int64_t>(c.heads.size());
+  t.begin = rest % units * span;
+  t.end = std::min(t.begin + span, n);
+  return t;
+}
+
+BackwardPlan plan_backward(const Params& p) {
+  BackwardPlan plan;
+  plan.shape = tile_shape();
+  plan.tokens = p.cu_seqlens ? p.total_tokens : p.batch * p.seqlen;
+  plan.padded_head_dim = round_up(p.head_dim, plan.shape.lanes);
+  plan.dq_shadow = p.dtype != DType::f32 || plan.padded_head_dim != p.head_dim;
+  plan.dkv_shadow = p.dtype != DType::f32;
+  plan.delta_pre_pass = p.dtype != DType::f32;
+  if (plan.delta_pre_pass) plan.pre_pass = plan_forward(p);
+  int64_t most_tasks = 1;
+  for (int k = 0; k < p.num_patterns; ++k) {
+    BackwardPass pass;
+    for (int64_t head = 0; head < p.heads; ++head) {
+      if (p.mode == Mode::head_groups && head_group_of(head, p.heads, p.num_patterns) != k) {
+        continue;
+      }
+      const HeadPattern hp = head_pattern(p, head, p.mode == Mode::head_groups ? 0 : k);
+      const int64_t kv_head = kv_head_of(p, head);
+      auto same = [&](const HeadClass& c) {
+        return c.kv_head == kv_head && c.hp.offset == hp.offset;
+      };
+      auto it = std::find_if(pass.classes.begin(), pass.classes.end(), same);
+      if (it == pass.classes.end()) {
+        pass.classes.push_back({kv_head, hp, {}});
+        it = pass.classes.end() - 1;
+      }
+      it->heads.push_back(head);
+    }
+    if (pass.classes.empty()) continue;
+    // Tasks of at least ~1024 positions keep the per-task overhead small for short segments.
+    const int64_t w = p.patterns[k].segment;
+    pass.span = w * std::max<int64_t>(1, ceil_div(1024, w));
+    pass.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
+    const auto classes = static_cast<int64_t>(pass.classes.size());
+    for (int64_t b = 0; b < p.batch; ++b) {
+      pass.tasks_before[b + 1] =
+          pass.tasks_before[b] + ceil_div(seq_length(p, b), pass.span) * classes;
+    }
+    most_tasks = std::max(most_tasks, pass.tasks());
+    plan.passes.push_back(std::move(pass));
+  }
+  plan.threads = static_cast<int>(std::clamp<int64_t>(thread_count(p.num_threads), 1, most_tasks));
+  return plan;
+}
+
+BackwardBuffers BackwardPlan::carve(const Params& p, Arena& arena) const {
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
+  const int64_t kt = shape.bwd_key_tile, qt = shape.bwd_query_tile;
+  const int64_t group = shape.bwd_key_tiles_per_group;
+  BackwardBuffers b;
+  b.k_t = arena.floats(group * dim * kt);
+  b.v_t = arena.floats(group * dim_v * kt);
+  b.k_rows = arena.floats(group * kt * padded_head_dim);
+  b.dk_t = arena.floats(group * dim * kt);
+  b.dv_t = arena.floats(group * dim_v * kt);
+  b.q_rows = arena.floats(qt * dim);
+  b.do_rows = arena.floats(qt * dim_v);
+  b.probs = arena.floats(qt * kt);
+  b.dscores = arena.floats(qt * kt);
+  b.lse2 = arena.floats(qt);
+  b.delta = arena.floats(qt);
+  b.row = arena.floats(std::max(dim, dim_v));
+  return b;
+}
+
+float* BackwardPlan::carve_accumulators(const Params& p, Arena& arena, BackwardJob* job) const {
+  auto shadow = [&](int64_t heads, int64_t dim) {
+    Tensor t;
+    t.head_stride = dim;
+    t.row_stride = heads * dim;
+    t.batch_stride = p.seqlen * t.row_stride;
+    t.data = arena.floats(tokens * heads * dim);
+    return t;
+  };
+  auto in_place = [](const Tensor& t) { return t; };
+  job->dq = dq_shadow ? shadow(p.heads, padded_head_dim) : in_place(p.dq);
+  job->dk = dkv_shadow ? shadow(p.heads_kv, p.head_dim) : in_place(p.dk);
+  job->dv = dkv_shadow ? shadow(p.heads_kv, p.head_dim_v) : in_place(p.dv);
+  job->padded_head_dim = padded_head_dim;
+  float* delta = arena.floats(tokens * p.heads);
+  job->delta = delta;
+  return delta;
+}
+
+int64_t BackwardPlan::workspace_bytes(const Params& p) const {
+  Arena arena(nullptr);
+  BackwardJob job;
+  carve_accumulators(p, arena, &job);
+  const int64_t mark = arena.mark();
+  for (int t = 0; t < threads; ++t) carve(p, arena);
+  const int64_t pass_bytes = arena.bytes();
+  arena.rewind(mark);
+  if (delta_pre_pass) {
+    for (int t = 0; t < pre_pass.threads; ++t) pre_pass.carve(p, arena);
+  }
+  return std::max(pass_bytes, arena.bytes());
+}
+
+}  // namespace dilated::cpu_fast

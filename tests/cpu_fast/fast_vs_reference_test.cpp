@@ -1,0 +1,98 @@
+// The fast CPU backend ("cpu") against the oracle on random problems, forward and backward:
+// sizes, N not a multiple of w, GQA/MQA, 1-5 patterns, both modes, head offsets, causal,
+// custom scales, varlen, strided layouts, head_dim_v != head_dim; fresh inputs every run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+
+#include "cpu_fast/compare.hpp"
+
+namespace dilated::testing {
+namespace {
+
+std::string failure_context(uint64_t seed, int index, const ProblemConfig& c) {
+  return "seed " + std::to_string(seed) + " (rerun with DILATED_TEST_SEED=" + std::to_string(seed) +
+         "), case " + std::to_string(index) + ": " + c.describe();
+}
+
+void expect_float32_match(const RandomLimits& limits, int cases) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < cases && !::testing::Test::HasFailure(); ++i) {
+    const ProblemConfig config = random_config(rng, limits);
+    SCOPED_TRACE(failure_context(seed, i, config));
+    HostProblem problem(config, rng());
+    const Outputs want = run_backend(problem, "reference");
+    const Outputs got = run_backend(problem, "cpu");
+    for (const char* name : kOutputNames) {
+      EXPECT_LE(output_error(output(got, name), output(want, name)), float32_tolerance(config))
+          << name;
+    }
+  }
+}
+
+TEST(CpuFastVsReference, RandomFloat32) {
+  RandomLimits limits;
+  limits.max_seqlen = 128;
+  expect_float32_match(limits, 200);
+}
+
+// Several key and query tiles per segment, chunks that split segments, long causal diagonals.
+TEST(CpuFastVsReference, RandomLongerSequences) {
+  RandomLimits limits;
+  limits.max_batch = 1;
+  limits.max_seqlen = 700;
+  limits.max_heads = 2;
+  limits.head_dims = {16, 32};
+  limits.max_patterns = 2;
+  expect_float32_match(limits, 8);
+}
+
+// Head dims that are not a multiple of any vector width, and large ones.
+TEST(CpuFastVsReference, UnusualHeadDims) {
+  RandomLimits limits;
+  limits.max_seqlen = 80;
+  limits.head_dims = {1, 3, 8, 40, 96, 200, 256};
+  expect_float32_match(limits, 20);
+}
+
+// 16-bit inputs: the exact answer is the oracle run in float32 on the rounded inputs; the fast
+// backend's error against it must stay within 2x the error of the oracle's own 16-bit run
+// (which only rounds its double results once). lse is float32 in both: float32 tolerance.
+void expect_16bit_match(DType dtype, int cases) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  RandomLimits limits;
+  limits.max_seqlen = 96;
+  limits.dtypes = {dtype};
+  for (int i = 0; i < cases && !::testing::Test::HasFailure(); ++i) {
+    const ProblemConfig config = random_config(rng, limits);
+    SCOPED_TRACE(failure_context(seed, i, config));
+    const uint64_t problem_seed = rng();
+    HostProblem problem(config, problem_seed);
+    HostProblem twin = f32_twin(problem, problem_seed);
+    const Outputs exact = run_backend(twin, "reference");
+    const Outputs oracle = run_backend(problem, "reference");
+    const Outputs got = run_backend(problem, "cpu");
+    for (const char* name : kOutputNames) {
+      const double oracle_error = output_error(output(oracle, name), output(exact, name));
+      const double error = output_error(output(got, name), output(exact, name));
+      // A floor at the float32 tolerance for outputs the oracle happens to round exactly.
+      EXPECT_LE(error, std::max(2.0 * oracle_error, float32_tolerance(config)))
+          << name << ": oracle's own error " << oracle_error;
+    }
+  }
+}
+
+TEST(CpuFastVsReference, RandomBfloat16) {
+  expect_16bit_match(DType::bf16, 60);
+}
+
+TEST(CpuFastVsReference, RandomFloat16) {
+  expect_16bit_match(DType::f16, 30);
+}
+
+}  // namespace
+}  // namespace dilated::testing
