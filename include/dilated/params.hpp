@@ -7,7 +7,9 @@
 
 namespace dilated {
 
-enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2 };
+// f64 exists for numerical checks (e.g. torch.autograd.gradcheck): only the reference
+// backend runs it.
+enum class DType : int32_t { f32 = 0, f16 = 1, bf16 = 2, f64 = 3 };
 
 // DESIGN 2.3 (longnet: one softmax over the union of every pattern's keys) and DESIGN 2.4
 // (head_groups: dilated-attention-pytorch's contiguous head groups, one pattern per group).

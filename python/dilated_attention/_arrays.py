@@ -18,8 +18,8 @@ _CPU, _CUDA = 1, 2  # DLPack device types
 
 def _numpy_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layer: Layer):
     check_shapes(q.shape, k.shape, v.shape, layer)
-    if q.dtype not in (np.float32, np.float16):
-        raise TypeError(f"q: dtype {q.dtype}, expected float32 or float16")
+    if q.dtype not in (np.float32, np.float16, np.float64):
+        raise TypeError(f"q: dtype {q.dtype}, expected float32, float16 or float64")
     for name, a in (("k", k), ("v", v)):
         if a.dtype != q.dtype:
             raise TypeError(f"{name}: dtype {a.dtype}, expected {q.dtype} like q")

@@ -11,7 +11,8 @@ from torch import Tensor
 from . import _C
 from ._layer import Layer, check_shapes, make_layer
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# float64 runs on the CPU reference backend only: for numerical checks such as gradcheck.
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def check_tensors(q: Tensor, k: Tensor, v: Tensor, layer: Layer) -> None:
@@ -20,10 +21,13 @@ def check_tensors(q: Tensor, k: Tensor, v: Tensor, layer: Layer) -> None:
             raise TypeError(f"{name}: {type(t).__name__}, expected a torch.Tensor")
     check_shapes(q.shape, k.shape, v.shape, layer)
     if q.dtype not in _DTYPES:
-        hint = " (the core has no float64 kernels; use .float())" if q.dtype == torch.float64 else ""
         raise TypeError(
-            f"q: dtype {q.dtype}, expected torch.float32, torch.float16 or torch.bfloat16{hint}"
+            f"q: dtype {q.dtype}, expected torch.float32, torch.float16, torch.bfloat16 or "
+            "torch.float64"
         )
+    if q.dtype == torch.float64 and q.device.type == "cuda":
+        raise TypeError("q: dtype torch.float64 on CUDA, expected a CPU tensor (float64 runs "
+                        "on the CPU reference backend only, for numerical checks)")
     for name, t in (("k", k), ("v", v)):
         if t.dtype != q.dtype:
             raise TypeError(f"{name}: dtype {t.dtype}, expected {q.dtype} like q")

@@ -70,11 +70,12 @@ dilated::DType library_dtype(const View& v) {
   const auto code = static_cast<nb::dlpack::dtype_code>(v.dtype.code);
   if (v.dtype.lanes == 1) {
     if (code == nb::dlpack::dtype_code::Float && v.dtype.bits == 32) return dilated::DType::f32;
+    if (code == nb::dlpack::dtype_code::Float && v.dtype.bits == 64) return dilated::DType::f64;
     if (code == nb::dlpack::dtype_code::Float && v.dtype.bits == 16) return dilated::DType::f16;
     if (code == nb::dlpack::dtype_code::Bfloat && v.dtype.bits == 16) return dilated::DType::bf16;
   }
   throw nb::type_error(
-      cat(v.name, ": dtype ", dtype_text(v.dtype), ", expected float32, float16 or bfloat16")
+      cat(v.name, ": dtype ", dtype_text(v.dtype), ", expected float32, float16, bfloat16 or float64")
           .c_str());
 }
 

@@ -69,6 +69,8 @@ inline double load_element(DType t, const void* base, int64_t i) {
       return f16_to_float(static_cast<const uint16_t*>(base)[i]);
     case DType::bf16:
       return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+    case DType::f64:
+      return static_cast<const double*>(base)[i];
   }
   return 0.0;
 }
@@ -85,7 +87,17 @@ inline void store_element(DType t, void* base, int64_t i, double value) {
     case DType::bf16:
       static_cast<uint16_t*>(base)[i] = float_to_bf16(f);
       return;
+    case DType::f64:
+      static_cast<double*>(base)[i] = value;
+      return;
   }
+}
+
+// The value a kernel reads after x has been stored in type t.
+inline double round_through(DType t, double x) {
+  unsigned char storage[sizeof(double)];
+  store_element(t, storage, 0, x);
+  return load_element(t, storage, 0);
 }
 
 }  // namespace dilated

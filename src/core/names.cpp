@@ -13,12 +13,14 @@ const char* dtype_name(DType t) {
       return "fp16";
     case DType::bf16:
       return "bf16";
+    case DType::f64:
+      return "fp64";
   }
   return "unknown";
 }
 
 int64_t dtype_size(DType t) {
-  return t == DType::f32 ? 4 : 2;
+  return t == DType::f64 ? 8 : t == DType::f32 ? 4 : 2;
 }
 
 const char* mode_name(Mode m) {
@@ -36,6 +38,8 @@ bool parse_dtype(const std::string& s, DType* out) {
     *out = DType::f16;
   else if (s == "bf16" || s == "bfloat16")
     *out = DType::bf16;
+  else if (s == "fp64" || s == "float64")
+    *out = DType::f64;
   else
     return false;
   return true;

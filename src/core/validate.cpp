@@ -78,8 +78,9 @@ Status check_layer(const Params& p) {
   if (!std::isnan(p.scale) && !std::isfinite(p.scale)) {
     return invalid("scale = ", p.scale, ": expected a finite number (or NaN for 1/sqrt(D))");
   }
-  if (p.dtype != DType::f32 && p.dtype != DType::f16 && p.dtype != DType::bf16) {
-    return invalid("dtype = ", static_cast<int>(p.dtype), ": expected f32, f16 or bf16");
+  if (p.dtype != DType::f32 && p.dtype != DType::f16 && p.dtype != DType::bf16 &&
+      p.dtype != DType::f64) {
+    return invalid("dtype = ", static_cast<int>(p.dtype), ": expected f32, f16, bf16 or f64");
   }
   if (p.device != Device::host && p.device != Device::cuda) {
     return invalid("device = ", static_cast<int>(p.device), ": expected host or cuda");

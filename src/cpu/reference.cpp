@@ -33,6 +33,11 @@ std::vector<double> load_row(const Params& p, const Tensor& x, int64_t b, int64_
   return row;
 }
 
+// head_groups divides each group's softmax by the number of groups (DESIGN 2.4), in double.
+double group_share(const Params& p) {
+  return p.mode == Mode::head_groups ? 1.0 / p.num_patterns : 1.0;
+}
+
 double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
@@ -78,7 +83,7 @@ Status reference_forward(const Params& p) {
         const Row row = attend(p, b, t, head);
         const int64_t base = row_offset(p, p.out, b, t, head);
         for (int64_t d = 0; d < p.head_dim_v; ++d) {
-          store_element(p.dtype, p.out.data, base + d, row.out[d] * output_scale(p));
+          store_element(p.dtype, p.out.data, base + d, row.out[d] * group_share(p));
         }
         if (p.lse) p.lse[lse_index(p, b, head, t)] = static_cast<float>(row.lse);
       }
@@ -106,7 +111,7 @@ Status reference_backward(const Params& p) {
         const std::vector<double> stored_out = load_row(p, p.out, b, t, head, p.head_dim_v);
         std::vector<double> dout = load_row(p, p.dout, b, t, head, p.head_dim_v);
         const double delta = dot(dout, stored_out);
-        for (double& x : dout) x *= output_scale(p);  // d(loss)/d(softmax average)
+        for (double& x : dout) x *= group_share(p);  // d(loss)/d(softmax average)
         const std::vector<double> q = load_row(p, p.q, b, t, head, p.head_dim);
         std::vector<double> dq(p.head_dim, 0.0);
         for (size_t i = 0; i < row.keys.size(); ++i) {

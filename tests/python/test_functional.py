@@ -104,7 +104,7 @@ def _quantized(*shape):
 @pytest.mark.parametrize("mode,causal", [("longnet", False), ("longnet", True),
                                          ("head_groups", True)])
 def test_gradcheck_float32(mode, causal, seed):
-    """gradcheck in float32: the core has no float64 path (see the report).
+    """gradcheck in float32, which runs the fast CPU backend (float64 runs the oracle).
 
     Central differences with eps = 2^-10 on exactly representable inputs: the only noise is
     the rounding of each float32 output (<= 2^-24 * |out| <= 2e-7 here), giving derivative
@@ -117,6 +117,17 @@ def test_gradcheck_float32(mode, causal, seed):
         warnings.filterwarnings("ignore", message=".*double precision.*")
         assert torch.autograd.gradcheck(fn, (q, k, v), eps=2.0**-10, atol=1e-3, rtol=1e-3,
                                         nondet_tol=0.0)
+
+
+@pytest.mark.parametrize("mode,causal", [("longnet", False), ("longnet", True),
+                                         ("head_groups", False), ("head_groups", True)])
+def test_gradcheck_float64(mode, causal, seed):
+    """gradcheck in float64 on the CPU (the reference backend, double accumulation), with
+    gradcheck's own tolerances; GQA, a partial last segment and w % r != 0 included."""
+    q = torch.randn(2, 11, 4, 3, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 11, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    fn = lambda q, k, v: dilated_attention(q, k, v, (4, 7), (1, 2), mode=mode, is_causal=causal)
+    assert torch.autograd.gradcheck(fn, (q, k, v))
 
 
 def test_retain_graph_twice_gives_identical_gradients(seed):

@@ -18,6 +18,8 @@ double storage_tolerance(DType t) {
       return 1e-3;
     case DType::bf16:
       return 8e-3;
+    case DType::f64:
+      return 1e-12;  // double accumulation in both; only summation order differs
   }
   return 0;
 }
@@ -40,7 +42,7 @@ TEST(ReferenceVsDense, RandomConfigurations) {
   RandomLimits limits;
   limits.max_seqlen = 70;
   limits.head_dims = {4, 8, 16};
-  limits.dtypes = {DType::f32, DType::f32, DType::f16, DType::bf16};
+  limits.dtypes = {DType::f32, DType::f32, DType::f16, DType::bf16, DType::f64};
   for (int i = 0; i < 150; ++i) {
     const ProblemConfig config = random_config(rng, limits);
     SCOPED_TRACE("run seed " + std::to_string(seed) + ", case " + std::to_string(i));

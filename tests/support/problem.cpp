@@ -247,10 +247,5 @@ uint64_t test_seed() {
   return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
-double round_to(DType t, double x) {
-  unsigned char storage[4];
-  store_element(t, storage, 0, x);
-  return load_element(t, storage, 0);
-}
 
 }  // namespace dilated::testing

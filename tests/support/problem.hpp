@@ -99,7 +99,4 @@ double relative_error(const std::vector<double>& got, const std::vector<double>&
 // A seed from the clock unless DILATED_TEST_SEED is set; print it on failure.
 uint64_t test_seed();
 
-// Rounds a value through a storage type (what a kernel sees of a double input).
-double round_to(DType t, double x);
-
 }  // namespace dilated::testing

@@ -10,16 +10,7 @@
 #include "core/dtype_convert.hpp"
 
 namespace dilated::cli {
-namespace {
-
-// The value a kernel reads after x is stored in `dtype`.
-float round_through(DType dtype, float x) {
-  unsigned char storage[4];
-  store_element(dtype, storage, 0, x);
-  return static_cast<float>(load_element(dtype, storage, 0));
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::string ProblemSpec::describe() const {
   std::ostringstream s;
@@ -98,7 +89,7 @@ std::vector<float> random_values(DType dtype, int64_t count, uint64_t seed) {
   for (float& x : values) {
     do {
       const float unit = static_cast<float>(next() >> 40) * (1.0f / 16777216.0f);
-      x = round_through(dtype, (2.0f * unit - 1.0f) * 1.7320508f);
+      x = static_cast<float>(round_through(dtype, (2.0f * unit - 1.0f) * 1.7320508f));
     } while (x == 0.0f);
   }
   return values;

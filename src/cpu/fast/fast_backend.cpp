@@ -195,7 +195,9 @@ class CpuFastBackend final : public HostBackend {
   const char* name() const override { return "cpu"; }
   const char* description() const override { return description_.c_str(); }
   // Every problem the oracle runs: any head dims, dtypes, strides, modes and patterns.
-  std::string unsupported_reason(const Params&, Direction) const override { return {}; }
+  std::string unsupported_reason(const Params& p, Direction) const override {
+    return p.dtype == DType::f64 ? "float64 runs on the reference backend only" : "";
+  }
   int64_t workspace_bytes(const Params& p, Direction dir) const override {
     return dir == Direction::forward ? cpu_fast::plan_forward(p).workspace_bytes(p)
                                      : cpu_fast::plan_backward(p).workspace_bytes(p);
