@@ -30,12 +30,7 @@ Status invalid(const std::string& message) {
 // This rank's own arguments, checked before any exchange (the result travels with the
 // configuration, so that every rank reports the first bad rank).
 Status check_arguments(const Params& local, const ShardInfo& shard, Direction dir,
-                       const std::string& backend, Communicator& comm) {
-  if (comm.device() != Device::host) {
-    return invalid(
-        "the communicator exchanges device memory; the sequence-parallel algorithm "
-        "runs on host tensors with a host communicator (MPI) so far");
-  }
+                       const std::string& backend) {
   if (Status s = validate(local, dir); !s.ok()) return s;
   if (local.device != Device::host) {
     return invalid("device = cuda: sequence parallelism runs on host tensors so far");
@@ -68,8 +63,15 @@ class Call {
       : local_(local), shard_(shard), comm_(comm), options_(options), dir_(dir) {}
 
   Status run() {
+    // Checked before any collective: the configuration exchange itself uses host buffers.
+    // Every rank has the same kind of communicator, so every rank returns this.
+    if (comm_.device() != Device::host) {
+      return Status::Unsupported(
+          "dist: the communicator exchanges device memory (NCCL); the sequence-parallel "
+          "algorithm runs on host tensors with a host communicator (MPI) so far");
+    }
     const auto start = Clock::now();
-    const Status checks = check_arguments(local_, shard_, dir_, options_.backend, comm_);
+    const Status checks = check_arguments(local_, shard_, dir_, options_.backend);
     Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, comm_,
                                       &shards_, &traffic_);
     stats_.exchange_seconds += seconds_since(start);
