@@ -64,7 +64,8 @@ ShardInfo even_shard(int64_t n, int rank, int size);
 
 // What one call did on this rank.
 struct Stats {
-  int64_t bytes_sent = 0;  // every exchange of the call (configuration check included)
+  const char* backend = "";  // the backend that computed (Backend::name())
+  int64_t bytes_sent = 0;    // every exchange of the call (configuration check included)
   int64_t bytes_received = 0;
   int64_t remote_rows = 0;      // k/v rows received (per kv head and batch entry)
   int64_t remote_problems = 0;  // calls of the backend on remote keys

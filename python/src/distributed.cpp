@@ -113,6 +113,7 @@ void raise_for(const dilated::Status& s) {
 
 nb::dict stats_dict(const dilated::dist::Stats& s) {
   nb::dict d;
+  d["backend"] = s.backend;
   d["bytes_sent"] = s.bytes_sent;
   d["bytes_received"] = s.bytes_received;
   d["remote_rows"] = s.remote_rows;

@@ -30,7 +30,7 @@ Status invalid(const std::string& message) {
 // This rank's own arguments, checked before any exchange (the result travels with the
 // configuration, so that every rank reports the first bad rank).
 Status check_arguments(const Params& local, const ShardInfo& shard, Direction dir,
-                       const std::string& backend) {
+                       const std::string& backend, const Backend** chosen) {
   if (Status s = validate(local, dir); !s.ok()) return s;
   if (local.device != Device::host) {
     return invalid("device = cuda: sequence parallelism runs on host tensors so far");
@@ -51,8 +51,7 @@ Status check_arguments(const Params& local, const ShardInfo& shard, Direction di
   Params probe = local;
   probe.window = {shard.global_seqlen, shard.offset, shard.offset, local.seqlen};
   if (probe.dtype == DType::f16 || probe.dtype == DType::bf16) probe.dtype = DType::f32;
-  const Backend* chosen = nullptr;
-  return select_backend(probe, dir, backend, &chosen);
+  return select_backend(probe, dir, backend, chosen);
 }
 
 // One call: checks, plan, exchange, local and remote parts, outcome.
@@ -71,7 +70,9 @@ class Call {
           "algorithm runs on host tensors with a host communicator (MPI) so far");
     }
     const auto start = Clock::now();
-    const Status checks = check_arguments(local_, shard_, dir_, options_.backend);
+    const Backend* chosen = nullptr;
+    const Status checks = check_arguments(local_, shard_, dir_, options_.backend, &chosen);
+    if (chosen) stats_.backend = chosen->name();
     Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, comm_,
                                       &shards_, &traffic_);
     stats_.exchange_seconds += seconds_since(start);

@@ -343,7 +343,8 @@ std::string format_table(const Layer& layer, int ranks, const Machine& m,
   std::string s = "dilated bench --distributed: " + std::to_string(ranks) + " ranks (MPI) on " +
                   m.cpu + " (" + std::to_string(m.hardware_threads) + " hardware threads" +
                   (ranks > m.hardware_threads ? ", oversubscribed" : "") + "), backend " +
-                  layer.backend + "\nlayer: " + layer.sizes_text() + " with patterns " +
+                  layer.backend + ", " + std::to_string(layer.spec.threads) +
+                  " thread(s) per rank" + "\nlayer: " + layer.sizes_text() + " with patterns " +
                   layer.patterns_text() + (layer.backward ? ", fwd+bwd" : ", fwd") + "\n";
   for (const CaseResult& c : cases) {
     s += "\nN = " + std::to_string(c.global) + " (" + std::to_string(c.per_rank) +
@@ -374,6 +375,7 @@ std::string format_json(const Layer& layer, int ranks, const Machine& m,
   JsonWriter j;
   j.begin_object();
   j.key("ranks").value(ranks).key("backend").value(layer.backend);
+  j.key("threads_per_rank").value(static_cast<int64_t>(layer.spec.threads));
   j.key("machine")
       .begin_object()
       .key("cpu")
@@ -417,7 +419,10 @@ std::string format_json(const Layer& layer, int ranks, const Machine& m,
 int bench_distributed(const Args& args) {
   dist::Communicator& comm = distributed_communicator();
   comm.set_timeout(distributed_timeout(args));
-  const Layer layer = parse_layer(args);
+  Layer layer = parse_layer(args);
+  if (!args.has("threads")) {
+    layer.spec.threads = default_rank_threads(local_rank_count(comm));
+  }
   const std::vector<int64_t> per_rank =
       parse_integer_list("seq-len", args.value_or("seq-len", "4096"));
   const std::string format = args.value_or("format", "table");

@@ -1,9 +1,13 @@
 #include "distributed.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "cli_error.hpp"
 #include "core/dtype_convert.hpp"
@@ -116,6 +120,24 @@ double distributed_timeout(const Args& args) {
   return t;
 }
 
+int32_t default_rank_threads(int local_ranks) {
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cpu_set_t set;
+  const int allowed = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : hardware;
+  const int share = allowed >= hardware ? allowed / std::max(1, local_ranks) : allowed;
+  return std::max(1, share);
+}
+
+int local_rank_count(const dist::Communicator& comm) {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}) {
+    if (const char* value = std::getenv(name)) {
+      const int n = std::atoi(value);
+      if (n > 0) return n;
+    }
+  }
+  return comm.size();
+}
+
 int run_distributed(const Args& args, const ProblemSpec& layer, const std::string& backend,
                     const std::string& out_dir, const std::function<RunInputs()>& load) {
   dist::Communicator& comm = distributed_communicator();
@@ -152,6 +174,7 @@ int run_distributed(const Args& args, const ProblemSpec& layer, const std::strin
   header = from_rank0(comm, header);
   throw_if_failed(Status(static_cast<StatusCode>(header.code), header.message));
   ProblemSpec spec = layer;
+  if (!args.has("threads")) spec.threads = default_rank_threads(local_rank_count(comm));
   spec.dtype = static_cast<DType>(header.dtype);
   spec.batch = header.batch;
   spec.seqlen = header.seqlen;
@@ -195,8 +218,9 @@ int run_distributed(const Args& args, const ProblemSpec& layer, const std::strin
     std::printf(
         "%s on %d ranks (MPI): %s; wrote out.npy lse.npy%s to %s (%.1f ms; rank 0 sent %lld "
         "bytes of k/v rows and checks)\n",
-        backend.c_str(), ranks, spec.describe().c_str(), backward ? " dq.npy dk.npy dv.npy" : "",
-        out_dir.c_str(), clock.milliseconds(), static_cast<long long>(sent));
+        forward_stats.backend, ranks, spec.describe().c_str(),
+        backward ? " dq.npy dk.npy dv.npy" : "", out_dir.c_str(), clock.milliseconds(),
+        static_cast<long long>(sent));
   }
   return kExitOk;
 }

@@ -33,6 +33,12 @@ void declare_distributed_options(Args& args);
 // --timeout (or the library's default).
 dist::Communicator& distributed_communicator();
 double distributed_timeout(const Args& args);
+// Host threads per rank when --threads is not given: the CPUs this process may run on, shared
+// with the other ranks of this host when they all may run everywhere (mpirun without binding),
+// so that P ranks do not start P times as many threads as there are cores.
+int32_t default_rank_threads(int local_ranks);
+// Ranks of the job on this host (OpenMPI's or MPICH's environment; else all of them).
+int local_rank_count(const dist::Communicator& comm);
 
 // `dilated run --distributed`: rank 0 calls `load` (reads and checks the files) and scatters
 // the rows; every rank computes its shard with dilated::dist; rank 0 gathers the results and
