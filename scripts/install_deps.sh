@@ -10,6 +10,7 @@ debian_packages=(
   libgtest-dev                   # C++ tests
   nlohmann-json3-dev             # JSON parser for the CLI tests (bench --format json)
   libhwy-dev                     # Highway: portable SIMD with runtime dispatch (fast CPU backend)
+  libopenmpi-dev openmpi-bin     # MPI communicator for sequence parallelism, mpirun for its tests
   python3-dev python3-venv       # Python extension headers and venv where python3 is Debian's
 )
 

@@ -30,6 +30,21 @@ struct Pattern {
 
 inline constexpr int kMaxPatterns = 16;
 
+// A window of a longer sequence, for sequence parallelism (src/dist, docs/design.md "Sequence
+// parallelism"). q, out, lse, dout and dq hold positions [query_begin, query_begin + seqlen),
+// k, v, dk and dv positions [key_begin, key_begin + key_rows) of one sequence of
+// global_seqlen tokens per batch entry. Segments, selection and causal order use global
+// positions; a query attends to the keys of its key set (DESIGN 2.2) that lie in the key
+// window, and gets out = 0, lse = -inf when there are none. Backward reads lse and out as
+// given (normally the result merged over every key window), so it returns this window's share
+// of dq and the gradients of the window's keys. Not combined with varlen.
+struct SequenceWindow {
+  int64_t global_seqlen = 0;  // 0: no window, the tensors hold whole sequences
+  int64_t query_begin = 0;
+  int64_t key_begin = 0;
+  int64_t key_rows = 0;
+};
+
 // A [B, N, H, D] tensor (or packed [T, H, D] with cu_seqlens) whose last dimension is
 // contiguous. Strides are in elements. Inputs are only read; the pointer is not const so that
 // one type serves inputs and outputs.
@@ -63,6 +78,9 @@ struct Params {
   // Varlen: int32 [batch + 1] prefix sums of sequence lengths, in the problem's device memory.
   const int32_t* cu_seqlens = nullptr;
   int64_t total_tokens = 0;
+
+  // The tensors hold windows of a longer sequence (k, v, dk, dv: key_rows rows per batch).
+  SequenceWindow window;
 
   // The pattern set of the layer.
   int32_t num_patterns = 0;

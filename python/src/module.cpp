@@ -15,6 +15,7 @@
 
 #include "array_params.hpp"
 #include "dilated/dilated.hpp"
+#include "distributed.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -155,4 +156,5 @@ NB_MODULE(_C, m) {
         "Gradients of sum(out * dout) into dq, dk, dv.");
   m.def("backends", &backend_list, "The compiled-in backends, best first within each device.");
   m.attr("cuda_compiled") = static_cast<bool>(DILATED_WITH_CUDA);
+  register_distributed(m);
 }

@@ -136,4 +136,43 @@ DILATED_HD int64_t lse_index(const Params& p, int64_t b, int64_t head, int64_t t
                       : (b * p.heads + head) * p.seqlen + t;
 }
 
+// ---- Sequence windows (Params::window) ---------------------------------------------------
+// Query rows and key rows are local to their tensors; patterns see global positions.
+
+DILATED_HD bool windowed(const Params& p) {
+  return p.window.global_seqlen > 0;
+}
+
+// Length of sequence b as segments and causal order see it.
+DILATED_HD int64_t pattern_length(const Params& p, int64_t b) {
+  return windowed(p) ? p.window.global_seqlen : seq_length(p, b);
+}
+
+// Rows of k, v, dk and dv in sequence b.
+DILATED_HD int64_t key_length(const Params& p, int64_t b) {
+  return windowed(p) ? p.window.key_rows : seq_length(p, b);
+}
+
+// Global position of query row t, and key row of global position `position`.
+DILATED_HD int64_t query_position(const Params& p, int64_t t) {
+  return p.window.query_begin + t;
+}
+DILATED_HD int64_t key_row(const Params& p, int64_t position) {
+  return position - p.window.key_begin;
+}
+
+// The keys of a range that lie in [begin, end), as a range (positions stay global).
+DILATED_HD KeyRange clip_key_range(const KeyRange& r, int64_t begin, int64_t end) {
+  const int64_t skip = begin > r.first ? ceil_div(begin - r.first, r.step) : 0;
+  const int64_t below_end = end > r.first ? ceil_div(end - r.first, r.step) : 0;
+  const int64_t last = below_end < r.count ? below_end : r.count;
+  return {r.first + skip * r.step, r.step, last > skip ? last - skip : 0};
+}
+
+// The keys of `r` in the problem's key window (all of them without a window).
+DILATED_HD KeyRange window_keys(const Params& p, const KeyRange& r) {
+  if (!windowed(p)) return r;
+  return clip_key_range(r, p.window.key_begin, p.window.key_begin + p.window.key_rows);
+}
+
 }  // namespace dilated

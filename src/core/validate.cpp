@@ -120,10 +120,44 @@ Status check_varlen(const Params& p) {
   return {};
 }
 
+// Params::window: both windows inside [0, global_seqlen); all zero when there is none.
+Status check_window(const Params& p) {
+  const SequenceWindow& w = p.window;
+  if (w.global_seqlen == 0) {
+    if (w.query_begin != 0 || w.key_begin != 0 || w.key_rows != 0) {
+      return invalid("window (query_begin ", w.query_begin, ", key_begin ", w.key_begin,
+                     ", key_rows ", w.key_rows, "): expected all 0 when global_seqlen = 0");
+    }
+    return {};
+  }
+  if (w.global_seqlen < 0) {
+    return invalid("window.global_seqlen = ", w.global_seqlen, ": expected >= 0");
+  }
+  if (p.cu_seqlens) return invalid("window: varlen problems (cu_seqlens) cannot be windowed");
+  if (w.query_begin < 0 || w.query_begin > w.global_seqlen - p.seqlen) {
+    return invalid("window.query_begin = ", w.query_begin,
+                   ": expected 0..global_seqlen - seqlen = ", w.global_seqlen - p.seqlen,
+                   " (global_seqlen ", w.global_seqlen, ", seqlen ", p.seqlen, ")");
+  }
+  if (w.key_rows < 1 || w.key_rows > w.global_seqlen) {
+    return invalid("window.key_rows = ", w.key_rows,
+                   ": expected 1..global_seqlen = ", w.global_seqlen);
+  }
+  if (w.key_begin < 0 || w.key_begin > w.global_seqlen - w.key_rows) {
+    return invalid("window.key_begin = ", w.key_begin,
+                   ": expected 0..global_seqlen - key_rows = ", w.global_seqlen - w.key_rows);
+  }
+  if (span_or_overflow(span_or_overflow(p.batch, w.key_rows),
+                       span_or_overflow(p.heads_kv, p.head_dim + p.head_dim_v)) < 0) {
+    return invalid("batch x window.key_rows x heads_kv x head_dim overflows 64-bit sizes");
+  }
+  return {};
+}
+
 }  // namespace
 
 Status validate(const Params& p, Direction dir) {
-  for (Status s : {check_sizes(p), check_layer(p)}) {
+  for (Status s : {check_sizes(p), check_layer(p), check_window(p)}) {
     if (!s.ok()) return s;
   }
   const std::pair<const char*, const Tensor*> forward_tensors[] = {

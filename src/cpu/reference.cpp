@@ -13,14 +13,16 @@
 namespace dilated {
 namespace {
 
-// The keys of query (b, t, head), once per pattern that selects t (multiplicity counts).
+// The key rows of query row (b, t, head), once per pattern that selects t (multiplicity
+// counts). With a window, patterns see global positions and only the key window's keys count.
 std::vector<int64_t> keys_of(const Params& p, int64_t b, int64_t t, int64_t head) {
   std::vector<int64_t> keys;
+  const int64_t position = query_position(p, t);
   for (int i = 0; i < head_pattern_count(p); ++i) {
     const HeadPattern hp = head_pattern(p, head, i);
-    if (!selects(hp, t)) continue;
-    const KeyRange r = key_range(hp, t, seq_length(p, b), p.causal);
-    for (int64_t c = 0; c < r.count; ++c) keys.push_back(r.first + c * r.step);
+    if (!selects(hp, position)) continue;
+    const KeyRange r = window_keys(p, key_range(hp, position, pattern_length(p, b), p.causal));
+    for (int64_t c = 0; c < r.count; ++c) keys.push_back(key_row(p, r.first + c * r.step));
   }
   return keys;
 }
@@ -94,11 +96,12 @@ Status reference_forward(const Params& p) {
 
 // Gradients of sum(out * dout) (DESIGN 2.5), accumulated in double, then stored.
 Status reference_backward(const Params& p) {
-  const int64_t tokens = p.cu_seqlens ? p.total_tokens : p.batch * p.seqlen;
+  // Key rows, packed: (b, key row) -> token.
+  const int64_t tokens = p.cu_seqlens ? p.total_tokens : p.batch * key_length(p, 0);
   std::vector<double> dk(tokens * p.heads_kv * p.head_dim, 0.0);
   std::vector<double> dv(tokens * p.heads_kv * p.head_dim_v, 0.0);
   auto token = [&](int64_t b, int64_t t) {
-    return (p.cu_seqlens ? p.cu_seqlens[b] : b * p.seqlen) + t;
+    return (p.cu_seqlens ? p.cu_seqlens[b] : b * key_length(p, b)) + t;
   };
   const double scale = softmax_scale(p);
   for (int64_t b = 0; b < p.batch; ++b) {
@@ -113,15 +116,21 @@ Status reference_backward(const Params& p) {
         const double delta = dot(dout, stored_out);
         for (double& x : dout) x *= group_share(p);  // d(loss)/d(softmax average)
         const std::vector<double> q = load_row(p, p.q, b, t, head, p.head_dim);
+        // A window sees some of the row's keys only: its weights divide by the lse given
+        // (the softmax over every window), not by the window's own sum.
+        const double rescale = windowed(p) && !row.keys.empty()
+                                   ? std::exp(row.lse - p.lse[lse_index(p, b, head, t)])
+                                   : 1.0;
         std::vector<double> dq(p.head_dim, 0.0);
         for (size_t i = 0; i < row.keys.size(); ++i) {
           const int64_t key = row.keys[i];
           const std::vector<double> k = load_row(p, p.k, b, key, kv_head, p.head_dim);
           const std::vector<double> v = load_row(p, p.v, b, key, kv_head, p.head_dim_v);
-          const double ds = row.weights[i] * (dot(dout, v) - delta);
+          const double weight = row.weights[i] * rescale;
+          const double ds = weight * (dot(dout, v) - delta);
           double* dk_row = &dk[(token(b, key) * p.heads_kv + kv_head) * p.head_dim];
           double* dv_row = &dv[(token(b, key) * p.heads_kv + kv_head) * p.head_dim_v];
-          for (int64_t d = 0; d < p.head_dim_v; ++d) dv_row[d] += row.weights[i] * dout[d];
+          for (int64_t d = 0; d < p.head_dim_v; ++d) dv_row[d] += weight * dout[d];
           for (int64_t d = 0; d < p.head_dim; ++d) {
             dq[d] += scale * ds * k[d];
             dk_row[d] += scale * ds * q[d];
@@ -133,7 +142,7 @@ Status reference_backward(const Params& p) {
     }
   }
   for (int64_t b = 0; b < p.batch; ++b) {
-    for (int64_t t = 0; t < seq_length(p, b); ++t) {
+    for (int64_t t = 0; t < key_length(p, b); ++t) {
       for (int64_t kv_head = 0; kv_head < p.heads_kv; ++kv_head) {
         const int64_t k_base = row_offset(p, p.dk, b, t, kv_head);
         const int64_t v_base = row_offset(p, p.dv, b, t, kv_head);

@@ -13,6 +13,7 @@
 #include "cli_error.hpp"
 #include "commands.hpp"
 #include "cpu/fma_peak.hpp"
+#include "distributed.hpp"
 #include "output_files.hpp"
 #include "text_table.hpp"
 
@@ -56,6 +57,7 @@ void declare(Args& args) {
   args.option("threads", "N", "host threads for CPU backends and the FMA ceiling (default: all)");
   args.option("fma-seconds", "S", "duration of the FMA ceiling measurement (default 1)");
   args.flag("quiet", "no progress line on stderr");
+  declare_distributed_options(args);
   args.note(
       "Without --suite and without sweep options, runs --suite default. With sweep options\n"
       "and no --suite: B 1, N 4096, H 8, D 64, segments 1024,2048, dilations 1,2, longnet,\n"
@@ -221,6 +223,7 @@ int command_bench(const Words& words) {
     std::fputs(args.help_text().c_str(), stdout);
     return kExitOk;
   }
+  if (args.is_set("distributed")) return bench_distributed(args);
 
   BenchReport report;
   const Sweep sweep = build_sweep(args, &report.suite);

@@ -9,6 +9,7 @@
 #include "backend_choice.hpp"
 #include "cli_error.hpp"
 #include "commands.hpp"
+#include "distributed.hpp"
 #include "io/npy.hpp"
 #include "output_files.hpp"
 #include "problem.hpp"
@@ -90,6 +91,45 @@ std::vector<Pattern> read_patterns(const Args& args) {
 
 }  // namespace
 
+RunInputs load_run_inputs(const Args& args, const ProblemSpec& layer, bool backward) {
+  Input q = read_input("q", args.required("q"));
+  Input k = read_input("k", args.required("k"));
+  Input v = read_input("v", args.required("v"));
+  const std::vector<int64_t>& qs = q.array.shape;
+  expect_shape(k, {qs[0], qs[1], k.array.shape[2], qs[3]}, "([B, N, Hkv, D] with --q's B, N, D)");
+  expect_shape(v, k.array.shape, "(--k's shape)");
+  Input dout;
+  if (backward) {
+    dout = read_input("dout", args.required("dout"));
+    expect_shape(dout, qs, "(--q's shape)");
+  }
+  for (const Input* in : {&k, &v, &dout}) {
+    if (!in->path.empty() && in->array.type != q.array.type) {
+      throw UsageError(in->named() + ": dtype " + npy_type_name(in->array.type) + ": expected " +
+                       npy_type_name(q.array.type) + " like --q (one dtype for all inputs)");
+    }
+  }
+  RunInputs in;
+  in.spec = layer;
+  in.spec.batch = qs[0];
+  in.spec.seqlen = qs[1];
+  in.spec.heads = qs[2];
+  in.spec.head_dim = qs[3];
+  in.spec.heads_kv = k.array.shape[2];
+  in.spec.dtype = q.array.type == io::NpyType::f16 ? DType::f16 : DType::f32;
+  if (args.has("heads-kv")) {
+    const int64_t heads_kv = parse_integer("heads-kv", args.required("heads-kv"));
+    if (heads_kv != in.spec.heads_kv) {
+      throw UsageError("--heads-kv = " + args.required("heads-kv") + ": expected " +
+                       std::to_string(in.spec.heads_kv) + ", the head count of --k " +
+                       shape_text(k.array.shape));
+    }
+  }
+  in.values = {std::move(q.values), std::move(k.values), std::move(v.values),
+               std::move(dout.values)};
+  return in;
+}
+
 int command_run(const Words& words) {
   Args args("run",
             "dilated run --q Q.npy --k K.npy --v V.npy [--dout DO.npy] --segments W1,W2,.. "
@@ -118,6 +158,7 @@ int command_run(const Words& words) {
               "auto (default: the first that runs the problem), " + backend_choices(false));
   args.option("threads", "N", "host threads for CPU backends (default: all)");
   args.option("out-dir", "DIR", "folder for the outputs (created if missing)");
+  declare_distributed_options(args);
   args.note(
       "example:\n  dilated run --q q.npy --k k.npy --v v.npy --segments 2048,4096 "
       "--dilations 1,2 --out-dir result");
@@ -164,37 +205,14 @@ int command_run(const Words& words) {
   check_output_directory("out-dir", out_dir);
   const bool backward = args.has("dout");
 
-  Input q = read_input("q", args.required("q"));
-  Input k = read_input("k", args.required("k"));
-  Input v = read_input("v", args.required("v"));
-  const std::vector<int64_t>& qs = q.array.shape;
-  expect_shape(k, {qs[0], qs[1], k.array.shape[2], qs[3]}, "([B, N, Hkv, D] with --q's B, N, D)");
-  expect_shape(v, k.array.shape, "(--k's shape)");
-  Input dout;
-  if (backward) {
-    dout = read_input("dout", args.required("dout"));
-    expect_shape(dout, qs, "(--q's shape)");
+  if (args.is_set("distributed")) {
+    return run_distributed(args, spec, backend_name, out_dir,
+                           [&] { return load_run_inputs(args, spec, backward); });
   }
-  for (const Input* in : {&k, &v, &dout}) {
-    if (!in->path.empty() && in->array.type != q.array.type) {
-      throw UsageError(in->named() + ": dtype " + npy_type_name(in->array.type) + ": expected " +
-                       npy_type_name(q.array.type) + " like --q (one dtype for all inputs)");
-    }
-  }
-  spec.batch = qs[0];
-  spec.seqlen = qs[1];
-  spec.heads = qs[2];
-  spec.head_dim = qs[3];
-  spec.heads_kv = k.array.shape[2];
-  spec.dtype = q.array.type == io::NpyType::f16 ? DType::f16 : DType::f32;
-  if (args.has("heads-kv")) {
-    const int64_t heads_kv = parse_integer("heads-kv", args.required("heads-kv"));
-    if (heads_kv != spec.heads_kv) {
-      throw UsageError("--heads-kv = " + args.required("heads-kv") + ": expected " +
-                       std::to_string(spec.heads_kv) + ", the head count of --k " +
-                       shape_text(k.array.shape));
-    }
-  }
+  RunInputs inputs = load_run_inputs(args, spec, backward);
+  spec = inputs.spec;
+  const std::vector<int64_t> qs = {spec.batch, spec.seqlen, spec.heads, spec.head_dim};
+  const std::vector<int64_t> kv_shape = {spec.batch, spec.seqlen, spec.heads_kv, spec.head_dim};
   const Direction dir = backward ? Direction::backward : Direction::forward;
   throw_if_failed(validate_spec(spec, dir));
   const Backend& backend = choose_backend(spec, backend_name, backward);
@@ -202,7 +220,7 @@ int command_run(const Words& words) {
   const Stopwatch clock;
   DeviceProblem problem;
   throw_if_failed(problem.create(backend, spec, backward), backend.name());
-  throw_if_failed(problem.upload({q.values, k.values, v.values, dout.values}), backend.name());
+  throw_if_failed(problem.upload(inputs.values), backend.name());
   throw_if_failed(problem.poison_outputs(), backend.name());
   throw_if_failed(forward(problem.params(), {}, backend.name()), "forward");
   if (backward)
@@ -213,7 +231,6 @@ int command_run(const Words& words) {
   const double elapsed_ms = clock.milliseconds();
 
   OutputFiles files(out_dir);
-  const std::vector<int64_t> kv_shape = k.array.shape;
   throw_if_failed(files.stage_npy("out.npy", result.out, qs));
   throw_if_failed(files.stage_npy("lse.npy", result.lse, {qs[0], qs[2], qs[1]}));
   if (backward) {

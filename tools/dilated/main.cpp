@@ -6,6 +6,7 @@
 
 #include "cli_error.hpp"
 #include "commands.hpp"
+#include "distributed.hpp"
 
 namespace {
 
@@ -20,6 +21,7 @@ constexpr const char* kUsage =
 
 // One line on stderr whatever the message holds (a backend's reason may span lines).
 void report(const std::string& prefix, const char* message) {
+  if (!dilated::cli::this_rank_reports()) return;  // rank 0 speaks for a distributed job
   std::string line = message;
   for (char& c : line) {
     if (c == '\n' || c == '\r') c = ' ';
@@ -31,12 +33,8 @@ bool known(const std::string& command) {
   return command == "list" || command == "run" || command == "check" || command == "bench";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_command(const std::string& command, const dilated::cli::Words& words) {
   using namespace dilated::cli;
-  const std::string command = argc > 1 ? argv[1] : "";
-  const Words words(argv + (argc > 1 ? 2 : 1), argv + argc);
   try {
     if (command == "list") return command_list(words);
     if (command == "run") return command_run(words);
@@ -61,4 +59,16 @@ int main(int argc, char** argv) {
     report("dilated " + command + ": failed: ", e.what());
     return kExitFailure;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace dilated::cli;
+  const std::string command = argc > 1 ? argv[1] : "";
+  const Words words(argv + (argc > 1 ? 2 : 1), argv + argc);
+  start_distributed_session(words);
+  const int code = run_command(command, words);
+  end_distributed_session();
+  return code;
 }

@@ -251,11 +251,12 @@ void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_b
   std::fill(t.dv_t, t.dv_t + dim_v * kt, 0.0f);
   for (int64_t j = 0; j < t.keys; ++j) {
     const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
+    const int64_t key = key_row(p, pos);
     float* k_row = t.k_rows + j * ld;
-    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, pos, task.kv_head), dim, 1.0f, k_row);
+    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, key, task.kv_head), dim, 1.0f, k_row);
     std::fill(k_row + dim, k_row + ld, 0.0f);
     for (int64_t d = 0; d < dim; ++d) k_t[d * kt + j] = k_row[d];
-    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, pos, task.kv_head), dim_v, 1.0f, row);
+    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, key, task.kv_head), dim_v, 1.0f, row);
     for (int64_t c = 0; c < dim_v; ++c) v_t[c * kt + j] = row[c];
   }
 }
@@ -266,9 +267,9 @@ void ScatterKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t se
   const Params& p = *job.p;
   const int64_t kt = KeyTile();
   for (int64_t j = 0; j < t.keys; ++j) {
-    const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
-    float* dk = AccRow(p, job.dk, task.b, pos, task.kv_head);
-    float* dv = AccRow(p, job.dv, task.b, pos, task.kv_head);
+    const int64_t key = key_row(p, seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation);
+    float* dk = AccRow(p, job.dk, task.b, key, task.kv_head);
+    float* dv = AccRow(p, job.dv, task.b, key, task.kv_head);
     for (int64_t d = 0; d < p.head_dim; ++d) dk[d] += t.dk_t[d * kt + j];
     for (int64_t c = 0; c < p.head_dim_v; ++c) dv[c] += t.dv_t[c * kt + j];
   }
@@ -281,7 +282,8 @@ void PackQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t hea
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   const float log2e = 1.44269504088896341f;
   for (int64_t i = 0; i < rows; ++i) {
-    const int64_t t = seg_begin + task.hp.offset + (q0 + i) * task.hp.dilation;
+    const int64_t t =
+        seg_begin + task.hp.offset + (q0 + i) * task.hp.dilation - p.window.query_begin;
     LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, t, head), dim, 1.0f,
             buf.q_rows + i * dim);
     float* g = buf.do_rows + i * dim_v;
@@ -319,7 +321,7 @@ void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head
     float* dq[kRows];
     for (int64_t r = 0; r < count; ++r) {
       const int64_t pos = seg_begin + task.hp.offset + (t.q0 + i0 + r) * task.hp.dilation;
-      dq[r] = AccRow(p, job.dq, task.b, pos, head);
+      dq[r] = AccRow(p, job.dq, task.b, pos - p.window.query_begin, head);
     }
     // Causal: the block's first query sees keys [0, shared), its last one [0, keys) (the
     // block may start before the tile).
@@ -340,16 +342,27 @@ void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head
 void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
                       const BackwardBuffers& buf) {
   const Params& p = *job.p;
-  const int64_t n = seq_length(p, task.b);
+  const int64_t n = pattern_length(p, task.b);
   const int64_t kt = KeyTile();
   const int64_t w = task.hp.segment, r = task.hp.dilation, o = task.hp.offset;
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
+  // Query and key windows as global positions (the whole sequence without a window).
+  const int64_t query_begin = p.window.query_begin, query_end = query_begin + p.seqlen;
+  const int64_t key_begin = p.window.key_begin, key_end = key_begin + key_length(p, task.b);
   for (int64_t seg_begin = task.begin; seg_begin < task.end; seg_begin += w) {
     const int64_t seg_end = std::min(seg_begin + w, n);
     if (seg_end - seg_begin <= o) continue;
-    const int64_t selected = (seg_end - 1 - seg_begin - o) / r + 1;
+    auto selected_before = [&](int64_t pos) {
+      return pos <= seg_begin + o ? 0 : ceil_div(pos - seg_begin - o, r);
+    };
+    // Selected keys [key_first, selected) and queries [query_first, query_last) in the windows.
+    const int64_t key_first = selected_before(std::max(key_begin, seg_begin));
+    const int64_t selected = selected_before(std::min(key_end, seg_end));
+    const int64_t query_first = selected_before(std::max(query_begin, seg_begin));
+    const int64_t query_last = selected_before(std::min(query_end, seg_end));
+    if (selected <= key_first || query_last <= query_first) continue;
     // A group of key tiles shares each packed query tile.
-    for (int64_t g0 = 0; g0 < selected; g0 += kKeyTilesPerGroup * kt) {
+    for (int64_t g0 = key_first; g0 < selected; g0 += kKeyTilesPerGroup * kt) {
       const int64_t tiles = std::min(kKeyTilesPerGroup, ceil_div(selected - g0, kt));
       TileView views[kKeyTilesPerGroup];
       for (int64_t g = 0; g < tiles; ++g) {
@@ -377,8 +390,9 @@ void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
       }
       for (int64_t h = 0; h < task.num_heads; ++h) {
         // Causal: queries before the group's first key see none of it.
-        for (int64_t q0 = p.causal ? g0 : 0; q0 < selected; q0 += kBackwardQueryTile) {
-          const int64_t rows = std::min(kBackwardQueryTile, selected - q0);
+        for (int64_t q0 = p.causal ? std::max(g0, query_first) : query_first; q0 < query_last;
+             q0 += kBackwardQueryTile) {
+          const int64_t rows = std::min(kBackwardQueryTile, query_last - q0);
           PackQueryTile(job, task, task.heads[h], seg_begin, q0, rows, buf);
           for (int64_t g = 0; g < tiles; ++g) {
             if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles

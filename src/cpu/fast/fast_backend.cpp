@@ -83,6 +83,18 @@ void parallel_tokens(const Params& p, int64_t tokens, int threads, const F& fn) 
   });
 }
 
+// The same over the rows of k, v, dk and dv (a window's key rows differ from its query rows).
+template <class F>
+void parallel_key_tokens(const Params& p, int64_t key_tokens, int threads, const F& fn) {
+  if (!windowed(p)) return parallel_tokens(p, key_tokens, threads, fn);
+  const int64_t rows = p.window.key_rows;
+  constexpr int64_t kBlock = 256;
+  cpu_fast::parallel_for(threads, ceil_div(key_tokens, kBlock), [&](int64_t block, int) {
+    const int64_t last = std::min(key_tokens, (block + 1) * kBlock);
+    for (int64_t token = block * kBlock; token < last; ++token) fn(token / rows, token % rows);
+  });
+}
+
 Status fast_forward(const Params& p) {
   const cpu_fast::ForwardPlan plan = cpu_fast::plan_forward(p);
   Scratch scratch(p, plan.workspace_bytes(p));
@@ -130,7 +142,7 @@ Status fast_backward(const Params& p) {
       cpu_fast::run_forward_task(pre, plan.pre_pass.task(p, i),
                                  pre_buffers[static_cast<size_t>(w)]);
     });
-  } else {  // float32: from the stored out
+  } else if (p.dtype == DType::f32) {  // from the stored out
     parallel_tokens(p, plan.tokens, plan.threads, [&](int64_t b, int64_t t) {
       for (int64_t h = 0; h < p.heads; ++h) {
         const float* o = static_cast<const float*>(p.out.data) + row_offset(p, p.out, b, t, h);
@@ -138,6 +150,18 @@ Status fast_backward(const Params& p) {
         float sum = 0.0f;
         for (int64_t c = 0; c < p.head_dim_v; ++c) sum += g[c] * o[c];
         delta[lse_index(p, b, h, t)] = sum;
+      }
+    });
+  } else {  // a 16-bit window: from the stored out, which holds every window's keys
+    parallel_tokens(p, plan.tokens, plan.threads, [&](int64_t b, int64_t t) {
+      for (int64_t h = 0; h < p.heads; ++h) {
+        const int64_t o = row_offset(p, p.out, b, t, h), g = row_offset(p, p.dout, b, t, h);
+        double sum = 0.0;
+        for (int64_t c = 0; c < p.head_dim_v; ++c) {
+          sum +=
+              load_element(p.dtype, p.dout.data, g + c) * load_element(p.dtype, p.out.data, o + c);
+        }
+        delta[lse_index(p, b, h, t)] = static_cast<float>(sum);
       }
     });
   }
@@ -149,6 +173,8 @@ Status fast_backward(const Params& p) {
       std::memset(static_cast<float*>(job.dq.data) + row_offset(p, job.dq, b, t, h), 0,
                   sizeof(float) * static_cast<size_t>(plan.dq_shadow ? dq_dim : dim));
     }
+  });
+  parallel_key_tokens(p, plan.key_tokens, plan.threads, [&](int64_t b, int64_t t) {
     for (int64_t h = 0; h < p.heads_kv; ++h) {
       std::memset(static_cast<float*>(job.dk.data) + row_offset(p, job.dk, b, t, h), 0,
                   sizeof(float) * static_cast<size_t>(dim));
@@ -170,16 +196,16 @@ Status fast_backward(const Params& p) {
     const int64_t dst = row_offset(p, to, b, t, h);
     for (int64_t d = 0; d < n; ++d) store_element(p.dtype, to.data, dst + d, src[d]);
   };
-  if (plan.dq_shadow || plan.dkv_shadow) {
+  if (plan.dq_shadow) {
     parallel_tokens(p, plan.tokens, plan.threads, [&](int64_t b, int64_t t) {
-      if (plan.dq_shadow) {
-        for (int64_t h = 0; h < p.heads; ++h) store(job.dq, p.dq, b, t, h, dim);
-      }
-      if (plan.dkv_shadow) {
-        for (int64_t h = 0; h < p.heads_kv; ++h) {
-          store(job.dk, p.dk, b, t, h, dim);
-          store(job.dv, p.dv, b, t, h, dim_v);
-        }
+      for (int64_t h = 0; h < p.heads; ++h) store(job.dq, p.dq, b, t, h, dim);
+    });
+  }
+  if (plan.dkv_shadow) {
+    parallel_key_tokens(p, plan.key_tokens, plan.threads, [&](int64_t b, int64_t t) {
+      for (int64_t h = 0; h < p.heads_kv; ++h) {
+        store(job.dk, p.dk, b, t, h, dim);
+        store(job.dv, p.dv, b, t, h, dim_v);
       }
     });
   }

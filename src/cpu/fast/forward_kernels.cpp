@@ -143,11 +143,13 @@ HWY_INLINE void ValueBlock(const float* HWY_RESTRICT probs, int64_t keys, const 
 }
 
 // Where one pattern's tile sits: selected queries q0 .. q0 + rows - 1 of the segment starting
-// at seg_begin, which has `keys` selected positions.
+// at (global position) seg_begin, against its selected keys key_first .. key_end - 1 (all of
+// them, or those in the key window of a windowed problem).
 struct TilePlace {
   HeadPattern hp;
   int64_t seg_begin;
-  int64_t keys;
+  int64_t key_first;
+  int64_t key_end;
   int64_t q0;
   int64_t rows;
 };
@@ -164,14 +166,16 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
   const int64_t kv_head = kv_head_of(p, task.head);
   const int64_t r = at.hp.dilation;
   auto position = [&](int64_t selected) { return at.seg_begin + at.hp.offset + selected * r; };
+  // Tensor rows of a position: query rows for q and the state, key rows for k and v.
+  const int64_t query_base = p.window.query_begin + task.begin;
+  const int64_t key_base = p.window.key_begin;
 
   // The query tile, transposed; padding lanes score 0 against every key and are never stored.
   for (int64_t i = 0; i < at.rows; ++i) {
-    const int64_t t = position(at.q0 + i);
-    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, t, task.head), dim, job.log2_scale,
-            buf.row);
+    const int64_t rel = position(at.q0 + i) - query_base;
+    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, task.begin + rel, task.head), dim,
+            job.log2_scale, buf.row);
     for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = buf.row[d];
-    const int64_t rel = t - task.begin;
     buf.lanes[i] = buf.state_m[rel];
     for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = buf.state_o[rel * dim_v + c];
   }
@@ -187,8 +191,8 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
     l[v] = hn::Set(df, 1.0f);
   }
 
-  const int64_t key_end = p.causal ? at.q0 + at.rows : at.keys;
-  for (int64_t k0 = 0; k0 < key_end; k0 += kKeyTile) {
+  const int64_t key_end = p.causal ? std::min(at.key_end, at.q0 + at.rows) : at.key_end;
+  for (int64_t k0 = at.key_first; k0 < key_end; k0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, key_end - k0);
     // float32 keys and values are read in place; 16-bit ones are converted tile by tile.
     // (Copying float32 tiles too, to keep rows dilation x row_stride apart from sharing L1
@@ -196,18 +200,17 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
     const float *keys, *values;
     int64_t key_stride, value_stride;
     if (p.dtype == DType::f32) {
-      keys =
-          static_cast<const float*>(p.k.data) + row_offset(p, p.k, task.b, position(k0), kv_head);
-      values =
-          static_cast<const float*>(p.v.data) + row_offset(p, p.v, task.b, position(k0), kv_head);
+      const int64_t row = position(k0) - key_base;
+      keys = static_cast<const float*>(p.k.data) + row_offset(p, p.k, task.b, row, kv_head);
+      values = static_cast<const float*>(p.v.data) + row_offset(p, p.v, task.b, row, kv_head);
       key_stride = r * p.k.row_stride;
       value_stride = r * p.v.row_stride;
     } else {
       for (int64_t j = 0; j < nk; ++j) {
-        const int64_t t = position(k0 + j);
-        LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, t, kv_head), dim, 1.0f,
+        const int64_t row = position(k0 + j) - key_base;
+        LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, row, kv_head), dim, 1.0f,
                 buf.k_rows + j * dim);
-        LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, t, kv_head), dim_v, 1.0f,
+        LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, row, kv_head), dim_v, 1.0f,
                 buf.v_rows + j * dim_v);
       }
       keys = buf.k_rows;
@@ -264,7 +267,9 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
     hn::Store(l[v], df, buf.lanes + tile + v * lanes);
   }
   for (int64_t i = 0; i < at.rows; ++i) {
-    const int64_t rel = position(at.q0 + i) - task.begin;
+    // (Causal, windowed: queries before the window's first key saw none and stay unseen.)
+    if (p.causal && at.q0 + i < at.key_first) continue;
+    const int64_t rel = position(at.q0 + i) - query_base;
     buf.state_seen[rel] = 1.0f;
     const float sum = buf.lanes[tile + i];
     if (sum == 0.0f) continue;  // every score so far is -inf: the state stays empty
@@ -276,8 +281,12 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
 
 void ForwardTaskImpl(const ForwardJob& job, const ForwardTask& task, const ForwardBuffers& buf) {
   const Params& p = *job.p;
-  const int64_t n = seq_length(p, task.b);
+  const int64_t n = pattern_length(p, task.b);
   const int64_t length = task.end - task.begin;
+  // The task's rows as global positions, and the key window (everything without a window).
+  const int64_t begin = p.window.query_begin + task.begin, end = begin + length;
+  const int64_t key_begin = p.window.key_begin;
+  const int64_t key_end = key_begin + key_length(p, task.b);
   const int64_t dim_v = p.head_dim_v;
   const int64_t tile = QueryTile();
   std::fill(buf.state_o, buf.state_o + length * dim_v, 0.0f);
@@ -287,17 +296,23 @@ void ForwardTaskImpl(const ForwardJob& job, const ForwardTask& task, const Forwa
   for (int k = 0; k < head_pattern_count(p); ++k) {
     const HeadPattern hp = head_pattern(p, task.head, k);
     const int64_t w = hp.segment, r = hp.dilation, o = hp.offset;
-    for (int64_t seg_begin = task.begin / w * w; seg_begin < task.end; seg_begin += w) {
+    for (int64_t seg_begin = begin / w * w; seg_begin < end; seg_begin += w) {
       const int64_t seg_end = std::min(seg_begin + w, n);
       if (seg_end - seg_begin <= o) continue;  // a short last segment without selected rows
-      const int64_t keys = (seg_end - 1 - seg_begin - o) / r + 1;
-      // Selected queries of this segment inside [task.begin, task.end).
-      const int64_t lo = std::max(task.begin, seg_begin) - seg_begin - o;
-      const int64_t hi = std::min(task.end, seg_end) - seg_begin - o;
-      const int64_t first = lo <= 0 ? 0 : ceil_div(lo, r);
-      const int64_t last = hi <= 0 ? 0 : ceil_div(hi, r);
+      // Selected indices of the segment from position lo up to (not including) hi.
+      auto selected_before = [&](int64_t pos) {
+        return pos <= seg_begin + o ? 0 : ceil_div(pos - seg_begin - o, r);
+      };
+      const int64_t key_first = selected_before(std::max(key_begin, seg_begin));
+      const int64_t key_last = selected_before(std::min(key_end, seg_end));
+      if (key_last <= key_first) continue;  // no key of this segment in the key window
+      // Selected queries of this segment inside the task's positions.
+      const int64_t first = selected_before(std::max(begin, seg_begin));
+      const int64_t last = selected_before(std::min(end, seg_end));
       for (int64_t q0 = first; q0 < last; q0 += tile) {
-        ForwardTile(job, task, TilePlace{hp, seg_begin, keys, q0, std::min(tile, last - q0)}, buf);
+        ForwardTile(job, task,
+                    TilePlace{hp, seg_begin, key_first, key_last, q0, std::min(tile, last - q0)},
+                    buf);
       }
     }
   }

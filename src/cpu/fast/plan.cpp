@@ -17,6 +17,17 @@ int64_t sequence_of(const std::vector<int64_t>& tasks_before, int64_t index) {
          1;
 }
 
+// Positions [first, last) that the backward tasks of segment length w cover in sequence b:
+// whole segments, from the one that holds the first query row to the last query row (global
+// positions for a windowed problem).
+struct Range {
+  int64_t first, last;
+};
+Range backward_range(const Params& p, int64_t b, int64_t w) {
+  const int64_t begin = p.window.query_begin;
+  return {begin / w * w, begin + seq_length(p, b)};
+}
+
 }  // namespace
 
 Arena::Arena(void* base) : base_(static_cast<char*>(base)) {
@@ -86,16 +97,16 @@ int64_t ForwardPlan::workspace_bytes(const Params& p) const {
 BackwardTask BackwardPass::task(const Params& p, int64_t index) const {
   BackwardTask t;
   t.b = sequence_of(tasks_before, index);
-  const int64_t n = seq_length(p, t.b);
-  const int64_t units = ceil_div(n, span);
+  const Range range = backward_range(p, t.b, classes.front().hp.segment);
+  const int64_t units = ceil_div(range.last - range.first, span);
   const int64_t rest = index - tasks_before[t.b];
   const HeadClass& c = classes[static_cast<size_t>(rest / units)];
   t.kv_head = c.kv_head;
   t.hp = c.hp;
   t.heads = c.heads.data();
   t.num_heads = static_cast<int64_t>(c.heads.size());
-  t.begin = rest % units * span;
-  t.end = std::min(t.begin + span, n);
+  t.begin = range.first + rest % units * span;
+  t.end = std::min(t.begin + span, range.last);
   return t;
 }
 
@@ -103,10 +114,12 @@ BackwardPlan plan_backward(const Params& p) {
   BackwardPlan plan;
   plan.shape = tile_shape();
   plan.tokens = p.cu_seqlens ? p.total_tokens : p.batch * p.seqlen;
+  plan.key_tokens = p.cu_seqlens ? p.total_tokens : p.batch * key_length(p, 0);
   plan.padded_head_dim = round_up(p.head_dim, plan.shape.lanes);
   plan.dq_shadow = p.dtype != DType::f32 || plan.padded_head_dim != p.head_dim;
   plan.dkv_shadow = p.dtype != DType::f32;
-  plan.delta_pre_pass = p.dtype != DType::f32;
+  // (A windowed problem sees only some keys: its delta must come from the caller's out.)
+  plan.delta_pre_pass = p.dtype != DType::f32 && !windowed(p);
   if (plan.delta_pre_pass) plan.pre_pass = plan_forward(p);
   int64_t most_tasks = 1;
   for (int k = 0; k < p.num_patterns; ++k) {
@@ -134,8 +147,9 @@ BackwardPlan plan_backward(const Params& p) {
     pass.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
     const auto classes = static_cast<int64_t>(pass.classes.size());
     for (int64_t b = 0; b < p.batch; ++b) {
+      const Range range = backward_range(p, b, w);
       pass.tasks_before[b + 1] =
-          pass.tasks_before[b] + ceil_div(seq_length(p, b), pass.span) * classes;
+          pass.tasks_before[b] + ceil_div(range.last - range.first, pass.span) * classes;
     }
     most_tasks = std::max(most_tasks, pass.tasks());
     plan.passes.push_back(std::move(pass));
@@ -165,18 +179,19 @@ BackwardBuffers BackwardPlan::carve(const Params& p, Arena& arena) const {
 }
 
 float* BackwardPlan::carve_accumulators(const Params& p, Arena& arena, BackwardJob* job) const {
-  auto shadow = [&](int64_t heads, int64_t dim) {
+  auto shadow = [&](int64_t rows, int64_t count, int64_t heads, int64_t dim) {
     Tensor t;
     t.head_stride = dim;
     t.row_stride = heads * dim;
-    t.batch_stride = p.seqlen * t.row_stride;
-    t.data = arena.floats(tokens * heads * dim);
+    t.batch_stride = rows * t.row_stride;
+    t.data = arena.floats(count * heads * dim);
     return t;
   };
   auto in_place = [](const Tensor& t) { return t; };
-  job->dq = dq_shadow ? shadow(p.heads, padded_head_dim) : in_place(p.dq);
-  job->dk = dkv_shadow ? shadow(p.heads_kv, p.head_dim) : in_place(p.dk);
-  job->dv = dkv_shadow ? shadow(p.heads_kv, p.head_dim_v) : in_place(p.dv);
+  const int64_t key_rows = key_length(p, 0);  // (varlen: the packed tokens have no batch stride)
+  job->dq = dq_shadow ? shadow(p.seqlen, tokens, p.heads, padded_head_dim) : in_place(p.dq);
+  job->dk = dkv_shadow ? shadow(key_rows, key_tokens, p.heads_kv, p.head_dim) : in_place(p.dk);
+  job->dv = dkv_shadow ? shadow(key_rows, key_tokens, p.heads_kv, p.head_dim_v) : in_place(p.dv);
   job->padded_head_dim = padded_head_dim;
   float* delta = arena.floats(tokens * p.heads);
   job->delta = delta;

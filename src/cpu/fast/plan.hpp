@@ -61,7 +61,8 @@ struct BackwardPlan {
   TileShape shape;
   std::vector<BackwardPass> passes;
   int threads = 1;
-  int64_t tokens = 0;
+  int64_t tokens = 0;      // rows of q, out, dout, dq (packed over the batch)
+  int64_t key_tokens = 0;  // rows of k, v, dk, dv: tokens, or batch x key rows with a window
   int64_t padded_head_dim = 0;
   // float32 accumulators stand in for the outputs when those cannot accumulate in place:
   // 16-bit outputs, or (dq only) rows that are not whole vectors.
