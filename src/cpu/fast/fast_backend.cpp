@@ -196,7 +196,11 @@ class CpuFastBackend final : public HostBackend {
   const char* description() const override { return description_.c_str(); }
   // Every problem the oracle runs: any head dims, dtypes, strides, modes and patterns.
   std::string unsupported_reason(const Params& p, Direction) const override {
-    return p.dtype == DType::f64 ? "float64 runs on the reference backend only" : "";
+    if (p.dtype == DType::f64) return "float64 runs on the reference backend only";
+    if (p.blocks.num_patterns > 0 || p.grid.height > 0) {
+      return "block-sparse patterns and token grids are not implemented here yet";
+    }
+    return "";
   }
   int64_t workspace_bytes(const Params& p, Direction dir) const override {
     return dir == Direction::forward ? cpu_fast::plan_forward(p).workspace_bytes(p)
