@@ -58,15 +58,59 @@ TEST(CpuFastVsReference, UnusualHeadDims) {
   expect_float32_match(limits, 20);
 }
 
+// Block-sparse patterns (alone or mixed with dilated ones, every kind, partial last blocks,
+// blocks of 1..24 tokens) and Hilbert grids, in both modes, causal, GQA, varlen.
+TEST(CpuFastVsReference, RandomBlockSparseAndGrids) {
+  RandomLimits limits;
+  limits.max_seqlen = 128;
+  limits.allow_blocks = true;
+  limits.allow_grid = true;
+  expect_float32_match(limits, 150);
+}
+
+// Longer sequences: several query and key tiles per block and per run, tasks of many blocks.
+TEST(CpuFastVsReference, BlockSparseLongerSequences) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 6 && !::testing::Test::HasFailure(); ++i) {
+    ProblemConfig c;
+    c.seqlen = std::uniform_int_distribution<int64_t>(300, 700)(rng);
+    c.heads = 4;
+    c.heads_kv = 2;
+    c.head_dim = c.head_dim_v = 32;
+    c.causal = i % 2 == 1;
+    c.block_size = i < 3 ? 64 : std::uniform_int_distribution<int64_t>(20, 150)(rng);
+    c.patterns = i % 3 == 0 ? std::vector<Pattern>{} : std::vector<Pattern>{{256, 2}};
+    c.block_patterns = {{BlockKind::local, 1, 0, 0},
+                        {BlockKind::global, 1, 0, 0},
+                        {BlockKind::dilated, 3, 2, 0},
+                        {BlockKind::random, 2, 0, rng() % 1000},
+                        {BlockKind::topk, 2, 0, 0}};
+    if (i >= 4) {
+      c.grid_height = 16;
+      c.seqlen = c.seqlen / 16 * 16;
+      c.grid_width = c.seqlen / 16;
+    }
+    SCOPED_TRACE(failure_context(seed, i, c));
+    HostProblem problem(c, rng());
+    const Outputs want = run_backend(problem, "reference");
+    const Outputs got = run_backend(problem, "cpu");
+    for (const char* name : kOutputNames) {
+      EXPECT_LE(output_error(output(got, name), output(want, name)), float32_tolerance(c)) << name;
+    }
+  }
+}
+
 // 16-bit inputs: the exact answer is the oracle run in float32 on the rounded inputs; the fast
 // backend's error against it must stay within 2x the error of the oracle's own 16-bit run
 // (which only rounds its double results once). lse is float32 in both: float32 tolerance.
-void expect_16bit_match(DType dtype, int cases) {
+void expect_16bit_match(DType dtype, int cases, bool blocks = false) {
   const uint64_t seed = test_seed();
   std::mt19937_64 rng(seed);
   RandomLimits limits;
   limits.max_seqlen = 96;
   limits.dtypes = {dtype};
+  limits.allow_blocks = limits.allow_grid = blocks;
   for (int i = 0; i < cases && !::testing::Test::HasFailure(); ++i) {
     const ProblemConfig config = random_config(rng, limits);
     SCOPED_TRACE(failure_context(seed, i, config));
@@ -92,6 +136,10 @@ TEST(CpuFastVsReference, RandomBfloat16) {
 
 TEST(CpuFastVsReference, RandomFloat16) {
   expect_16bit_match(DType::f16, 30);
+}
+
+TEST(CpuFastVsReference, RandomBfloat16BlockSparseAndGrids) {
+  expect_16bit_match(DType::bf16, 40, true);
 }
 
 }  // namespace

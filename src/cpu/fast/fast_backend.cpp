@@ -13,13 +13,17 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/backend_list.hpp"
+#include "core/block_rows.hpp"
+#include "core/block_sparse.hpp"
 #include "core/dtype_convert.hpp"
 #include "core/host_backend.hpp"
 #include "core/pattern_math.hpp"
+#include "cpu/fast/block_layout.hpp"
 #include "cpu/fast/kernels.hpp"
 #include "cpu/fast/parallel.hpp"
 #include "cpu/fast/plan.hpp"
@@ -83,6 +87,24 @@ void parallel_tokens(const Params& p, int64_t tokens, int threads, const F& fn) 
   });
 }
 
+// The token order of a grid and the block patterns' union, listed once per call (heap
+// memory proportional to N and to the kept blocks; topk reads q and k here).
+class Extras {
+ public:
+  Extras(const Params& p, bool columns, int threads) : order_(token_order(p)) {
+    if (has_block_patterns(p)) blocks_.emplace(p, order_, columns, threads);
+  }
+  template <class Job>
+  void attach(Job* job) const {
+    job->order = order_.empty() ? nullptr : order_.data();
+    job->blocks = blocks_ ? &*blocks_ : nullptr;
+  }
+
+ private:
+  std::vector<int64_t> order_;
+  std::optional<cpu_fast::BlockLayout> blocks_;
+};
+
 Status fast_forward(const Params& p) {
   const cpu_fast::ForwardPlan plan = cpu_fast::plan_forward(p);
   Scratch scratch(p, plan.workspace_bytes(p));
@@ -90,10 +112,12 @@ Status fast_forward(const Params& p) {
   Arena arena(scratch.data());
   std::vector<cpu_fast::ForwardBuffers> buffers;
   for (int t = 0; t < plan.threads; ++t) buffers.push_back(plan.carve(p, arena));
+  const Extras extras(p, false, plan.threads);
   cpu_fast::ForwardJob job;
   job.p = &p;
   job.log2_scale = softmax_scale(p) * kLog2e;
   job.out_scale = output_scale(p);
+  extras.attach(&job);
   cpu_fast::parallel_for(plan.threads, plan.tasks(), [&](int64_t index, int worker) {
     cpu_fast::run_forward_task(job, plan.task(p, index), buffers[static_cast<size_t>(worker)]);
   });
@@ -105,11 +129,13 @@ Status fast_backward(const Params& p) {
   Scratch scratch(p, plan.workspace_bytes(p));
   if (!scratch.data()) return Status::Runtime("cpu backend: out of host memory for its workspace");
   Arena arena(scratch.data());
+  const Extras extras(p, true, plan.threads);
   cpu_fast::BackwardJob job;
   job.p = &p;
   job.scale = softmax_scale(p);
   job.log2_scale = job.scale * kLog2e;
   job.out_scale = output_scale(p);
+  extras.attach(&job);
   float* delta = plan.carve_accumulators(p, arena, &job);
   const int64_t mark = arena.mark();
   std::vector<cpu_fast::BackwardBuffers> buffers;
@@ -126,6 +152,7 @@ Status fast_backward(const Params& p) {
     pre.log2_scale = job.log2_scale;
     pre.out_scale = job.out_scale;
     pre.delta = delta;
+    extras.attach(&pre);
     cpu_fast::parallel_for(plan.pre_pass.threads, plan.pre_pass.tasks(), [&](int64_t i, int w) {
       cpu_fast::run_forward_task(pre, plan.pre_pass.task(p, i),
                                  pre_buffers[static_cast<size_t>(w)]);
@@ -162,6 +189,14 @@ Status fast_backward(const Params& p) {
       cpu_fast::run_backward_task(job, pass.task(p, index), buffers[static_cast<size_t>(worker)]);
     });
   }
+  cpu_fast::parallel_for(plan.threads, plan.block_dq.tasks(), [&](int64_t index, int worker) {
+    cpu_fast::run_block_dq_task(job, plan.block_dq.task(p, index),
+                                buffers[static_cast<size_t>(worker)]);
+  });
+  cpu_fast::parallel_for(plan.threads, plan.block_keys.tasks(), [&](int64_t index, int worker) {
+    cpu_fast::run_block_key_task(job, plan.block_keys.task(p, index),
+                                 buffers[static_cast<size_t>(worker)]);
+  });
 
   // Shadows go to the outputs, rounded to their type.
   auto store = [&](const Tensor& from, const Tensor& to, int64_t b, int64_t t, int64_t h,
@@ -196,11 +231,7 @@ class CpuFastBackend final : public HostBackend {
   const char* description() const override { return description_.c_str(); }
   // Every problem the oracle runs: any head dims, dtypes, strides, modes and patterns.
   std::string unsupported_reason(const Params& p, Direction) const override {
-    if (p.dtype == DType::f64) return "float64 runs on the reference backend only";
-    if (p.blocks.num_patterns > 0 || p.grid.height > 0) {
-      return "block-sparse patterns and token grids are not implemented here yet";
-    }
-    return "";
+    return p.dtype == DType::f64 ? "float64 runs on the reference backend only" : "";
   }
   int64_t workspace_bytes(const Params& p, Direction dir) const override {
     return dir == Direction::forward ? cpu_fast::plan_forward(p).workspace_bytes(p)

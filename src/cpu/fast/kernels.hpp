@@ -43,13 +43,19 @@ struct ForwardBuffers {
   float* o_t = nullptr;         // [head_dim_v][query_tile]: unnormalised output of the tile
   float* state_o = nullptr;     // [chunk][head_dim_v]: normalised output so far, per position
   float* state_m = nullptr;     // [chunk]: log2-sum-exp so far (-inf: no key yet)
-  float* state_seen = nullptr;  // [chunk]: 1 where some pattern selected the position
+  float* state_seen = nullptr;  // [chunk]: 1 where the position met some key
   float* lanes = nullptr;       // [2 * query_tile]: per-query scalars
   float* row = nullptr;         // [max(head_dim, head_dim_v)]: one converted row
 };
 
+class BlockLayout;
+
 struct ForwardJob {
   const Params* p = nullptr;
+  // Block patterns' union (null without block patterns) and the token order (null: positions
+  // are rows; otherwise position t reads and writes row order[t]).
+  const BlockLayout* blocks = nullptr;
+  const int64_t* order = nullptr;
   float log2_scale = 0;  // softmax scale * log2(e): scores come out in log2 units
   float out_scale = 1;   // 1/m in head_groups
   // Backward's pre-pass for 16-bit problems: instead of out and lse, write
@@ -92,6 +98,8 @@ struct BackwardBuffers {
 
 struct BackwardJob {
   const Params* p = nullptr;
+  const BlockLayout* blocks = nullptr;  // as in ForwardJob
+  const int64_t* order = nullptr;
   float scale = 0;
   float log2_scale = 0;
   float out_scale = 1;
@@ -106,5 +114,20 @@ struct BackwardJob {
 
 void run_backward_task(const BackwardJob& job, const BackwardTask& task,
                        const BackwardBuffers& buf);
+
+// Block patterns have no closed sets of queries and keys like segments: their backward runs
+// after the dilated passes as two passes, one whose tasks own query blocks (dq) and one whose
+// tasks own key blocks (dk, dv), each recomputing P and dS.
+struct BlockBackwardTask {
+  int64_t b = 0;
+  int64_t head = 0;   // the query head (dq) or the kv head (dk, dv)
+  int64_t first = 0;  // blocks [first, last)
+  int64_t last = 0;
+};
+
+void run_block_dq_task(const BackwardJob& job, const BlockBackwardTask& task,
+                       const BackwardBuffers& buf);
+void run_block_key_task(const BackwardJob& job, const BlockBackwardTask& task,
+                        const BackwardBuffers& buf);
 
 }  // namespace dilated::cpu_fast

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/block_sparse.hpp"
+
 #include "cpu/fast/parallel.hpp"
 
 namespace dilated::cpu_fast {
@@ -38,6 +40,8 @@ ForwardPlan plan_forward(const Params& p) {
   int64_t dilation = 1;
   for (int i = 0; i < p.num_patterns; ++i) dilation = std::max(dilation, p.patterns[i].dilation);
   plan.chunk = std::min(plan.shape.query_tile * std::min<int64_t>(dilation, 16), p.seqlen);
+  // Block patterns: tasks hold whole query blocks, which share their key blocks.
+  if (has_block_patterns(p)) plan.chunk = round_up(plan.chunk, p.blocks.block_size);
   plan.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
   for (int64_t b = 0; b < p.batch; ++b) {
     plan.tasks_before[b + 1] =
@@ -64,7 +68,8 @@ ForwardBuffers ForwardPlan::carve(const Params& p, Arena& arena) const {
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v, tile = shape.query_tile;
   ForwardBuffers b;
   b.q_t = arena.floats(dim * tile);
-  const bool convert = p.dtype != DType::f32;  // float32 keys and values are read in place
+  // float32 keys and values in sequence order are read in place.
+  const bool convert = p.dtype != DType::f32 || has_grid(p);
   b.k_rows = convert ? arena.floats(shape.key_tile * dim) : nullptr;
   b.v_rows = convert ? arena.floats(shape.key_tile * dim_v) : nullptr;
   b.scores = arena.floats(shape.key_tile * tile);
@@ -98,6 +103,37 @@ BackwardTask BackwardPass::task(const Params& p, int64_t index) const {
   t.end = std::min(t.begin + span, n);
   return t;
 }
+
+BlockBackwardTask BlockPass::task(const Params& p, int64_t index) const {
+  BlockBackwardTask t;
+  t.b = sequence_of(tasks_before, index);
+  const int64_t blocks = block_count(seq_length(p, t.b), p.blocks.block_size);
+  const int64_t runs = ceil_div(blocks, blocks_per_task);
+  const int64_t rest = index - tasks_before[t.b];
+  t.head = rest / runs;
+  t.first = rest % runs * blocks_per_task;
+  t.last = std::min(t.first + blocks_per_task, blocks);
+  return t;
+}
+
+namespace {
+
+BlockPass block_pass(const Params& p, int64_t units) {
+  BlockPass pass;
+  pass.units = units;
+  // About 256 positions per task: enough work per task, enough tasks to balance rows of
+  // uneven weight (global blocks).
+  pass.blocks_per_task = std::max<int64_t>(1, 256 / p.blocks.block_size);
+  pass.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t blocks = block_count(seq_length(p, b), p.blocks.block_size);
+    pass.tasks_before[b + 1] =
+        pass.tasks_before[b] + ceil_div(blocks, pass.blocks_per_task) * units;
+  }
+  return pass;
+}
+
+}  // namespace
 
 BackwardPlan plan_backward(const Params& p) {
   BackwardPlan plan;
@@ -139,6 +175,11 @@ BackwardPlan plan_backward(const Params& p) {
     }
     most_tasks = std::max(most_tasks, pass.tasks());
     plan.passes.push_back(std::move(pass));
+  }
+  if (has_block_patterns(p)) {
+    plan.block_dq = block_pass(p, p.heads);
+    plan.block_keys = block_pass(p, p.heads_kv);
+    most_tasks = std::max({most_tasks, plan.block_dq.tasks(), plan.block_keys.tasks()});
   }
   plan.threads = static_cast<int>(std::clamp<int64_t>(thread_count(p.num_threads), 1, most_tasks));
   return plan;

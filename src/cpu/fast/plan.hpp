@@ -57,9 +57,21 @@ struct BackwardPass {
   BackwardTask task(const Params& p, int64_t index) const;
 };
 
+// The tasks of a block-pattern pass: `units` heads (query heads for dq, kv heads for dk and
+// dv) times runs of `blocks_per_task` blocks of each sequence.
+struct BlockPass {
+  int64_t units = 0;
+  int64_t blocks_per_task = 1;
+  std::vector<int64_t> tasks_before;  // [batch + 1]
+
+  int64_t tasks() const { return tasks_before.empty() ? 0 : tasks_before.back(); }
+  BlockBackwardTask task(const Params& p, int64_t index) const;
+};
+
 struct BackwardPlan {
   TileShape shape;
   std::vector<BackwardPass> passes;
+  BlockPass block_dq, block_keys;  // without tasks when there are no block patterns
   int threads = 1;
   int64_t tokens = 0;
   int64_t padded_head_dim = 0;
