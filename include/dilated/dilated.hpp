@@ -19,7 +19,8 @@ Status validate(const Params& p, Direction dir);
 // The scale applied to q.k: Params::scale, or 1/sqrt(head_dim) when it is NaN.
 float softmax_scale(const Params& p);
 
-// Sets the pattern list; the values are checked by validate().
+// Sets the pattern list (at most kMaxPatterns; validate() checks the values and whether an
+// empty list is allowed: with block patterns in longnet mode).
 Status set_patterns(Params& p, const std::vector<Pattern>& patterns);
 
 // Sets the block-sparse patterns and the block size; the values are checked by validate().

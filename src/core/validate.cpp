@@ -231,8 +231,9 @@ float softmax_scale(const Params& p) {
 }
 
 Status set_patterns(Params& p, const std::vector<Pattern>& patterns) {
-  if (patterns.empty() || patterns.size() > static_cast<size_t>(kMaxPatterns)) {
-    return invalid("number of patterns = ", patterns.size(), ": expected 1..", kMaxPatterns);
+  // None is a valid list with block patterns (validate() decides).
+  if (patterns.size() > static_cast<size_t>(kMaxPatterns)) {
+    return invalid("number of patterns = ", patterns.size(), ": expected 0..", kMaxPatterns);
   }
   p.num_patterns = static_cast<int32_t>(patterns.size());
   for (size_t i = 0; i < patterns.size(); ++i) p.patterns[i] = patterns[i];
