@@ -68,6 +68,19 @@ TEST(CpuFastVsReference, RandomBlockSparseAndGrids) {
   expect_float32_match(limits, 150);
 }
 
+// Several super-blocks per sequence (the block backward's phases), random mixes.
+TEST(CpuFastVsReference, RandomBlockSparseSeveralSuperBlocks) {
+  RandomLimits limits;
+  limits.max_batch = 2;
+  limits.max_seqlen = 1000;
+  limits.max_heads = 4;
+  limits.head_dims = {8, 16};
+  limits.max_patterns = 2;
+  limits.allow_blocks = true;
+  limits.allow_grid = true;
+  expect_float32_match(limits, 24);
+}
+
 // Longer sequences: several query and key tiles per block and per run, tasks of many blocks.
 TEST(CpuFastVsReference, BlockSparseLongerSequences) {
   const uint64_t seed = test_seed();

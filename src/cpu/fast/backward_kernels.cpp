@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/block_sparse.hpp"
 #include "core/pattern_math.hpp"
 #include "cpu/fast/block_layout.hpp"
 #include "cpu/fast/kernels.hpp"
@@ -429,77 +430,95 @@ void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
   }
 }
 
-// Block patterns, dq: each query tile of the task's query blocks against the key tiles of its
-// block's key runs. Indices are positions (first 0, step 1).
-void BlockDqTaskImpl(const BackwardJob& job, const BlockBackwardTask& task,
-                     const BackwardBuffers& buf) {
+// How many patterns of `hb` keep (I, J): the multiplicity of the run of row I holding J.
+int32_t KeptTimes(const HeadBlocks& hb, int64_t I, int64_t J) {
+  const BlockRun* first = hb.rows.data() + hb.row_begin[I];
+  const BlockRun* last = hb.rows.data() + hb.row_begin[I + 1];
+  // The last run starting at or before J.
+  const BlockRun* run =
+      std::upper_bound(first, last, J, [](int64_t j, const BlockRun& r) { return j < r.first; });
+  if (run == first) return 0;
+  --run;
+  return J < run->first + run->count ? run->mult : 0;
+}
+
+// One group of at most kBlockKeyTiles key tiles of the task's key super-block (each tile
+// within one key block) against every kept query tile of its query super-block, for every
+// query head of the kv head. Key tiles are packed when first needed and serve all query tiles;
+// each query tile (within one query block) is packed once per head and group and serves all
+// the group's key tiles.
+void BlockKeyGroup(const BackwardJob& job, const BlockBackwardTask& task, TileView* views,
+                   const int64_t* tile_blocks, int64_t count, const BackwardBuffers& buf) {
   const Params& p = *job.p;
-  const int64_t n = seq_length(p, task.b), size = job.blocks->block_size(), kt = KeyTile();
-  const int64_t kv_head = kv_head_of(p, task.head);
-  const HeadBlocks& hb = job.blocks->of(task.b, task.head);
-  for (int64_t I = task.first; I < task.last; ++I) {
-    const int64_t q_end = std::min((I + 1) * size, n);
-    for (int64_t q0 = I * size; q0 < q_end; q0 += kBackwardQueryTile) {
-      const int64_t rows = std::min(kBackwardQueryTile, q_end - q0);
-      PackQueryTile(job, task.b, task.head, 0, 1, q0, rows, buf);
-      for (int64_t at = hb.row_begin[I]; at < hb.row_begin[I + 1]; ++at) {
-        const BlockRun& run = hb.rows[static_cast<size_t>(at)];
-        int64_t k_end = std::min((run.first + run.count) * size, n);
-        if (p.causal) k_end = std::min(k_end, q0 + rows);  // later keys are hidden from all
-        for (int64_t k0 = run.first * size; k0 < k_end; k0 += kt) {
-          TileView view = KeyTileView(job, buf, 0, k0, std::min(kt, k_end - k0), 0, 1);
-          view.q0 = q0;
-          view.rows = rows;
-          view.log2_mult = std::log2(static_cast<float>(run.mult));
-          PackKeyTile(job, task.b, kv_head, view, buf.row);
-          RunQueryTile(job, task.b, task.head, view, Wants{true, false});
+  const int64_t n = seq_length(p, task.b), size = job.blocks->block_size();
+  const int64_t nb = block_count(n, size);
+  const int64_t I0 = task.query_super * job.block_super;
+  const int64_t I1 = std::min(nb, I0 + job.block_super);
+  bool packed[kBlockKeyTiles] = {};
+  int32_t kept[kBlockKeyTiles];
+  const int64_t group = p.heads / p.heads_kv;
+  for (int64_t head = task.kv_head * group; head < (task.kv_head + 1) * group; ++head) {
+    const HeadBlocks& hb = job.blocks->of(task.b, head);
+    for (int64_t I = I0; I < I1; ++I) {
+      bool any = false;
+      for (int64_t g = 0; g < count; ++g) {
+        const bool same_block = g > 0 && tile_blocks[g] == tile_blocks[g - 1];
+        kept[g] = same_block ? kept[g - 1] : KeptTimes(hb, I, tile_blocks[g]);
+        any = any || kept[g] > 0;
+      }
+      if (!any) continue;
+      const int64_t q_end = std::min((I + 1) * size, n);
+      for (int64_t q0 = I * size; q0 < q_end; q0 += kBackwardQueryTile) {
+        const int64_t rows = std::min(kBackwardQueryTile, q_end - q0);
+        bool packed_queries = false;
+        for (int64_t g = 0; g < count; ++g) {
+          if (kept[g] == 0) continue;
+          if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles
+          if (!packed[g]) {
+            PackKeyTile(job, task.b, task.kv_head, views[g], buf.row);
+            packed[g] = true;
+          }
+          if (!packed_queries) {
+            PackQueryTile(job, task.b, head, 0, 1, q0, rows, buf);
+            packed_queries = true;
+          }
+          views[g].q0 = q0;
+          views[g].rows = rows;
+          views[g].log2_mult = std::log2(static_cast<float>(kept[g]));
+          RunQueryTile(job, task.b, head, views[g], Wants{true, true});
         }
       }
     }
+  }
+  for (int64_t g = 0; g < count; ++g) {
+    if (packed[g]) ScatterKeyTile(job, task.b, task.kv_head, views[g]);
   }
 }
 
-// Block patterns, dk and dv: each group of key tiles of the task's key blocks against the
-// query tiles of every query head of the kv head whose blocks keep it.
-void BlockKeyTaskImpl(const BackwardJob& job, const BlockBackwardTask& task,
-                      const BackwardBuffers& buf) {
+// Block patterns: every kept (query block, key block) pair of the task's query super-block S
+// and key super-block T. Indices are positions (first 0, step 1).
+void BlockBackwardTaskImpl(const BackwardJob& job, const BlockBackwardTask& task,
+                           const BackwardBuffers& buf) {
   const Params& p = *job.p;
   const int64_t n = seq_length(p, task.b), size = job.blocks->block_size(), kt = KeyTile();
-  const int64_t group = p.heads / p.heads_kv;
-  for (int64_t J = task.first; J < task.last; ++J) {
-    const int64_t k_end = std::min((J + 1) * size, n);
-    for (int64_t g0 = J * size; g0 < k_end; g0 += kKeyTilesPerGroup * kt) {
-      const int64_t tiles = std::min(kKeyTilesPerGroup, ceil_div(k_end - g0, kt));
-      TileView views[kKeyTilesPerGroup];
-      for (int64_t g = 0; g < tiles; ++g) {
-        const int64_t k0 = g0 + g * kt;
-        views[g] = KeyTileView(job, buf, g, k0, std::min(kt, k_end - k0), 0, 1);
-        PackKeyTile(job, task.b, task.head, views[g], buf.row);
+  const int64_t nb = block_count(n, size);
+  const int64_t J0 = task.key_super * job.block_super;
+  const int64_t J1 = std::min(nb, J0 + job.block_super);
+  TileView views[kBlockKeyTiles];
+  int64_t tile_blocks[kBlockKeyTiles];
+  int64_t count = 0;
+  for (int64_t J = J0; J < J1; ++J) {
+    const int64_t end = std::min((J + 1) * size, n);
+    for (int64_t k0 = J * size; k0 < end; k0 += kt) {
+      if (count == kBlockKeyTiles) {
+        BlockKeyGroup(job, task, views, tile_blocks, count, buf);
+        count = 0;
       }
-      for (int64_t head = task.head * group; head < (task.head + 1) * group; ++head) {
-        const HeadBlocks& hb = job.blocks->of(task.b, head);
-        for (int64_t at = hb.col_begin[J]; at < hb.col_begin[J + 1]; ++at) {
-          const BlockRun& run = hb.cols[static_cast<size_t>(at)];
-          const float log2_mult = std::log2(static_cast<float>(run.mult));
-          const int64_t q_end = std::min((run.first + run.count) * size, n);
-          // Causal: queries before the group's first key see none of it.
-          const int64_t q_begin = p.causal ? std::max(run.first * size, g0) : run.first * size;
-          for (int64_t q0 = q_begin; q0 < q_end; q0 += kBackwardQueryTile) {
-            const int64_t rows = std::min(kBackwardQueryTile, q_end - q0);
-            PackQueryTile(job, task.b, head, 0, 1, q0, rows, buf);
-            for (int64_t g = 0; g < tiles; ++g) {
-              if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles
-              views[g].q0 = q0;
-              views[g].rows = rows;
-              views[g].log2_mult = log2_mult;
-              RunQueryTile(job, task.b, head, views[g], Wants{false, true});
-            }
-          }
-        }
-      }
-      for (int64_t g = 0; g < tiles; ++g) ScatterKeyTile(job, task.b, task.head, views[g]);
+      views[count] = KeyTileView(job, buf, count, k0, std::min(kt, end - k0), 0, 1);
+      tile_blocks[count++] = J;
     }
   }
+  if (count > 0) BlockKeyGroup(job, task, views, tile_blocks, count, buf);
 }
 
 }  // namespace
@@ -510,22 +529,16 @@ HWY_AFTER_NAMESPACE();
 namespace dilated::cpu_fast {
 
 HWY_EXPORT(BackwardTaskImpl);
-HWY_EXPORT(BlockDqTaskImpl);
-HWY_EXPORT(BlockKeyTaskImpl);
+HWY_EXPORT(BlockBackwardTaskImpl);
 
 void run_backward_task(const BackwardJob& job, const BackwardTask& task,
                        const BackwardBuffers& buf) {
   HWY_DYNAMIC_DISPATCH(BackwardTaskImpl)(job, task, buf);
 }
 
-void run_block_dq_task(const BackwardJob& job, const BlockBackwardTask& task,
-                       const BackwardBuffers& buf) {
-  HWY_DYNAMIC_DISPATCH(BlockDqTaskImpl)(job, task, buf);
-}
-
-void run_block_key_task(const BackwardJob& job, const BlockBackwardTask& task,
-                        const BackwardBuffers& buf) {
-  HWY_DYNAMIC_DISPATCH(BlockKeyTaskImpl)(job, task, buf);
+void run_block_backward_task(const BackwardJob& job, const BlockBackwardTask& task,
+                             const BackwardBuffers& buf) {
+  HWY_DYNAMIC_DISPATCH(BlockBackwardTaskImpl)(job, task, buf);
 }
 
 }  // namespace dilated::cpu_fast

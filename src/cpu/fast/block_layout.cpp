@@ -22,8 +22,7 @@ void append(std::vector<BlockRun>& runs, int64_t begin, int64_t index, int32_t m
   runs.push_back({index, 1, mult});
 }
 
-HeadBlocks build(const Params& p, const std::vector<int64_t>& order, int64_t b, int64_t head,
-                 bool columns) {
+HeadBlocks build(const Params& p, const std::vector<int64_t>& order, int64_t b, int64_t head) {
   HeadBlocks hb;
   const int64_t nb = block_count(seq_length(p, b), p.blocks.block_size);
   hb.blocks = nb;
@@ -48,39 +47,12 @@ HeadBlocks build(const Params& p, const std::vector<int64_t>& order, int64_t b, 
     }
     hb.row_begin.push_back(static_cast<int64_t>(hb.rows.size()));
   }
-  if (!columns) return hb;
-  // Transpose: entries of each key block J in increasing I, then the same run merging.
-  std::vector<int64_t> count(static_cast<size_t>(nb + 1), 0);
-  for (const BlockRun& r : hb.rows) {
-    for (int64_t J = r.first; J < r.first + r.count; ++J) ++count[static_cast<size_t>(J + 1)];
-  }
-  for (int64_t J = 0; J < nb; ++J) count[J + 1] += count[J];
-  std::vector<BlockRun> entries(static_cast<size_t>(count[nb]));
-  std::vector<int64_t> fill(count.begin(), count.end() - 1);
-  for (int64_t I = 0; I < nb; ++I) {
-    for (int64_t at = hb.row_begin[I]; at < hb.row_begin[I + 1]; ++at) {
-      const BlockRun& r = hb.rows[static_cast<size_t>(at)];
-      for (int64_t J = r.first; J < r.first + r.count; ++J) {
-        entries[static_cast<size_t>(fill[J]++)] = {I, 1, r.mult};
-      }
-    }
-  }
-  hb.col_begin.push_back(0);
-  for (int64_t J = 0; J < nb; ++J) {
-    const int64_t begin = static_cast<int64_t>(hb.cols.size());
-    for (int64_t e = count[J]; e < count[J + 1]; ++e) {
-      append(hb.cols, begin, entries[static_cast<size_t>(e)].first,
-             entries[static_cast<size_t>(e)].mult);
-    }
-    hb.col_begin.push_back(static_cast<int64_t>(hb.cols.size()));
-  }
   return hb;
 }
 
 }  // namespace
 
-BlockLayout::BlockLayout(const Params& p, const std::vector<int64_t>& order, bool columns,
-                         int threads)
+BlockLayout::BlockLayout(const Params& p, const std::vector<int64_t>& order, int threads)
     : block_size_(p.blocks.block_size) {
   for (int i = 0; i < p.blocks.num_patterns; ++i) {
     const BlockKind kind = p.blocks.patterns[i].kind;
@@ -93,8 +65,7 @@ BlockLayout::BlockLayout(const Params& p, const std::vector<int64_t>& order, boo
   const int64_t sequences = per_sequence_ ? p.batch : 1;
   layouts_.resize(static_cast<size_t>(sequences * stride_));
   parallel_for(threads, static_cast<int64_t>(layouts_.size()), [&](int64_t index, int) {
-    layouts_[static_cast<size_t>(index)] =
-        build(p, order, index / stride_, index % stride_, columns);
+    layouts_[static_cast<size_t>(index)] = build(p, order, index / stride_, index % stride_);
   });
 }
 

@@ -91,13 +91,35 @@ void parallel_tokens(const Params& p, int64_t tokens, int threads, const F& fn) 
 // memory proportional to N and to the kept blocks; topk reads q and k here).
 class Extras {
  public:
-  Extras(const Params& p, bool columns, int threads) : order_(token_order(p)) {
-    if (has_block_patterns(p)) blocks_.emplace(p, order_, columns, threads);
+  Extras(const Params& p, int threads) : order_(token_order(p)) {
+    if (has_block_patterns(p)) blocks_.emplace(p, order_, threads);
   }
   template <class Job>
   void attach(Job* job) const {
     job->order = order_.empty() ? nullptr : order_.data();
     job->blocks = blocks_ ? &*blocks_ : nullptr;
+  }
+  // The phases of the block-pattern backward with work: those pairing some query super-block
+  // with a key super-block that holds one of its kept key blocks.
+  std::vector<int64_t> active_phases(int64_t super, int64_t most_supers) const {
+    std::vector<int64_t> phases;
+    if (!blocks_) return phases;
+    std::vector<bool> active(static_cast<size_t>(most_supers), false);
+    for (const cpu_fast::HeadBlocks& hb : blocks_->all()) {
+      const int64_t supers = ceil_div(hb.blocks, super);
+      for (int64_t I = 0; I < hb.blocks; ++I) {
+        for (int64_t at = hb.row_begin[I]; at < hb.row_begin[I + 1]; ++at) {
+          const cpu_fast::BlockRun& r = hb.rows[static_cast<size_t>(at)];
+          for (int64_t T = r.first / super; T <= (r.first + r.count - 1) / super; ++T) {
+            active[static_cast<size_t>((T - I / super + supers) % supers)] = true;
+          }
+        }
+      }
+    }
+    for (int64_t d = 0; d < most_supers; ++d) {
+      if (active[static_cast<size_t>(d)]) phases.push_back(d);
+    }
+    return phases;
   }
 
  private:
@@ -112,7 +134,7 @@ Status fast_forward(const Params& p) {
   Arena arena(scratch.data());
   std::vector<cpu_fast::ForwardBuffers> buffers;
   for (int t = 0; t < plan.threads; ++t) buffers.push_back(plan.carve(p, arena));
-  const Extras extras(p, false, plan.threads);
+  const Extras extras(p, plan.threads);
   cpu_fast::ForwardJob job;
   job.p = &p;
   job.log2_scale = softmax_scale(p) * kLog2e;
@@ -129,7 +151,7 @@ Status fast_backward(const Params& p) {
   Scratch scratch(p, plan.workspace_bytes(p));
   if (!scratch.data()) return Status::Runtime("cpu backend: out of host memory for its workspace");
   Arena arena(scratch.data());
-  const Extras extras(p, true, plan.threads);
+  const Extras extras(p, plan.threads);
   cpu_fast::BackwardJob job;
   job.p = &p;
   job.scale = softmax_scale(p);
@@ -189,14 +211,16 @@ Status fast_backward(const Params& p) {
       cpu_fast::run_backward_task(job, pass.task(p, index), buffers[static_cast<size_t>(worker)]);
     });
   }
-  cpu_fast::parallel_for(plan.threads, plan.block_dq.tasks(), [&](int64_t index, int worker) {
-    cpu_fast::run_block_dq_task(job, plan.block_dq.task(p, index),
-                                buffers[static_cast<size_t>(worker)]);
-  });
-  cpu_fast::parallel_for(plan.threads, plan.block_keys.tasks(), [&](int64_t index, int worker) {
-    cpu_fast::run_block_key_task(job, plan.block_keys.task(p, index),
-                                 buffers[static_cast<size_t>(worker)]);
-  });
+  const cpu_fast::BlockPhases& phases = plan.block_phases;
+  job.block_super = phases.super;
+  for (int64_t phase : extras.active_phases(phases.super, phases.most_supers)) {
+    cpu_fast::parallel_for(plan.threads, phases.tasks(), [&](int64_t index, int worker) {
+      cpu_fast::BlockBackwardTask task;
+      if (phases.task(p, phase, index, &task)) {
+        cpu_fast::run_block_backward_task(job, task, buffers[static_cast<size_t>(worker)]);
+      }
+    });
+  }
 
   // Shadows go to the outputs, rounded to their type.
   auto store = [&](const Tensor& from, const Tensor& to, int64_t b, int64_t t, int64_t h,

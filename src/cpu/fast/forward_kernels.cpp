@@ -403,6 +403,7 @@ TileShape ShapeImpl() {
   s.bwd_key_tile = kBlockVectors * s.lanes;
   s.bwd_query_tile = kBackwardQueryTile;
   s.bwd_key_tiles_per_group = kKeyTilesPerGroup;
+  s.bwd_block_key_tiles = kBlockKeyTiles;
   return s;
 }
 

@@ -18,6 +18,7 @@ struct TileShape {
   int64_t bwd_key_tile = 0;             // backward: keys per tile, held in vector lanes
   int64_t bwd_query_tile = 0;           // backward: queries per tile
   int64_t bwd_key_tiles_per_group = 0;  // backward: key tiles packed together
+  int64_t bwd_block_key_tiles = 0;      // block-pattern backward: the same, at most
 };
 TileShape tile_shape();
 // Highway's name of the target that runs.
@@ -81,7 +82,7 @@ struct BackwardTask {
 };
 
 struct BackwardBuffers {
-  // Key tiles, bwd_key_tiles_per_group of each:
+  // Key tiles, max(bwd_key_tiles_per_group, the tiles of a super-block) of each:
   float* k_t = nullptr;      // [head_dim][bwd_key_tile]
   float* v_t = nullptr;      // [head_dim_v][bwd_key_tile]
   float* k_rows = nullptr;   // [bwd_key_tile][padded head_dim]
@@ -100,6 +101,7 @@ struct BackwardJob {
   const Params* p = nullptr;
   const BlockLayout* blocks = nullptr;  // as in ForwardJob
   const int64_t* order = nullptr;
+  int64_t block_super = 1;  // blocks per super-block of the block-pattern backward
   float scale = 0;
   float log2_scale = 0;
   float out_scale = 1;
@@ -115,19 +117,20 @@ struct BackwardJob {
 void run_backward_task(const BackwardJob& job, const BackwardTask& task,
                        const BackwardBuffers& buf);
 
-// Block patterns have no closed sets of queries and keys like segments: their backward runs
-// after the dilated passes as two passes, one whose tasks own query blocks (dq) and one whose
-// tasks own key blocks (dk, dv), each recomputing P and dS.
+// Block patterns have no closed sets of queries and keys like segments. Their backward runs
+// after the dilated passes over pairs of super-blocks (`block_super` consecutive blocks): a
+// task takes the query super-block S and the key super-block T of kv head `kv_head` and adds
+// every gradient of their kept (query block, key block) pairs, for all query heads of the kv
+// head. Phases run one after another, phase d pairing S with T = (S + d) mod NS, so that
+// within a phase tasks own disjoint dq rows (S) and dk, dv rows (T).
 struct BlockBackwardTask {
   int64_t b = 0;
-  int64_t head = 0;   // the query head (dq) or the kv head (dk, dv)
-  int64_t first = 0;  // blocks [first, last)
-  int64_t last = 0;
+  int64_t kv_head = 0;
+  int64_t query_super = 0;  // S
+  int64_t key_super = 0;    // T
 };
 
-void run_block_dq_task(const BackwardJob& job, const BlockBackwardTask& task,
-                       const BackwardBuffers& buf);
-void run_block_key_task(const BackwardJob& job, const BlockBackwardTask& task,
-                        const BackwardBuffers& buf);
+void run_block_backward_task(const BackwardJob& job, const BlockBackwardTask& task,
+                             const BackwardBuffers& buf);
 
 }  // namespace dilated::cpu_fast

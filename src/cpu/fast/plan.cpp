@@ -104,33 +104,34 @@ BackwardTask BackwardPass::task(const Params& p, int64_t index) const {
   return t;
 }
 
-BlockBackwardTask BlockPass::task(const Params& p, int64_t index) const {
-  BlockBackwardTask t;
-  t.b = sequence_of(tasks_before, index);
-  const int64_t blocks = block_count(seq_length(p, t.b), p.blocks.block_size);
-  const int64_t runs = ceil_div(blocks, blocks_per_task);
-  const int64_t rest = index - tasks_before[t.b];
-  t.head = rest / runs;
-  t.first = rest % runs * blocks_per_task;
-  t.last = std::min(t.first + blocks_per_task, blocks);
-  return t;
+bool BlockPhases::task(const Params& p, int64_t phase, int64_t index, BlockBackwardTask* t) const {
+  t->b = sequence_of(tasks_before, index);
+  const int64_t supers = ceil_div(block_count(seq_length(p, t->b), p.blocks.block_size), super);
+  if (phase >= supers) return false;  // (S + phase) mod supers would repeat a pair
+  const int64_t rest = index - tasks_before[t->b];
+  t->kv_head = rest / supers;
+  t->query_super = rest % supers;
+  t->key_super = (t->query_super + phase) % supers;
+  return true;
 }
 
 namespace {
 
-BlockPass block_pass(const Params& p, int64_t units) {
-  BlockPass pass;
-  pass.units = units;
-  // About 256 positions per task: enough work per task, enough tasks to balance rows of
-  // uneven weight (global blocks).
-  pass.blocks_per_task = std::max<int64_t>(1, 256 / p.blocks.block_size);
-  pass.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
+BlockPhases block_phases(const Params& p, const TileShape& shape) {
+  BlockPhases phases;
+  const int64_t size = p.blocks.block_size;
+  // Super-blocks of about 256 positions: a packed key tile serves every query tile of up to
+  // 256 queries per head, a packed query tile every key tile of up to 256 keys.
+  phases.super = std::max<int64_t>(1, 256 / size);
+  phases.key_tiles =
+      std::min(shape.bwd_block_key_tiles, phases.super * ceil_div(size, shape.bwd_key_tile));
+  phases.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
   for (int64_t b = 0; b < p.batch; ++b) {
-    const int64_t blocks = block_count(seq_length(p, b), p.blocks.block_size);
-    pass.tasks_before[b + 1] =
-        pass.tasks_before[b] + ceil_div(blocks, pass.blocks_per_task) * units;
+    const int64_t supers = ceil_div(block_count(seq_length(p, b), size), phases.super);
+    phases.most_supers = std::max(phases.most_supers, supers);
+    phases.tasks_before[b + 1] = phases.tasks_before[b] + supers * p.heads_kv;
   }
-  return pass;
+  return phases;
 }
 
 }  // namespace
@@ -177,9 +178,8 @@ BackwardPlan plan_backward(const Params& p) {
     plan.passes.push_back(std::move(pass));
   }
   if (has_block_patterns(p)) {
-    plan.block_dq = block_pass(p, p.heads);
-    plan.block_keys = block_pass(p, p.heads_kv);
-    most_tasks = std::max({most_tasks, plan.block_dq.tasks(), plan.block_keys.tasks()});
+    plan.block_phases = block_phases(p, plan.shape);
+    most_tasks = std::max(most_tasks, plan.block_phases.tasks());
   }
   plan.threads = static_cast<int>(std::clamp<int64_t>(thread_count(p.num_threads), 1, most_tasks));
   return plan;
@@ -188,7 +188,7 @@ BackwardPlan plan_backward(const Params& p) {
 BackwardBuffers BackwardPlan::carve(const Params& p, Arena& arena) const {
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   const int64_t kt = shape.bwd_key_tile, qt = shape.bwd_query_tile;
-  const int64_t group = shape.bwd_key_tiles_per_group;
+  const int64_t group = std::max(shape.bwd_key_tiles_per_group, block_phases.key_tiles);
   BackwardBuffers b;
   b.k_t = arena.floats(group * dim * kt);
   b.v_t = arena.floats(group * dim_v * kt);
