@@ -81,6 +81,29 @@ TEST(CpuFastVsReference, RandomBlockSparseSeveralSuperBlocks) {
   expect_float32_match(limits, 24);
 }
 
+// Blocks longer than a forward task (1100 positions: tasks hold parts of a query block) and
+// than a group of backward key tiles.
+TEST(CpuFastVsReference, BlocksLongerThanTasks) {
+  const uint64_t seed = test_seed();
+  for (bool causal : {false, true}) {
+    ProblemConfig c;
+    c.seqlen = 1500;
+    c.heads = c.heads_kv = 1;
+    c.head_dim = c.head_dim_v = 8;
+    c.causal = causal;
+    c.patterns.clear();
+    c.block_size = 1100;
+    c.block_patterns = {{BlockKind::local, 0, 0, 0}, {BlockKind::global, 1, 0, 0}};
+    SCOPED_TRACE(failure_context(seed, causal, c));
+    HostProblem problem(c, seed);
+    const Outputs want = run_backend(problem, "reference");
+    const Outputs got = run_backend(problem, "cpu");
+    for (const char* name : kOutputNames) {
+      EXPECT_LE(output_error(output(got, name), output(want, name)), float32_tolerance(c)) << name;
+    }
+  }
+}
+
 // Longer sequences: several query and key tiles per block and per run, tasks of many blocks.
 TEST(CpuFastVsReference, BlockSparseLongerSequences) {
   const uint64_t seed = test_seed();

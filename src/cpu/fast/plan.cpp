@@ -40,8 +40,11 @@ ForwardPlan plan_forward(const Params& p) {
   int64_t dilation = 1;
   for (int i = 0; i < p.num_patterns; ++i) dilation = std::max(dilation, p.patterns[i].dilation);
   plan.chunk = std::min(plan.shape.query_tile * std::min<int64_t>(dilation, 16), p.seqlen);
-  // Block patterns: tasks hold whole query blocks, which share their key blocks.
-  if (has_block_patterns(p)) plan.chunk = round_up(plan.chunk, p.blocks.block_size);
+  // Block patterns: tasks hold whole query blocks, which share their key blocks (up to blocks
+  // of 1024 positions: the per-position state of a task grows with its chunk).
+  if (has_block_patterns(p) && p.blocks.block_size <= 1024) {
+    plan.chunk = round_up(plan.chunk, p.blocks.block_size);
+  }
   plan.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
   for (int64_t b = 0; b < p.batch; ++b) {
     plan.tasks_before[b + 1] =
