@@ -157,6 +157,9 @@ struct KeyRun {
   int64_t first;
   int64_t count;
   float log2_mult;
+  // Keys and values already gathered as float32 rows (head_dim, head_dim_v apart), or null.
+  const float* k_rows = nullptr;
+  const float* v_rows = nullptr;
 };
 
 int64_t RowOf(const ForwardJob& job, int64_t t) {
@@ -225,7 +228,12 @@ void AttendRun(const ForwardJob& job, const ForwardTask& task, const QueryRows& 
     // bench/NOTES.md, CPU v2.)
     const float *keys, *values;
     int64_t key_stride, value_stride;
-    if (p.dtype == DType::f32 && !job.order) {
+    if (run.k_rows) {
+      keys = run.k_rows + k0 * dim;
+      values = run.v_rows + k0 * dim_v;
+      key_stride = dim;
+      value_stride = dim_v;
+    } else if (p.dtype == DType::f32 && !job.order) {
       keys =
           static_cast<const float*>(p.k.data) + row_offset(p, p.k, task.b, position(k0), kv_head);
       values =
@@ -295,6 +303,21 @@ void AttendRun(const ForwardJob& job, const ForwardTask& task, const QueryRows& 
   }
 }
 
+// Keys and values at positions first + j * step, j < count, as float32 rows in segment_k and
+// segment_v.
+void GatherKeys(const ForwardJob& job, const ForwardTask& task, int64_t first, int64_t step,
+                int64_t count, const ForwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t kv_head = kv_head_of(p, task.head);
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t row = RowOf(job, first + j * step);
+    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, row, kv_head), p.head_dim, 1.0f,
+            buf.segment_k + j * p.head_dim);
+    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, row, kv_head), p.head_dim_v, 1.0f,
+            buf.segment_v + j * p.head_dim_v);
+  }
+}
+
 // Normalises the tile's output back into the rows' state.
 void EndTile(const ForwardJob& job, const ForwardTask& task, const QueryRows& q,
              const ForwardBuffers& buf) {
@@ -356,10 +379,19 @@ void ForwardTaskImpl(const ForwardJob& job, const ForwardTask& task, const Forwa
       const int64_t hi = std::min(task.end, seg_end) - seg_begin - o;
       const int64_t first = lo <= 0 ? 0 : ceil_div(lo, r);
       const int64_t last = hi <= 0 ? 0 : ceil_div(hi, r);
+      KeyRun run{seg_begin + o, keys, 0.0f};
+      // Reordered keys are gathered once for all of the task's query tiles in the segment
+      // (per key tile and query tile, the copies cost ~17% of a 256 x 256 grid's forward).
+      const int64_t needed = p.causal ? std::min(keys, last) : keys;
+      if (job.order && needed <= buf.segment_keys) {
+        GatherKeys(job, task, run.first, r, needed, buf);
+        run.k_rows = buf.segment_k;
+        run.v_rows = buf.segment_v;
+      }
       for (int64_t q0 = first; q0 < last; q0 += tile) {
         const QueryRows q{seg_begin + o + q0 * r, r, std::min(tile, last - q0)};
         BeginTile(job, task, q, buf);
-        AttendRun(job, task, q, KeyRun{seg_begin + o, keys, 0.0f}, buf);
+        AttendRun(job, task, q, run, buf);
         EndTile(job, task, q, buf);
       }
     }

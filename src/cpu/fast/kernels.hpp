@@ -47,6 +47,11 @@ struct ForwardBuffers {
   float* state_seen = nullptr;  // [chunk]: 1 where the position met some key
   float* lanes = nullptr;       // [2 * query_tile]: per-query scalars
   float* row = nullptr;         // [max(head_dim, head_dim_v)]: one converted row
+  // Token grids: a segment's reordered keys and values, gathered once per task and segment
+  // when they number at most segment_keys (0 without a grid).
+  int64_t segment_keys = 0;
+  float* segment_k = nullptr;  // [segment_keys][head_dim]
+  float* segment_v = nullptr;  // [segment_keys][head_dim_v]
 };
 
 class BlockLayout;

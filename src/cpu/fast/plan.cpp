@@ -39,7 +39,10 @@ ForwardPlan plan_forward(const Params& p) {
   // A chunk gives every pattern about one full query tile: tile * dilation positions.
   int64_t dilation = 1;
   for (int i = 0; i < p.num_patterns; ++i) dilation = std::max(dilation, p.patterns[i].dilation);
-  plan.chunk = std::min(plan.shape.query_tile * std::min<int64_t>(dilation, 16), p.seqlen);
+  plan.chunk = plan.shape.query_tile * std::min<int64_t>(dilation, 16);
+  // Token grids: 4 query tiles per pattern share the keys a task gathers per segment.
+  if (has_grid(p)) plan.chunk *= 4;
+  plan.chunk = std::min(plan.chunk, p.seqlen);
   // Block patterns: tasks hold whole query blocks, which share their key blocks (up to blocks
   // of 1024 positions: the per-position state of a task grows with its chunk).
   if (has_block_patterns(p) && p.blocks.block_size <= 1024) {
@@ -82,6 +85,17 @@ ForwardBuffers ForwardPlan::carve(const Params& p, Arena& arena) const {
   b.state_seen = arena.floats(chunk);
   b.lanes = arena.floats(2 * tile);
   b.row = arena.floats(std::max(dim, dim_v));
+  if (has_grid(p)) {
+    // The longest segment's selected keys, up to 2048 (longer ones are gathered per tile).
+    int64_t keys = 0;
+    for (int i = 0; i < p.num_patterns; ++i) {
+      keys = std::max(keys,
+                      ceil_div(std::min(p.patterns[i].segment, p.seqlen), p.patterns[i].dilation));
+    }
+    b.segment_keys = std::min<int64_t>(keys, 2048);
+    b.segment_k = arena.floats(b.segment_keys * dim);
+    b.segment_v = arena.floats(b.segment_keys * dim_v);
+  }
   return b;
 }
 
