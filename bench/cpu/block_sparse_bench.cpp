@@ -289,13 +289,38 @@ void grid_study(const Options& o, int threads) {
   Params gathered = curve.p;
   dilated::set_patterns(gathered, {{o.segment, 1}});
 
-  const Timing t_plain = time_problem(plain, o.repeats);
-  const Timing t_mapped = time_problem(mapped, o.repeats);
-  const double gather_fwd = time_ms(o.repeats, [&] { gather_inputs(false); });
-  const double scatter_fwd = time_ms(o.repeats, [&] { scatter_outputs(false); });
-  const double gather_bwd = time_ms(o.repeats, [&] { gather_inputs(true); });
-  const double scatter_bwd = time_ms(o.repeats, [&] { scatter_outputs(true); });
-  const Timing t_gathered = time_problem(gathered, o.repeats);
+  // Other processes share these cores: the variants alternate within each round, and the
+  // costs are medians of the per-round ratios to the row-major run of the same round.
+  auto run = [](const Params& p, dilated::Direction dir) {
+    check(dir == dilated::Direction::forward ? dilated::forward(p, {}, "cpu")
+                                             : dilated::backward(p, {}, "cpu"),
+          "attention");
+  };
+  auto timed = [](const std::function<void()>& call) {
+    const double start = now_ms();
+    call();
+    return now_ms() - start;
+  };
+  std::vector<double> plain_ms[2], mapped_ms[2], gather_ms[2], attn_ms[2], scatter_ms[2];
+  std::vector<double> mapped_ratio[2], gather_ratio[2];
+  for (int round = 0; round <= o.repeats; ++round) {  // round 0 warms up
+    for (int d = 0; d < 2; ++d) {
+      const auto dir = d == 0 ? dilated::Direction::forward : dilated::Direction::backward;
+      const double plain_t = timed([&] { run(plain, dir); });
+      const double mapped_t = timed([&] { run(mapped, dir); });
+      const double gather_t = timed([&] { gather_inputs(d == 1); });
+      const double attn_t = timed([&] { run(gathered, dir); });
+      const double scatter_t = timed([&] { scatter_outputs(d == 1); });
+      if (round == 0) continue;
+      plain_ms[d].push_back(plain_t);
+      mapped_ms[d].push_back(mapped_t);
+      gather_ms[d].push_back(gather_t);
+      attn_ms[d].push_back(attn_t);
+      scatter_ms[d].push_back(scatter_t);
+      mapped_ratio[d].push_back(mapped_t / plain_t - 1);
+      gather_ratio[d].push_back((gather_t + attn_t + scatter_t) / plain_t - 1);
+    }
+  }
 
   // The two ways must agree: same outputs.
   check(dilated::forward(mapped, {}, "cpu"), "forward");
@@ -308,20 +333,23 @@ void grid_study(const Options& o, int threads) {
     diff = std::max(diff, double(std::fabs(mapped_out[i] - prob.out[i])));
   }
 
-  std::printf("\nH=%lld, D=%lld, fp32, one dilated pattern (w=%lld, r=1); ms, medians of %d:\n\n",
-              (long long)o.grid_heads, (long long)o.dim, (long long)o.segment, o.repeats);
   std::printf(
-      "| | forward ms | backward ms | reordering / attention (fwd, bwd) |\n|---|---|---|---|\n");
-  std::printf("| row-major (no grid) | %.1f | %.1f | - |\n", t_plain.fwd_ms, t_plain.bwd_ms);
-  std::printf("| grid, index mapping in the kernels | %.1f | %.1f | %+.1f%%, %+.1f%% |\n",
-              t_mapped.fwd_ms, t_mapped.bwd_ms, 100 * (t_mapped.fwd_ms / t_plain.fwd_ms - 1),
-              100 * (t_mapped.bwd_ms / t_plain.bwd_ms - 1));
+      "\nH=%lld, D=%lld, fp32, one dilated pattern (w=%lld, r=1); ms, medians of %d "
+      "alternating rounds; cost = median over rounds of (variant / row-major) - 1:\n\n",
+      (long long)o.grid_heads, (long long)o.dim, (long long)o.segment, o.repeats);
+  std::printf(
+      "| | forward ms | backward ms | cost forward | cost backward |\n|---|---|---|---|---|\n");
+  std::printf("| row-major (no grid) | %.1f | %.1f | - | - |\n", median(plain_ms[0]),
+              median(plain_ms[1]));
+  std::printf("| grid, index mapping in the kernels | %.1f | %.1f | %+.1f%% | %+.1f%% |\n",
+              median(mapped_ms[0]), median(mapped_ms[1]), 100 * median(mapped_ratio[0]),
+              100 * median(mapped_ratio[1]));
   std::printf(
       "| grid, gather + plain run + scatter | %.1f + %.1f + %.1f | %.1f + %.1f + %.1f | "
-      "%+.1f%%, %+.1f%% |\n",
-      gather_fwd, t_gathered.fwd_ms, scatter_fwd, gather_bwd, t_gathered.bwd_ms, scatter_bwd,
-      100 * ((gather_fwd + t_gathered.fwd_ms + scatter_fwd) / t_plain.fwd_ms - 1),
-      100 * ((gather_bwd + t_gathered.bwd_ms + scatter_bwd) / t_plain.bwd_ms - 1));
+      "%+.1f%% | %+.1f%% |\n",
+      median(gather_ms[0]), median(attn_ms[0]), median(scatter_ms[0]), median(gather_ms[1]),
+      median(attn_ms[1]), median(scatter_ms[1]), 100 * median(gather_ratio[0]),
+      100 * median(gather_ratio[1]));
   std::printf("\nmax |out(index mapping) - out(gather)| = %.3g\n", diff);
 }
 

@@ -68,17 +68,50 @@ TEST(CpuFastVsReference, RandomBlockSparseAndGrids) {
   expect_float32_match(limits, 150);
 }
 
-// Several super-blocks per sequence (the block backward's phases), random mixes.
+// Several super-blocks (about 1024 positions) per sequence: the block backward's phases. Sparse
+// patterns keep the oracle cheap at these lengths.
 TEST(CpuFastVsReference, RandomBlockSparseSeveralSuperBlocks) {
-  RandomLimits limits;
-  limits.max_batch = 2;
-  limits.max_seqlen = 1000;
-  limits.max_heads = 4;
-  limits.head_dims = {8, 16};
-  limits.max_patterns = 2;
-  limits.allow_blocks = true;
-  limits.allow_grid = true;
-  expect_float32_match(limits, 24);
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  for (int i = 0; i < 8 && !::testing::Test::HasFailure(); ++i) {
+    ProblemConfig c;
+    c.batch = uniform(1, 2);
+    c.seqlen = uniform(2200, 4500);
+    c.heads_kv = uniform(1, 2);
+    c.heads = c.heads_kv * uniform(1, 2);
+    c.head_dim = c.head_dim_v = 8;
+    c.causal = uniform(0, 1) == 1;
+    c.block_size = uniform(3, 40);
+    c.patterns.clear();
+    if (uniform(0, 1)) c.patterns = {{uniform(50, 300), uniform(1, 3)}};
+    c.block_patterns = {{BlockKind::local, uniform(0, 1), 0, 0},
+                        {BlockKind::random, uniform(1, 3), 0, rng() % 1000},
+                        {BlockKind::dilated, uniform(5, 60), uniform(1, 3), 0},
+                        {BlockKind::topk, uniform(0, 2), 0, 0}};
+    if (i % 2 == 0) {
+      const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
+      c.block_mask.resize(static_cast<size_t>(nb * nb));
+      for (uint8_t& bit : c.block_mask) bit = rng() % 500 == 0;
+      c.block_patterns.push_back({BlockKind::mask, 0, 0, 0});
+    }
+    if (i == 7 && c.batch == 1) {
+      c.grid_height = 40;
+      c.grid_width = c.seqlen / 40;
+      c.seqlen = c.grid_height * c.grid_width;
+      c.block_mask.clear();
+      c.block_patterns.resize(4);
+    }
+    SCOPED_TRACE(failure_context(seed, i, c));
+    HostProblem problem(c, rng());
+    const Outputs want = run_backend(problem, "reference");
+    const Outputs got = run_backend(problem, "cpu");
+    for (const char* name : kOutputNames) {
+      EXPECT_LE(output_error(output(got, name), output(want, name)), float32_tolerance(c)) << name;
+    }
+  }
 }
 
 // Blocks longer than a forward task (1100 positions: tasks hold parts of a query block) and

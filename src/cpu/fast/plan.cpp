@@ -137,9 +137,10 @@ namespace {
 BlockPhases block_phases(const Params& p, const TileShape& shape) {
   BlockPhases phases;
   const int64_t size = p.blocks.block_size;
-  // Super-blocks of about 256 positions: a packed key tile serves every query tile of up to
-  // 256 queries per head, a packed query tile every key tile of up to 256 keys.
-  phases.super = std::max<int64_t>(1, 256 / size);
+  // Super-blocks of about 1024 positions: a packed key tile serves every query tile of up to
+  // 1024 queries per head, a packed query tile every key tile of up to 1024 keys. (With 256,
+  // packing and scattering key tiles took ~30% of the backward: bench/NOTES.md.)
+  phases.super = std::max<int64_t>(1, 1024 / size);
   phases.key_tiles =
       std::min(shape.bwd_block_key_tiles, phases.super * ceil_div(size, shape.bwd_key_tile));
   phases.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
