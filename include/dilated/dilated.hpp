@@ -19,8 +19,22 @@ Status validate(const Params& p, Direction dir);
 // The scale applied to q.k: Params::scale, or 1/sqrt(head_dim) when it is NaN.
 float softmax_scale(const Params& p);
 
-// Sets the pattern list; the values are checked by validate().
+// Sets the pattern list (at most kMaxPatterns; validate() checks the values and whether an
+// empty list is allowed: with block patterns in longnet mode).
 Status set_patterns(Params& p, const std::vector<Pattern>& patterns);
+
+// Sets the block-sparse patterns and the block size; the values are checked by validate().
+Status set_block_patterns(Params& p, const std::vector<BlockPattern>& patterns,
+                          int64_t block_size = 64);
+
+// The generalised Hilbert curve over a height x width grid: element i is the row-major index
+// (y * width + x) of the i-th cell the curve visits. Consecutive cells are grid neighbours.
+std::vector<int64_t> hilbert_order(int64_t height, int64_t width);
+
+// The realised union of p's block patterns for sequence b, as [heads, nb, nb] bytes (1 where
+// some pattern keeps (I, J), after the causal cut J <= I); nb = ceil(N_b / block_size). p must
+// be valid and in host memory (topk reads q and k).
+Status realised_block_mask(const Params& p, int64_t b, std::vector<uint8_t>* mask, int64_t* nb);
 
 // A tensor view of contiguous [B, N, heads, dim] memory (packed [T, heads, dim] when
 // p.cu_seqlens is set; uses p.seqlen and p.total_tokens).
@@ -49,6 +63,7 @@ const char* dtype_name(DType t);
 int64_t dtype_size(DType t);
 const char* mode_name(Mode m);
 const char* head_offsets_name(HeadOffsets h);
+const char* block_kind_name(BlockKind k);
 // Parse names as the CLI and Python spell them; false when unknown.
 bool parse_dtype(const std::string& s, DType* out);
 bool parse_mode(const std::string& s, Mode* out);

@@ -37,12 +37,57 @@ inline constexpr int kMaxPatterns = 16;
 // positions; a query attends to the keys of its key set (DESIGN 2.2) that lie in the key
 // window, and gets out = 0, lse = -inf when there are none. Backward reads lse and out as
 // given (normally the result merged over every key window), so it returns this window's share
-// of dq and the gradients of the window's keys. Not combined with varlen.
+// of dq and the gradients of the window's keys. Not combined with varlen, block patterns or grids.
 struct SequenceWindow {
   int64_t global_seqlen = 0;  // 0: no window, the tensors hold whole sequences
   int64_t query_begin = 0;
   int64_t key_begin = 0;
   int64_t key_rows = 0;
+};
+
+// Block-sparse patterns (docs/design.md 1.1): with block size b, query block I = t / b and key
+// block J = t' / b, each pattern keeps a set of pairs (I, J) and query t gets the keys of every
+// kept key block (t' <= t when causal), once per pattern, in the same union softmax as the
+// dilated patterns.
+enum class BlockKind : int32_t {
+  local = 0,    // |I - J| <= size
+  global = 1,   // I < size or J < size
+  dilated = 2,  // J = I + k * size for k in -reach..reach
+  random = 3,   // per head and query block, `size` distinct key blocks drawn from `seed`
+  topk = 4,     // the diagonal plus the `size` key blocks of largest <mean q_I, mean k_J>
+  mask = 5,     // the caller's boolean BlockMask
+};
+
+struct BlockPattern {
+  BlockKind kind = BlockKind::local;
+  int64_t size = 0;   // local: W, global: g, dilated: s, random: k, topk: k
+  int64_t reach = 0;  // dilated: c
+  uint64_t seed = 0;  // random
+};
+
+inline constexpr int kMaxBlockPatterns = 8;
+
+// A boolean [heads, blocks, blocks] block mask, one byte (0 or 1) per (I, J), row-major and
+// contiguous, in the problem's device memory; heads is 1 (shared) or H, blocks = ceil(N / b).
+struct BlockMask {
+  const uint8_t* data = nullptr;
+  int64_t heads = 0;
+  int64_t blocks = 0;
+};
+
+struct BlockSparsity {
+  int64_t block_size = 64;
+  int32_t num_patterns = 0;
+  BlockPattern patterns[kMaxBlockPatterns] = {};
+  BlockMask mask;  // read by the (at most one) BlockKind::mask pattern
+};
+
+// Tokens of a height x width grid in row-major order, visited along a generalised Hilbert
+// curve: segments and blocks are formed in curve order, results stay in row-major order.
+// 0 x 0 means the plain sequence order.
+struct TokenGrid {
+  int64_t height = 0;
+  int64_t width = 0;
 };
 
 // A [B, N, H, D] tensor (or packed [T, H, D] with cu_seqlens) whose last dimension is
@@ -90,6 +135,11 @@ struct Params {
   bool causal = false;
   // Softmax scale; NaN means 1/sqrt(head_dim). Read it through softmax_scale().
   float scale = std::numeric_limits<float>::quiet_NaN();
+
+  // Block-sparse patterns joining the union (num_patterns may then be 0 in longnet mode), and
+  // the Hilbert order of a token grid.
+  BlockSparsity blocks;
+  TokenGrid grid;
 
   // Backward only: bitwise-reproducible gradients where a backend offers it (may cost speed).
   bool deterministic = false;

@@ -10,7 +10,7 @@ except ImportError:
     _torch = None
 
 from . import _C
-from .functional import dilated_attention, dilated_attention_with_lse
+from .functional import dilated_attention, dilated_attention_with_lse, hilbert_order
 
 __version__ = "0.1.0"
 
@@ -20,15 +20,19 @@ def backends():
     return _C.backends()
 
 
-__all__ = ["dilated_attention", "dilated_attention_with_lse", "backends", "__version__"]
+__all__ = ["dilated_attention", "dilated_attention_with_lse", "hilbert_order", "backends",
+           "__version__"]
 
 if _torch is not None:
     from . import _torch_ops  # registers the custom ops
-    from .modules import DilatedAttention, MultiheadDilatedAttention
+    from .modules import (BlockSparseDilatedAttention, BlockSparseMultiheadDilatedAttention,
+                          DilatedAttention, MultiheadDilatedAttention)
     from .transformer import DilatedTransformerDecoderLayer, DilatedTransformerEncoderLayer
     from .long_net import LongNet, LongNetLM
 
     __all__ += [
+        "BlockSparseDilatedAttention",
+        "BlockSparseMultiheadDilatedAttention",
         "DilatedAttention",
         "MultiheadDilatedAttention",
         "DilatedTransformerEncoderLayer",

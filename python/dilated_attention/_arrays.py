@@ -11,13 +11,19 @@ from typing import Tuple
 import numpy as np
 
 from . import _C
-from ._layer import Layer, check_shapes
+from ._layer import Layer, check_block_mask, check_shapes
 
 _CPU, _CUDA = 1, 2  # DLPack device types
 
 
-def _numpy_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layer: Layer):
+def _numpy_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layer: Layer, block_mask=None):
     check_shapes(q.shape, k.shape, v.shape, layer)
+    if block_mask is not None:
+        if not isinstance(block_mask, np.ndarray):
+            raise TypeError(f"block_mask: {type(block_mask).__name__}, expected a numpy.ndarray "
+                            "like q")
+        block_mask = np.ascontiguousarray(block_mask)
+    check_block_mask(block_mask, q.shape, layer)
     if q.dtype not in (np.float32, np.float16, np.float64):
         raise TypeError(f"q: dtype {q.dtype}, expected float32, float16 or float64")
     for name, a in (("k", k), ("v", v)):
@@ -36,7 +42,9 @@ def _numpy_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, layer: Layer):
     _C.forward(q, k, v, out, lse, segment_lengths=list(layer.segment_lengths),
                dilation_rates=list(layer.dilation_rates), mode=layer.mode,
                is_causal=layer.is_causal, scale=layer.scale, head_offsets=layer.head_offsets,
-               backend=layer.backend)
+               backend=layer.backend, block_size=layer.block_size,
+               block_patterns=list(layer.block_patterns), block_mask=block_mask,
+               grid=list(layer.grid))
     return out, lse
 
 
@@ -63,13 +71,13 @@ def _from_dlpack_like(like, array):
     raise TypeError(f"q: {type(like).__name__} has no from_dlpack to return the result with")
 
 
-def array_attention(q, k, v, layer: Layer):
+def array_attention(q, k, v, layer: Layer, block_mask=None):
     """Forward only, for NumPy arrays and other DLPack producers."""
     if isinstance(q, np.ndarray):
         for name, a in (("k", k), ("v", v)):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{name}: {type(a).__name__}, expected a numpy.ndarray like q")
-        return _numpy_forward(q, k, v, layer)
+        return _numpy_forward(q, k, v, layer, block_mask)
     for name, a in (("q", q), ("k", k), ("v", v)):
         if not hasattr(a, "__dlpack__"):
             raise TypeError(
@@ -94,10 +102,13 @@ def array_attention(q, k, v, layer: Layer):
         # then runs.
         from . import _torch_ops
 
+        mask = None if block_mask is None else torch.from_dlpack(block_mask)
         with torch.no_grad():
-            out, lse = _torch_ops.attention(*(torch.from_dlpack(a) for a in (q, k, v)), layer)
+            out, lse = _torch_ops.attention(*(torch.from_dlpack(a) for a in (q, k, v)), layer,
+                                            mask)
     elif device[0] == _CPU:
-        out, lse = _numpy_forward(*(np.from_dlpack(a) for a in (q, k, v)), layer)
+        mask = None if block_mask is None else np.from_dlpack(block_mask)
+        out, lse = _numpy_forward(*(np.from_dlpack(a) for a in (q, k, v)), layer, mask)
     else:
         raise TypeError("q: CUDA arrays other than torch tensors need torch installed")
     return _from_dlpack_like(q, out), _from_dlpack_like(q, lse)

@@ -74,9 +74,9 @@ dilated::DType library_dtype(const View& v) {
     if (code == nb::dlpack::dtype_code::Float && v.dtype.bits == 16) return dilated::DType::f16;
     if (code == nb::dlpack::dtype_code::Bfloat && v.dtype.bits == 16) return dilated::DType::bf16;
   }
-  throw nb::type_error(
-      cat(v.name, ": dtype ", dtype_text(v.dtype), ", expected float32, float16, bfloat16 or float64")
-          .c_str());
+  throw nb::type_error(cat(v.name, ": dtype ", dtype_text(v.dtype),
+                           ", expected float32, float16, bfloat16 or float64")
+                           .c_str());
 }
 
 dilated::Device library_device(const View& v) {
@@ -149,6 +149,55 @@ void check_lse(const View& lse, int64_t batch, int64_t heads, int64_t seqlen) {
                               ", expected a contiguous [B, H, N] = [", batch, ", ", heads, ", ",
                               seqlen, "]")
                               .c_str());
+  }
+}
+
+// The block patterns, their mask and the grid.
+void set_blocks(const View& q, const LayerOptions& options, dilated::Params& p) {
+  const std::vector<int64_t>& flat = options.block_patterns;
+  if (flat.size() % 4 != 0) {
+    throw nb::value_error(
+        cat("block_patterns: ", flat.size(), " values, expected (kind, size, reach, seed) groups")
+            .c_str());
+  }
+  std::vector<dilated::BlockPattern> patterns;
+  for (size_t i = 0; i < flat.size(); i += 4) {
+    patterns.push_back({static_cast<dilated::BlockKind>(flat[i]), flat[i + 1], flat[i + 2],
+                        static_cast<uint64_t>(flat[i + 3])});
+  }
+  if (dilated::Status s = dilated::set_block_patterns(p, patterns, options.block_size); !s.ok()) {
+    throw nb::value_error(s.message().c_str());
+  }
+  if (options.block_mask) {
+    const View m = view_of("block_mask", *options.block_mask);
+    check_same_kind(q, m, false);
+    const auto code = static_cast<nb::dlpack::dtype_code>(m.dtype.code);
+    const bool bytes =
+        (code == nb::dlpack::dtype_code::Bool || code == nb::dlpack::dtype_code::UInt) &&
+        m.dtype.bits == 8 && m.dtype.lanes == 1;
+    if (!bytes) {
+      throw nb::type_error(
+          cat("block_mask: dtype ", dtype_text(m.dtype), ", expected bool (or uint8)").c_str());
+    }
+    const int64_t blocks = m.ndim == 3 ? m.shape[1] : 0;
+    const bool contiguous = m.ndim == 3 && (m.shape[2] <= 1 || m.strides[2] == 1) &&
+                            m.strides[1] == m.shape[2] && m.strides[0] == m.shape[1] * m.shape[2];
+    if (m.ndim != 3 || m.shape[2] != blocks || !contiguous) {
+      throw nb::value_error(
+          cat("block_mask: shape ", shape_text(m), ", expected a contiguous [1 or H, NB, NB]")
+              .c_str());
+    }
+    p.blocks.mask.data = static_cast<const uint8_t*>(m.data);
+    p.blocks.mask.heads = m.shape[0];
+    p.blocks.mask.blocks = blocks;
+  }
+  if (!options.grid.empty()) {
+    if (options.grid.size() != 2) {
+      throw nb::value_error(
+          cat("grid: ", options.grid.size(), " values, expected (height, width)").c_str());
+    }
+    p.grid.height = options.grid[0];
+    p.grid.width = options.grid[1];
   }
 }
 
@@ -227,6 +276,7 @@ dilated::Params make_params(const Arrays& arrays, const LayerOptions& options) {
   p.scale = static_cast<float>(options.scale);
   p.num_threads = options.num_threads;
   p.deterministic = options.deterministic;
+  set_blocks(q, options, p);
   return p;
 }
 

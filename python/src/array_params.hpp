@@ -28,6 +28,12 @@ struct LayerOptions {
   double scale = 0.0;  // NaN means 1/sqrt(head_dim)
   int32_t num_threads = 0;
   bool deterministic = false;
+  // Block patterns as (kind, size, reach, seed) quadruples, kind a dilated::BlockKind value;
+  // a mask pattern reads block_mask ([1 or H, NB, NB] bool or uint8, on q's device).
+  int64_t block_size = 64;
+  std::vector<int64_t> block_patterns;
+  const InArray* block_mask = nullptr;
+  std::vector<int64_t> grid;  // empty, or {height, width}
 };
 
 // The arrays of one call: forward fills q..lse, backward also dout..dv.

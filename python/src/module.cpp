@@ -69,10 +69,23 @@ void run(dilated::Params& p, dilated::Direction dir, const std::string& backend,
   raise_for(status);
 }
 
+// The block options as the Python layer passes them.
+struct BlockArgs {
+  int64_t block_size = 64;
+  std::vector<int64_t> patterns;
+  std::optional<InArray> mask;
+  std::vector<int64_t> grid;
+};
+
 LayerOptions options_of(std::vector<int64_t> segments, std::vector<int64_t> dilations,
                         std::string mode, bool causal, std::optional<double> scale,
-                        std::string head_offsets, int32_t num_threads, bool deterministic) {
+                        std::string head_offsets, int32_t num_threads, bool deterministic,
+                        const BlockArgs& blocks) {
   LayerOptions o;
+  o.block_size = blocks.block_size;
+  o.block_patterns = blocks.patterns;
+  o.block_mask = blocks.mask ? &*blocks.mask : nullptr;
+  o.grid = blocks.grid;
   o.segment_lengths = std::move(segments);
   o.dilation_rates = std::move(dilations);
   o.mode = std::move(mode);
@@ -88,7 +101,11 @@ void forward(const InArray& q, const InArray& k, const InArray& v, const OutArra
              const std::optional<OutArray>& lse, std::vector<int64_t> segment_lengths,
              std::vector<int64_t> dilation_rates, std::string mode, bool causal,
              std::optional<double> scale, std::string head_offsets, std::string backend,
-             uintptr_t stream, int32_t num_threads, const nb::object& workspace_allocator) {
+             uintptr_t stream, int32_t num_threads, const nb::object& workspace_allocator,
+             int64_t block_size, std::vector<int64_t> block_patterns,
+             std::optional<InArray> block_mask, std::vector<int64_t> grid) {
+  const BlockArgs blocks{block_size, std::move(block_patterns), std::move(block_mask),
+                         std::move(grid)};
   Arrays a;
   a.q = &q;
   a.k = &k;
@@ -97,7 +114,7 @@ void forward(const InArray& q, const InArray& k, const InArray& v, const OutArra
   a.lse = lse ? &*lse : nullptr;
   dilated::Params p = make_params(
       a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
-                    scale, std::move(head_offsets), num_threads, false));
+                    scale, std::move(head_offsets), num_threads, false, blocks));
   run(p, dilated::Direction::forward, backend, stream, workspace_allocator);
 }
 
@@ -107,7 +124,11 @@ void backward(const InArray& dout, const InArray& q, const InArray& k, const InA
               std::vector<int64_t> dilation_rates, std::string mode, bool causal,
               std::optional<double> scale, std::string head_offsets, std::string backend,
               uintptr_t stream, int32_t num_threads, bool deterministic,
-              const nb::object& workspace_allocator) {
+              const nb::object& workspace_allocator, int64_t block_size,
+              std::vector<int64_t> block_patterns, std::optional<InArray> block_mask,
+              std::vector<int64_t> grid) {
+  const BlockArgs blocks{block_size, std::move(block_patterns), std::move(block_mask),
+                         std::move(grid)};
   Arrays a;
   a.q = &q;
   a.k = &k;
@@ -120,7 +141,7 @@ void backward(const InArray& dout, const InArray& q, const InArray& k, const InA
   a.dv = &dv;
   dilated::Params p = make_params(
       a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
-                    scale, std::move(head_offsets), num_threads, deterministic));
+                    scale, std::move(head_offsets), num_threads, deterministic, blocks));
   run(p, dilated::Direction::backward, backend, stream, workspace_allocator);
 }
 
@@ -147,13 +168,29 @@ NB_MODULE(_C, m) {
   m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a.none(), "segment_lengths"_a,
         "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(), "head_offsets"_a,
         "backend"_a = "auto", "stream"_a = 0, "num_threads"_a = 0,
-        "workspace_allocator"_a.none() = nb::none(),
+        "workspace_allocator"_a.none() = nb::none(), "block_size"_a = 64,
+        "block_patterns"_a = std::vector<int64_t>{}, "block_mask"_a.none() = nb::none(),
+        "grid"_a = std::vector<int64_t>{},
         "Dilated attention forward into `out` [B, N, H, Dv] and `lse` [B, H, N] (float32).");
   m.def("backward", &backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a, "dk"_a,
         "dv"_a, "segment_lengths"_a, "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(),
         "head_offsets"_a, "backend"_a = "auto", "stream"_a = 0, "num_threads"_a = 0,
-        "deterministic"_a = false, "workspace_allocator"_a.none() = nb::none(),
-        "Gradients of sum(out * dout) into dq, dk, dv.");
+        "deterministic"_a = false, "workspace_allocator"_a.none() = nb::none(), "block_size"_a = 64,
+        "block_patterns"_a = std::vector<int64_t>{}, "block_mask"_a.none() = nb::none(),
+        "grid"_a = std::vector<int64_t>{}, "Gradients of sum(out * dout) into dq, dk, dv.");
+  m.def(
+      "hilbert_order",
+      [](int64_t height, int64_t width) {
+        if (height < 1 || width < 1) {
+          throw nb::value_error(("grid = (" + std::to_string(height) + ", " +
+                                 std::to_string(width) + "): expected positive sides")
+                                    .c_str());
+        }
+        return dilated::hilbert_order(height, width);
+      },
+      "height"_a, "width"_a,
+      "The generalised Hilbert curve over a height x width grid: element i is the row-major "
+      "index of the i-th cell it visits.");
   m.def("backends", &backend_list, "The compiled-in backends, best first within each device.");
   m.attr("cuda_compiled") = static_cast<bool>(DILATED_WITH_CUDA);
   register_distributed(m);

@@ -31,6 +31,24 @@ const char* head_offsets_name(HeadOffsets h) {
   return h == HeadOffsets::grouped ? "grouped" : "paper";
 }
 
+const char* block_kind_name(BlockKind k) {
+  switch (k) {
+    case BlockKind::local:
+      return "local";
+    case BlockKind::global:
+      return "global";
+    case BlockKind::dilated:
+      return "dilated_blocks";
+    case BlockKind::random:
+      return "random";
+    case BlockKind::topk:
+      return "topk";
+    case BlockKind::mask:
+      return "mask";
+  }
+  return "unknown";
+}
+
 bool parse_dtype(const std::string& s, DType* out) {
   if (s == "fp32" || s == "float32")
     *out = DType::f32;

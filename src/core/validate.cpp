@@ -4,6 +4,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/block_sparse.hpp"
 #include "dilated/dilated.hpp"
 
 namespace dilated {
@@ -47,8 +48,12 @@ Status check_sizes(const Params& p) {
 }
 
 Status check_layer(const Params& p) {
-  if (p.num_patterns < 1 || p.num_patterns > kMaxPatterns) {
-    return invalid("number of patterns = ", p.num_patterns, ": expected 1..", kMaxPatterns);
+  // Block patterns alone make a layer in longnet mode; head_groups needs a pattern per group.
+  const bool blocks_alone = p.blocks.num_patterns > 0 && p.mode == Mode::longnet;
+  if (p.num_patterns < (blocks_alone ? 0 : 1) || p.num_patterns > kMaxPatterns) {
+    return invalid("number of patterns = ", p.num_patterns, ": expected ", blocks_alone ? "0" : "1",
+                   "..", kMaxPatterns,
+                   blocks_alone ? "" : " (0 only with block patterns in longnet mode)");
   }
   for (int i = 0; i < p.num_patterns; ++i) {
     const Pattern& pat = p.patterns[i];
@@ -88,6 +93,86 @@ Status check_layer(const Params& p) {
   if (p.num_threads < 0) return invalid("num_threads = ", p.num_threads, ": expected >= 0");
   if (p.workspace_bytes < 0 || (p.workspace_bytes > 0 && !p.workspace)) {
     return invalid("workspace_bytes = ", p.workspace_bytes, ": expected >= 0 with a workspace");
+  }
+  return {};
+}
+
+// Block-sparse patterns (docs/design.md 1.1); the mask lives in the problem's memory, so only
+// its shape is checked here.
+Status check_blocks(const Params& p) {
+  const BlockSparsity& bs = p.blocks;
+  if (bs.num_patterns < 0 || bs.num_patterns > kMaxBlockPatterns) {
+    return invalid("number of block patterns = ", bs.num_patterns, ": expected 0..",
+                   kMaxBlockPatterns);
+  }
+  if (bs.num_patterns == 0) return {};
+  if (bs.block_size < 1) return invalid("block_size = ", bs.block_size, ": expected >= 1");
+  int masks = 0;
+  for (int i = 0; i < bs.num_patterns; ++i) {
+    const BlockPattern& bp = bs.patterns[i];
+    const char* name = block_kind_name(bp.kind);
+    switch (bp.kind) {
+      case BlockKind::local:
+        if (bp.size < 0) {
+          return invalid("block_patterns[", i, "] local window W = ", bp.size, ": expected >= 0");
+        }
+        break;
+      case BlockKind::global:
+        if (bp.size < 1) {
+          return invalid("block_patterns[", i, "] global blocks g = ", bp.size, ": expected >= 1");
+        }
+        break;
+      case BlockKind::dilated:
+        if (bp.size < 1) {
+          return invalid("block_patterns[", i, "] dilated_blocks stride s = ", bp.size,
+                         ": expected >= 1");
+        }
+        if (bp.reach < 0) {
+          return invalid("block_patterns[", i, "] dilated_blocks count c = ", bp.reach,
+                         ": expected >= 0");
+        }
+        break;
+      case BlockKind::random:
+      case BlockKind::topk:
+        if (bp.size < (bp.kind == BlockKind::random ? 1 : 0)) {
+          return invalid("block_patterns[", i, "] ", name, " k = ", bp.size,
+                         ": expected >= ", bp.kind == BlockKind::random ? 1 : 0);
+        }
+        break;
+      case BlockKind::mask: {
+        if (++masks > 1) return invalid("block_patterns[", i, "] mask: expected at most one mask");
+        const BlockMask& m = bs.mask;
+        const int64_t blocks = p.seqlen / bs.block_size + (p.seqlen % bs.block_size != 0);
+        if (!m.data) return invalid("block mask: null data pointer");
+        if (m.heads != 1 && m.heads != p.heads) {
+          return invalid("block mask heads = ", m.heads, ": expected 1 or heads = ", p.heads);
+        }
+        if (m.blocks != blocks) {
+          return invalid("block mask blocks = ", m.blocks,
+                         ": expected ceil(seqlen / block_size) = ", blocks, " (seqlen = ", p.seqlen,
+                         ", block_size = ", bs.block_size, ")");
+        }
+        break;
+      }
+      default:
+        return invalid("block_patterns[", i, "] kind = ", static_cast<int>(bp.kind),
+                       ": expected local, global, dilated_blocks, random, topk or mask");
+    }
+  }
+  return {};
+}
+
+Status check_grid(const Params& p) {
+  const TokenGrid& g = p.grid;
+  if (g.height == 0 && g.width == 0) return {};
+  if (g.height < 1 || g.width < 1) {
+    return invalid("grid = ", g.height, "x", g.width, ": expected height and width >= 1");
+  }
+  if (p.cu_seqlens) return invalid("grid: not available with varlen problems (cu_seqlens)");
+  int64_t cells;
+  if (__builtin_mul_overflow(g.height, g.width, &cells) || cells != p.seqlen) {
+    return invalid("grid = ", g.height, "x", g.width,
+                   ": expected height * width = seqlen = ", p.seqlen);
   }
   return {};
 }
@@ -134,6 +219,11 @@ Status check_window(const Params& p) {
     return invalid("window.global_seqlen = ", w.global_seqlen, ": expected >= 0");
   }
   if (p.cu_seqlens) return invalid("window: varlen problems (cu_seqlens) cannot be windowed");
+  if (has_block_patterns(p) || has_grid(p)) {
+    return invalid(
+        "window: block patterns and token grids cannot be windowed (sequence parallelism runs "
+        "dilated patterns only)");
+  }
   if (w.query_begin < 0 || w.query_begin > w.global_seqlen - p.seqlen) {
     return invalid("window.query_begin = ", w.query_begin,
                    ": expected 0..global_seqlen - seqlen = ", w.global_seqlen - p.seqlen,
@@ -157,7 +247,8 @@ Status check_window(const Params& p) {
 }  // namespace
 
 Status validate(const Params& p, Direction dir) {
-  for (Status s : {check_sizes(p), check_layer(p), check_window(p)}) {
+  for (Status s :
+       {check_sizes(p), check_layer(p), check_blocks(p), check_grid(p), check_window(p)}) {
     if (!s.ok()) return s;
   }
   const std::pair<const char*, const Tensor*> forward_tensors[] = {
@@ -181,11 +272,24 @@ float softmax_scale(const Params& p) {
 }
 
 Status set_patterns(Params& p, const std::vector<Pattern>& patterns) {
-  if (patterns.empty() || patterns.size() > static_cast<size_t>(kMaxPatterns)) {
-    return invalid("number of patterns = ", patterns.size(), ": expected 1..", kMaxPatterns);
+  // None is a valid list with block patterns (validate() decides).
+  if (patterns.size() > static_cast<size_t>(kMaxPatterns)) {
+    return invalid("number of patterns = ", patterns.size(), ": expected 0..", kMaxPatterns);
   }
   p.num_patterns = static_cast<int32_t>(patterns.size());
   for (size_t i = 0; i < patterns.size(); ++i) p.patterns[i] = patterns[i];
+  return {};
+}
+
+Status set_block_patterns(Params& p, const std::vector<BlockPattern>& patterns,
+                          int64_t block_size) {
+  if (patterns.size() > static_cast<size_t>(kMaxBlockPatterns)) {
+    return invalid("number of block patterns = ", patterns.size(), ": expected 0..",
+                   kMaxBlockPatterns);
+  }
+  p.blocks.block_size = block_size;
+  p.blocks.num_patterns = static_cast<int32_t>(patterns.size());
+  for (size_t i = 0; i < patterns.size(); ++i) p.blocks.patterns[i] = patterns[i];
   return {};
 }
 

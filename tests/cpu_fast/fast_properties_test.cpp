@@ -41,6 +41,7 @@ TEST(CpuFastProperties, ThreadCountDoesNotChangeResults) {
   std::mt19937_64 rng(seed);
   RandomLimits limits;
   limits.dtypes = {DType::f32, DType::bf16};
+  limits.allow_blocks = limits.allow_grid = true;
   for (int i = 0; i < 20 && !HasFailure(); ++i) {
     const ProblemConfig config = random_config(rng, limits);
     SCOPED_TRACE("seed " + std::to_string(seed) + ", case " + std::to_string(i) + ": " +
@@ -87,6 +88,7 @@ TEST(CpuFastProperties, NonFiniteInputsPropagateLikeTheOracle) {
   std::mt19937_64 rng(seed);
   RandomLimits limits;
   limits.allow_varlen = false;
+  limits.allow_blocks = limits.allow_grid = true;
   for (int i = 0; i < 24 && !HasFailure(); ++i) {
     ProblemConfig config = random_config(rng, limits);
     config.causal = i % 2 == 0;

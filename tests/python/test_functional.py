@@ -145,7 +145,7 @@ def test_retain_graph_twice_gives_identical_gradients(seed):
 def test_opcheck(seed):
     (q, k, v), segs, dils, kw = _run(CASES[3])
     args = (q, k, v, list(segs), list(dils), kw["mode"], kw["is_causal"], kw["scale"],
-            kw["head_offsets"], "auto")
+            kw["head_offsets"], "auto", 64, [], None, [])  # no block patterns, no grid
     torch.library.opcheck(torch.ops.dilated_attention.forward.default, args)
     out, lse = torch.ops.dilated_attention.forward(*args)
     bwd = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse) + args[3:]

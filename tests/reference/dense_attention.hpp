@@ -1,5 +1,7 @@
-// Dense masked attention built straight from DESIGN 2.2-2.4, sharing no code with the
-// library: an N x N multiplicity matrix per head, then an ordinary softmax over it.
+// Dense masked attention built straight from DESIGN 2.2-2.4 and docs/design.md 1.1-1.2 (block
+// patterns, token order), sharing no code with the library but hilbert_order (whose
+// properties tests/core checks): an N x N multiplicity matrix per head, then an ordinary
+// softmax over it.
 #pragma once
 
 #include <vector>

@@ -88,5 +88,40 @@ TEST(ReferenceGradient, GroupedOffsetsHeadMajor) {
   expect_gradients_match(c);
 }
 
+// Block patterns join the union with multiplicity; topk is left out: a finite difference
+// across a change of its selection has no meaning (its selection carries no gradient).
+TEST(ReferenceGradient, BlockPatternsWithDilationCausalGqa) {
+  ProblemConfig c;
+  c.seqlen = 13;
+  c.heads = 2;
+  c.heads_kv = 1;
+  c.head_dim = c.head_dim_v = 2;
+  c.patterns = {{6, 2}};
+  c.causal = true;
+  c.block_size = 3;  // 5 blocks, the last one of a single token
+  c.block_patterns = {{BlockKind::local, 1, 0, 0},
+                      {BlockKind::global, 1, 0, 0},
+                      {BlockKind::dilated, 2, 1, 0},
+                      {BlockKind::random, 2, 0, 4},
+                      {BlockKind::mask, 0, 0, 0}};
+  c.block_mask.resize(25);
+  for (size_t i = 0; i < c.block_mask.size(); ++i) c.block_mask[i] = i % 3 == 1;
+  expect_gradients_match(c);
+}
+
+TEST(ReferenceGradient, GridOrderWithBlocksAndHeadGroups) {
+  ProblemConfig c;
+  c.seqlen = 12;
+  c.grid_height = 3;
+  c.grid_width = 4;
+  c.heads = c.heads_kv = 2;
+  c.head_dim = c.head_dim_v = 2;
+  c.patterns = {{4, 1}, {6, 2}};
+  c.mode = Mode::head_groups;
+  c.block_size = 4;
+  c.block_patterns = {{BlockKind::local, 0, 0, 0}, {BlockKind::random, 1, 0, 2}};
+  expect_gradients_match(c);
+}
+
 }  // namespace
 }  // namespace dilated::testing

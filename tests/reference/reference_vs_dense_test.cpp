@@ -87,6 +87,61 @@ TEST(ReferenceVsDense, Corners) {
   for (const ProblemConfig& config : corners) expect_matches_dense(config, seed);
 }
 
+TEST(ReferenceVsDense, RandomBlockSparseAndGridConfigurations) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  RandomLimits limits;
+  limits.max_seqlen = 90;
+  limits.head_dims = {4, 8};
+  limits.dtypes = {DType::f32, DType::f64};
+  limits.allow_blocks = true;
+  limits.allow_grid = true;
+  for (int i = 0; i < 150; ++i) {
+    const ProblemConfig config = random_config(rng, limits);
+    SCOPED_TRACE("run seed " + std::to_string(seed) + ", case " + std::to_string(i));
+    expect_matches_dense(config, rng());
+    if (HasFailure()) return;
+  }
+}
+
+// Each block pattern alone, with dilated patterns, causal, head_groups, GQA, a partial last
+// block, and on a grid.
+TEST(ReferenceVsDense, EachBlockPattern) {
+  const uint64_t seed = test_seed();
+  const int64_t nb = 6;  // 45 tokens in blocks of 8: the last one holds 5
+  std::vector<uint8_t> mask(2 * nb * nb);
+  for (size_t i = 0; i < mask.size(); ++i) mask[i] = (i * 7 + i / 5) % 3 == 0;
+  const std::vector<BlockPattern> kinds = {
+      {BlockKind::local, 1, 0, 0},  {BlockKind::global, 1, 0, 0}, {BlockKind::dilated, 2, 1, 0},
+      {BlockKind::random, 2, 0, 9}, {BlockKind::topk, 2, 0, 0},   {BlockKind::mask, 0, 0, 0}};
+  for (const BlockPattern& bp : kinds) {
+    ProblemConfig c;
+    c.seqlen = 45;
+    c.heads = 2;
+    c.heads_kv = 1;
+    c.head_dim = c.head_dim_v = 8;
+    c.block_size = 8;
+    c.block_patterns = {bp};
+    if (bp.kind == BlockKind::mask) {
+      c.block_mask = mask;
+      c.mask_heads = 2;
+    }
+    c.patterns.clear();
+    expect_matches_dense(c, seed);
+    c.causal = true;
+    expect_matches_dense(c, seed);
+    c.patterns = {{16, 2}, {45, 3}};
+    expect_matches_dense(c, seed);
+    c.mode = Mode::head_groups;
+    expect_matches_dense(c, seed);
+    c.mode = Mode::longnet;
+    c.seqlen = 5 * 9;
+    c.grid_height = 5;
+    c.grid_width = 9;
+    expect_matches_dense(c, seed);
+  }
+}
+
 TEST(ReferenceVsDense, UnselectedRowsAreZeroWithMinusInfLse) {
   ProblemConfig c;
   c.seqlen = 32;

@@ -23,6 +23,14 @@ std::string ProblemConfig::describe() const {
     s << " varlen=";
     for (int32_t n : seq_lengths) s << n << " ";
   }
+  if (!block_patterns.empty()) {
+    s << " block_size=" << block_size << " blocks=";
+    for (const BlockPattern& bp : block_patterns) {
+      s << block_kind_name(bp.kind) << "(" << bp.size << "," << bp.reach << "," << bp.seed << ")";
+    }
+    if (!block_mask.empty()) s << " mask_heads=" << mask_heads;
+  }
+  if (grid_height > 0) s << " grid=" << grid_height << "x" << grid_width;
   return s.str();
 }
 
@@ -143,6 +151,14 @@ Params HostProblem::params() const {
   p.head_offsets = config_.head_offsets;
   p.causal = config_.causal;
   p.scale = config_.scale;
+  set_block_patterns(p, config_.block_patterns, config_.block_size);
+  if (!config_.block_mask.empty()) {
+    p.blocks.mask.data = config_.block_mask.data();
+    p.blocks.mask.heads = config_.mask_heads;
+    p.blocks.mask.blocks = (config_.seqlen + config_.block_size - 1) / config_.block_size;
+  }
+  p.grid.height = config_.grid_height;
+  p.grid.width = config_.grid_width;
   return p;
 }
 
@@ -222,6 +238,32 @@ ProblemConfig random_config(std::mt19937_64& rng, const RandomLimits& limits) {
     }
     c.seq_lengths.back() = static_cast<int32_t>(c.seqlen);  // at least one token in total
   }
+  if (limits.allow_grid && c.seq_lengths.empty() && uniform(0, 2) == 0) {
+    c.grid_height = uniform(1, 13);
+    c.grid_width = uniform(1, std::max<int64_t>(1, limits.max_seqlen / c.grid_height));
+    c.seqlen = c.grid_height * c.grid_width;
+  }
+  if (limits.allow_blocks && uniform(0, 1) == 0) {
+    // Blocks of 1..24 tokens, so that short sequences still have several.
+    c.block_size = uniform(1, 24);
+    const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
+    for (int64_t i = uniform(1, 3); i > 0; --i) {
+      BlockPattern bp;
+      bp.kind = static_cast<BlockKind>(uniform(0, 5));
+      bp.size = uniform(bp.kind == BlockKind::local || bp.kind == BlockKind::topk ? 0 : 1, 4);
+      bp.reach = uniform(0, 3);
+      bp.seed = static_cast<uint64_t>(uniform(0, 1000));
+      if (bp.kind == BlockKind::mask) {
+        if (!c.block_mask.empty()) continue;
+        c.mask_heads = uniform(0, 1) ? c.heads : 1;
+        c.block_mask.resize(static_cast<size_t>(c.mask_heads * nb * nb));
+        for (uint8_t& bit : c.block_mask) bit = uniform(0, 2) == 0;
+      }
+      c.block_patterns.push_back(bp);
+    }
+    // Sometimes no dilated pattern at all (longnet only: head_groups needs its groups).
+    if (c.mode == Mode::longnet && uniform(0, 3) == 0) c.patterns.clear();
+  }
   return c;
 }
 
@@ -246,6 +288,5 @@ uint64_t test_seed() {
   if (const char* env = std::getenv("DILATED_TEST_SEED")) return std::strtoull(env, nullptr, 10);
   return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
-
 
 }  // namespace dilated::testing

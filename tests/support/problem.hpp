@@ -32,6 +32,14 @@ struct ProblemConfig {
   float scale = std::numeric_limits<float>::quiet_NaN();
   std::vector<int32_t> seq_lengths;  // non-empty: varlen, one length per sequence
   Layout layout = Layout::contiguous;
+  // Block-sparse patterns; a mask pattern reads block_mask [mask_heads, NB, NB] (0 or 1).
+  int64_t block_size = 64;
+  std::vector<BlockPattern> block_patterns;
+  std::vector<uint8_t> block_mask;
+  int64_t mask_heads = 1;
+  // Hilbert order of a grid_height x grid_width token grid (seqlen = their product); 0: none.
+  int64_t grid_height = 0;
+  int64_t grid_width = 0;
 
   std::string describe() const;
 };
@@ -90,6 +98,8 @@ struct RandomLimits {
   bool allow_layouts = true;
   bool allow_dv = true;  // head_dim_v != head_dim
   std::vector<DType> dtypes = {DType::f32};
+  bool allow_blocks = false;  // block-sparse patterns (with or without dilated ones)
+  bool allow_grid = false;    // Hilbert order (then seqlen = height * width, no varlen)
 };
 ProblemConfig random_config(std::mt19937_64& rng, const RandomLimits& limits);
 

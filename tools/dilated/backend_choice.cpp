@@ -1,5 +1,6 @@
 #include "backend_choice.hpp"
 
+#include <cstdio>
 #include <sstream>
 
 #include "args.hpp"
@@ -44,7 +45,19 @@ const Backend& choose_backend(const ProblemSpec& spec, const std::string& name, 
   std::string reasons;
   for (const Backend* backend : backends()) {
     const std::string reason = cannot_run(*backend, spec, backward);
-    if (reason.empty()) return *backend;
+    if (reason.empty()) {
+      // Say why a better backend that runs on this machine passed (block patterns on a GPU
+      // machine run on the host, for instance).
+      for (const Backend* before : backends()) {
+        if (before == backend) break;
+        if (before->unavailable_reason().empty()) {
+          std::fprintf(
+              stderr, "dilated: note: --backend auto chose %s: %s declines this problem (%s)\n",
+              backend->name(), before->name(), cannot_run(*before, spec, backward).c_str());
+        }
+      }
+      return *backend;
+    }
     reasons += std::string(reasons.empty() ? "" : "; ") + backend->name() + ": " + reason;
   }
   throw UsageError("--backend = auto: no backend runs this problem (" + reasons + ")");

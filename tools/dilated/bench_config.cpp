@@ -64,6 +64,10 @@ std::vector<BenchCase> expand(const Sweep& sweep, int32_t threads) {
                 c.spec.head_offsets =
                     mode == Mode::longnet ? sweep.head_offsets : HeadOffsets::paper;
                 c.spec.causal = sweep.causal;
+                c.spec.block_size = sweep.block_size;
+                c.spec.block_patterns = sweep.block_patterns;
+                c.spec.grid_height = sweep.grid_height;
+                c.spec.grid_width = sweep.grid_width;
                 c.spec.threads = threads;
                 c.backward = sweep.backward;
                 cases.push_back(c);

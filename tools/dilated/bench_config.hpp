@@ -19,6 +19,10 @@ struct Sweep {
   HeadOffsets head_offsets = HeadOffsets::paper;
   bool causal = false;
   bool backward = false;
+  // Block patterns and grid, the same for every case (a grid fixes N = height * width).
+  int64_t block_size = 64;
+  std::vector<BlockPattern> block_patterns;
+  int64_t grid_height = 0, grid_width = 0;
 };
 
 // default: what `make bench` runs on the CPU in a few minutes (issue 2's performance

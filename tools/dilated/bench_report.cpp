@@ -53,6 +53,11 @@ Fields row_fields(const BenchRow& row, double fma_gflops) {
       {"d", s.head_dim},
       {"segments", segments},
       {"dilations", dilations},
+      {"blocks", s.blocks_text()},
+      {"block_size", s.block_patterns.empty() ? Value(Null{}) : Value(s.block_size)},
+      {"grid", s.grid_height > 0
+                   ? Value(std::to_string(s.grid_height) + "x" + std::to_string(s.grid_width))
+                   : Value(Null{})},
       {"dtype", std::string(dtype_name(s.dtype))},
       {"causal", s.causal},
       {"backward", row.bench.backward},
@@ -207,10 +212,10 @@ std::string format_table(const BenchReport& r) {
   for (const std::string& g : r.machine.gpus) out += "; " + g;
   out += "\nceiling: " + cell("%.1f", r.fma_gflops) + " GFLOP/s fp32 FMA on " +
          std::to_string(r.fma_threads) + " threads (measured now)\n\n";
-  TextTable table({"backend",   "mode",     "dtype",    "b",          "n",      "h",
-                   "h_kv",      "d",        "segments", "dilations",  "causal", "fwd ms",
-                   "bwd ms",    "fwd TF/s", "f+b TF/s", "%fma f/f+b", "Mtok/s", "peak MiB",
-                   "extra MiB", "err (n)",  "status"});
+  TextTable table({"backend",  "mode",      "dtype",    "b",         "n",          "h",
+                   "h_kv",     "d",         "segments", "dilations", "blocks",     "causal",
+                   "fwd ms",   "bwd ms",    "fwd TF/s", "f+b TF/s",  "%fma f/f+b", "Mtok/s",
+                   "peak MiB", "extra MiB", "err (n)",  "status"});
   for (const BenchRow& row : r.rows) {
     const ProblemSpec& s = row.bench.spec;
     const double fwd = row.fwd_ms.median(), both = row.fwdbwd_ms.median();
@@ -238,6 +243,11 @@ std::string format_table(const BenchReport& r) {
          std::to_string(s.head_dim),
          list_text(s.patterns, true),
          list_text(s.patterns, false),
+         s.block_patterns.empty() && s.grid_height == 0
+             ? "-"
+             : s.blocks_text() + (s.grid_height > 0 ? " grid " + std::to_string(s.grid_height) +
+                                                          "x" + std::to_string(s.grid_width)
+                                                    : ""),
          s.causal ? "yes" : "no",
          ms(row.fwd_ms),
          ms(row.bwd_ms),

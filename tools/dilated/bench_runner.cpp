@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "backend_choice.hpp"
+#include "core/pattern_math.hpp"
 #include "host_memory.hpp"
 #include "machine.hpp"
 #include "timing.hpp"
@@ -16,11 +17,38 @@ double BenchRow::max_rel_err() const {
   return std::isnan(bwd_err) ? fwd_err : std::max(fwd_err, bwd_err);
 }
 
+// A grid problem keeps a grid: side s scales it to ceil(H s / L) x ceil(W s / L), L the longer
+// side; the largest s within the budget, by bisection.
+ProblemSpec reduced_grid(ProblemSpec reduced, double pair_budget) {
+  const int64_t h = reduced.grid_height, w = reduced.grid_width, longer = std::max(h, w);
+  auto shaped = [&](int64_t side) {
+    ProblemSpec g = reduced;
+    g.grid_height = ceil_div(h * side, longer);
+    g.grid_width = ceil_div(w * side, longer);
+    g.seqlen = g.grid_height * g.grid_width;
+    return g;
+  };
+  auto fits = [&](int64_t side) {
+    const ProblemSpec g = shaped(side);
+    return static_cast<double>(attended_pairs(spec_params(g), g.seqlen)) <= pair_budget;
+  };
+  int64_t lo = 1, hi = longer;
+  if (fits(hi)) lo = hi;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return shaped(lo);
+}
+
 ProblemSpec verification_spec(const ProblemSpec& spec, double pair_budget) {
   ProblemSpec reduced = spec;
   reduced.batch = 1;
+  if (spec.grid_height > 0) return reduced_grid(reduced, pair_budget);
   int64_t widest = 1;
   for (const Pattern& p : spec.patterns) widest = std::max(widest, p.segment);
+  // Block patterns: room for every block rule to matter (the budget cuts it further).
+  if (!spec.block_patterns.empty()) widest = std::max(widest, 16 * spec.block_size);
   const Params p = spec_params(reduced);
   auto fits = [&](int64_t n) { return static_cast<double>(attended_pairs(p, n)) <= pair_budget; };
   // The pair count grows with n: the largest n within the budget, by bisection.

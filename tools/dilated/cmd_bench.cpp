@@ -10,6 +10,7 @@
 #include "args.hpp"
 #include "backend_choice.hpp"
 #include "bench_report.hpp"
+#include "block_options.hpp"
 #include "cli_error.hpp"
 #include "commands.hpp"
 #include "cpu/fma_peak.hpp"
@@ -39,6 +40,7 @@ void declare(Args& args) {
   args.option("mode", "MODE,..", "longnet, head_groups, or both as a list");
   args.option("head-offsets", "RULE", "paper (default) or grouped, for longnet");
   args.option("dtype", "T,..", "fp32, fp16, bf16, or a list");
+  declare_block_options(args, "block-seed");
   args.flag("causal", "causal attention");
   args.flag("backward", "also time the backward pass (suites always do)");
   args.option("backend", "LIST",
@@ -80,6 +82,11 @@ void declare(Args& args) {
       "the workspace + the most the host heap grew during one call (the CLI replaces malloc\n"
       "to count it); allocations a GPU driver makes on its own are not seen.\n"
       "\n"
+      "Block patterns (--local, --global, --dilated-blocks, --random with --block-seed,\n"
+      "--topk, --block-size) join every case; without --segments they replace the dilated\n"
+      "patterns. --grid HxW sets N = H * W and orders tokens along a Hilbert curve; the\n"
+      "verification instance then uses a smaller grid of the same shape.\n"
+      "\n"
       "A case a backend cannot run (dtype, head dim, no GPU, not enough memory) is a row\n"
       "with status 'skipped: <reason>'; exit 1 only when a backend fails or disagrees with\n"
       "the oracle. Example:\n"
@@ -109,7 +116,7 @@ std::vector<DType> parse_dtypes(const std::string& text) {
 
 // The sweep: a suite, the custom defaults, and what the options replace.
 Sweep build_sweep(const Args& args, std::string* suite_label) {
-  bool explicit_sweep = false;
+  bool explicit_sweep = has_block_options(args, "block-seed");
   for (const char* flag : kSweepFlags) explicit_sweep = explicit_sweep || args.has(flag);
   Sweep sweep;
   if (args.has("suite") || !explicit_sweep) {
@@ -158,6 +165,23 @@ Sweep build_sweep(const Args& args, std::string* suite_label) {
       !parse_head_offsets(args.required("head-offsets"), &sweep.head_offsets)) {
     throw UsageError("--head-offsets = " + args.required("head-offsets") +
                      ": expected paper or grouped");
+  }
+  ProblemSpec blocks;
+  read_block_options(args, "block-seed", &blocks);
+  sweep.block_size = blocks.block_size;
+  sweep.block_patterns = blocks.block_patterns;
+  if (!blocks.block_patterns.empty() && !args.has("segments") && !args.has("suite")) {
+    sweep.patterns.clear();  // block patterns alone unless dilated ones are asked for
+  }
+  if (blocks.grid_height > 0) {
+    const int64_t n = blocks.grid_height * blocks.grid_width;
+    if (args.has("seq-len") && sweep.seq_lens != std::vector<int64_t>{n}) {
+      throw UsageError("--grid = " + args.required("grid") + ": expected --seq-len to be H * W = " +
+                       std::to_string(n) + " (or left out)");
+    }
+    sweep.seq_lens = {n};
+    sweep.grid_height = blocks.grid_height;
+    sweep.grid_width = blocks.grid_width;
   }
   sweep.causal = sweep.causal || args.is_set("causal");
   sweep.backward = sweep.backward || args.is_set("backward");

@@ -67,7 +67,10 @@ void check_writable_folder(const std::string& flag, const std::string& value, co
   fs::path probe = dir.empty() ? fs::path(".") : dir;
   // The nearest existing ancestor must be a writable folder (the rest is created later).
   while (!fs::exists(probe, error)) {
-    if (!probe.has_parent_path() || probe.parent_path() == probe) break;
+    if (!probe.has_parent_path() || probe.parent_path() == probe) {
+      probe = fs::path(".");  // a relative name without folders: the working directory
+      break;
+    }
     probe = probe.parent_path();
   }
   if (!fs::is_directory(probe, error)) {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/dtype_convert.hpp"
+#include "core/pattern_math.hpp"
 
 namespace dilated::cli {
 namespace {}  // namespace
@@ -19,12 +20,32 @@ std::string ProblemSpec::describe() const {
   if (mode == Mode::longnet && head_offsets != HeadOffsets::paper) {
     s << " offsets=" << head_offsets_name(head_offsets);
   }
-  s << " segments=";
-  for (size_t i = 0; i < patterns.size(); ++i) s << (i ? "," : "") << patterns[i].segment;
-  s << " dilations=";
-  for (size_t i = 0; i < patterns.size(); ++i) s << (i ? "," : "") << patterns[i].dilation;
+  if (!patterns.empty()) {
+    s << " segments=";
+    for (size_t i = 0; i < patterns.size(); ++i) s << (i ? "," : "") << patterns[i].segment;
+    s << " dilations=";
+    for (size_t i = 0; i < patterns.size(); ++i) s << (i ? "," : "") << patterns[i].dilation;
+  }
   if (causal) s << " causal";
   if (!std::isnan(scale)) s << " scale=" << scale;
+  if (!block_patterns.empty()) s << " blocks=" << blocks_text() << " block_size=" << block_size;
+  if (grid_height > 0) s << " grid=" << grid_height << "x" << grid_width;
+  return s.str();
+}
+
+std::string ProblemSpec::blocks_text() const {
+  std::ostringstream s;
+  for (size_t i = 0; i < block_patterns.size(); ++i) {
+    const BlockPattern& bp = block_patterns[i];
+    s << (i ? "+" : "") << block_kind_name(bp.kind);
+    if (bp.kind == BlockKind::dilated) {
+      s << "(" << bp.size << "," << bp.reach << ")";
+    } else if (bp.kind == BlockKind::random) {
+      s << "(" << bp.size << ",seed " << bp.seed << ")";
+    } else if (bp.kind != BlockKind::mask) {
+      s << "(" << bp.size << ")";
+    }
+  }
   return s.str();
 }
 
@@ -45,6 +66,16 @@ Params spec_params(const ProblemSpec& spec) {
     // None or more than kMaxPatterns: validate() names the count.
     p.num_patterns = static_cast<int32_t>(std::min<size_t>(spec.patterns.size(), INT32_MAX));
   }
+  if (!set_block_patterns(p, spec.block_patterns, spec.block_size).ok()) {
+    p.blocks.num_patterns = static_cast<int32_t>(std::min<size_t>(spec.block_patterns.size(), 99));
+  }
+  if (spec.block_mask) {
+    p.blocks.mask.data = spec.block_mask->data();
+    p.blocks.mask.heads = spec.mask_heads;
+    p.blocks.mask.blocks = ceil_div(spec.seqlen, spec.block_size);
+  }
+  p.grid.height = spec.grid_height;
+  p.grid.width = spec.grid_width;
   return p;
 }
 
@@ -160,6 +191,18 @@ Status DeviceProblem::create(const Backend& backend, const ProblemSpec& spec, bo
     p.dk = contiguous_tensor(p, dk_.data(), spec.heads_kv, spec.head_dim);
     p.dv = contiguous_tensor(p, dv_.data(), spec.heads_kv, spec.head_dim);
   }
+  // A block mask lives where the tensors do.
+  if (spec.block_mask) {
+    if (Status s = mask_.allocate(backend, static_cast<int64_t>(spec.block_mask->size()));
+        !s.ok()) {
+      return s;
+    }
+    if (Status s = backend.copy_to_device(mask_.data(), spec.block_mask->data(), mask_.bytes());
+        !s.ok()) {
+      return s;
+    }
+    p.blocks.mask.data = static_cast<const uint8_t*>(mask_.data());
+  }
   // The workspace the backend asks for, in its own memory (device launches never allocate).
   int64_t workspace = backend.workspace_bytes(p, Direction::forward);
   if (backward) workspace = std::max(workspace, backend.workspace_bytes(p, Direction::backward));
@@ -258,7 +301,7 @@ Status DeviceProblem::download(HostOutputs* outputs) const {
 int64_t DeviceProblem::device_bytes() const {
   int64_t total = 0;
   for (const DeviceBuffer* b :
-       {&q_, &k_, &v_, &out_, &lse_, &dout_, &dq_, &dk_, &dv_, &workspace_}) {
+       {&q_, &k_, &v_, &out_, &lse_, &dout_, &dq_, &dk_, &dv_, &workspace_, &mask_}) {
     total += b->bytes();
   }
   return total;

@@ -26,12 +26,21 @@ struct ProblemSpec {
   bool causal = false;
   float scale = std::numeric_limits<float>::quiet_NaN();
   int32_t threads = 0;
+  // Block patterns (a mask pattern reads block_mask: [mask_heads, NB, NB] bytes) and the
+  // Hilbert grid (0 x 0: none).
+  int64_t block_size = 64;
+  std::vector<BlockPattern> block_patterns;
+  std::shared_ptr<const std::vector<uint8_t>> block_mask;
+  int64_t mask_heads = 1;
+  int64_t grid_height = 0, grid_width = 0;
 
-  std::string describe() const;  // "b=1 n=4096 h=12 h_kv=12 d=64 fp32 longnet ..."
+  std::string describe() const;     // "b=1 n=4096 h=12 h_kv=12 d=64 fp32 longnet ..."
+  std::string blocks_text() const;  // "local(1)+random(4,seed 0)", empty without blocks
 };
 
-// Params with the spec's sizes and layer, host device, null pointers. The pattern count is
-// checked (1..16) here; everything else by dilated::validate.
+// Params with the spec's sizes and layer, host device, null tensor pointers (a block mask
+// points at the spec's host copy). The pattern count is checked (1..16) here; everything else
+// by dilated::validate.
 Params spec_params(const ProblemSpec& spec);
 
 // Validates the spec as a problem (dummy pointers): the library's message on failure.
@@ -94,7 +103,7 @@ class DeviceProblem {
   ProblemSpec spec_;
   bool backward_ = false;
   Params params_;
-  DeviceBuffer q_, k_, v_, out_, lse_, dout_, dq_, dk_, dv_, workspace_;
+  DeviceBuffer q_, k_, v_, out_, lse_, dout_, dq_, dk_, dv_, workspace_, mask_;
 };
 
 // Elements of a [B, N, heads, D] tensor of the spec, and of its lse.

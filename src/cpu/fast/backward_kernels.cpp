@@ -15,9 +15,12 @@
 #include "hwy/highway.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
+#include "core/block_sparse.hpp"
 #include "core/pattern_math.hpp"
+#include "cpu/fast/block_layout.hpp"
 #include "cpu/fast/kernels.hpp"
 #include "cpu/fast/simd_common-inl.h"
 
@@ -59,6 +62,21 @@ struct TileView {
   int64_t dim;
   int64_t dim_v;
   bool causal;
+  // Position of key or query index i: first + i * step (indices of both share it).
+  int64_t first;
+  int64_t step;
+  // Each (query, key) pair counts this many times: log2 of it lowers the row's lse.
+  float log2_mult;
+
+  int64_t position(int64_t i) const { return first + i * step; }
+};
+
+// Which gradients one RunQueryTile adds: all (dilated patterns, whose tasks own their queries
+// and keys), or only dq or only dk and dv (block patterns: separate query- and key-owning
+// passes).
+struct Wants {
+  bool dq;
+  bool dkdv;
 };
 
 // probs and dscores of query rows i0 .. i0 + R - 1 against the key tile.
@@ -90,7 +108,7 @@ HWY_INLINE void ProbsAndGrads(const BackwardJob& job, const TileView& t, int64_t
     const int64_t query = t.q0 + i0 + r;
     // Keys the row sees: the whole tile, or (causal) those up to the query itself.
     const int64_t visible = t.causal ? std::min(t.keys, query - t.k0 + 1) : t.keys;
-    const VF lse2 = hn::Set(df, t.lse2[i0 + r]);
+    const VF lse2 = hn::Set(df, t.lse2[i0 + r] - t.log2_mult);
 #pragma GCC unroll 8
     for (int v = 0; v < kKeyVectors; ++v) {
       VF prob = Exp2(hn::MulSub(acc[r][v], log2_scale, lse2));
@@ -232,14 +250,27 @@ HWY_INLINE void DqBlock(const TileView& t, int64_t i0, int64_t shared, int64_t k
   }
 }
 
-float* AccRow(const Params& p, const Tensor& acc, int64_t b, int64_t t, int64_t head) {
-  return static_cast<float*>(acc.data) + row_offset(p, acc, b, t, head);
+int64_t RowOf(const BackwardJob& job, int64_t t) {
+  return job.order ? job.order[t] : t;
 }
 
-// Packs keys k0 .. k0 + keys - 1 of the segment into k_t, v_t (transposed) and k_rows,
-// zero-padded, and clears the tile's dk/dv accumulators.
-void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin,
-                 const TileView& t, float* row) {
+float* AccRow(const BackwardJob& job, const Tensor& acc, int64_t b, int64_t t, int64_t head) {
+  return static_cast<float*>(acc.data) + row_offset(*job.p, acc, b, RowOf(job, t), head);
+}
+
+// Positions are global: a windowed problem's query and key rows start at the windows' first
+// positions (grids and windows never meet).
+int64_t QueryIndex(const BackwardJob& job, int64_t position) {
+  return position - job.p->window.query_begin;
+}
+int64_t KeyIndex(const BackwardJob& job, int64_t position) {
+  return position - job.p->window.key_begin;
+}
+
+// Packs keys k0 .. k0 + keys - 1 into k_t, v_t (transposed) and k_rows, zero-padded, and
+// clears the tile's dk/dv accumulators.
+void PackKeyTile(const BackwardJob& job, int64_t b, int64_t kv_head, const TileView& t,
+                 float* row) {
   const Params& p = *job.p;
   const int64_t kt = KeyTile();
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v, ld = job.padded_head_dim;
@@ -250,59 +281,48 @@ void PackKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_b
   std::fill(t.dk_t, t.dk_t + dim * kt, 0.0f);
   std::fill(t.dv_t, t.dv_t + dim_v * kt, 0.0f);
   for (int64_t j = 0; j < t.keys; ++j) {
-    const int64_t pos = seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation;
-    const int64_t key = key_row(p, pos);
+    const int64_t key_row = RowOf(job, KeyIndex(job, t.position(t.k0 + j)));
     float* k_row = t.k_rows + j * ld;
-    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, key, task.kv_head), dim, 1.0f, k_row);
+    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, b, key_row, kv_head), dim, 1.0f, k_row);
     std::fill(k_row + dim, k_row + ld, 0.0f);
     for (int64_t d = 0; d < dim; ++d) k_t[d * kt + j] = k_row[d];
-    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, key, task.kv_head), dim_v, 1.0f, row);
+    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, b, key_row, kv_head), dim_v, 1.0f, row);
     for (int64_t c = 0; c < dim_v; ++c) v_t[c * kt + j] = row[c];
   }
 }
 
 // Adds the tile's dk and dv accumulators into the gradient rows of its keys.
-void ScatterKeyTile(const BackwardJob& job, const BackwardTask& task, int64_t seg_begin,
-                    const TileView& t) {
+void ScatterKeyTile(const BackwardJob& job, int64_t b, int64_t kv_head, const TileView& t) {
   const Params& p = *job.p;
   const int64_t kt = KeyTile();
   for (int64_t j = 0; j < t.keys; ++j) {
-    const int64_t key = key_row(p, seg_begin + task.hp.offset + (t.k0 + j) * task.hp.dilation);
-    float* dk = AccRow(p, job.dk, task.b, key, task.kv_head);
-    float* dv = AccRow(p, job.dv, task.b, key, task.kv_head);
+    const int64_t pos = KeyIndex(job, t.position(t.k0 + j));
+    float* dk = AccRow(job, job.dk, b, pos, kv_head);
+    float* dv = AccRow(job, job.dv, b, pos, kv_head);
     for (int64_t d = 0; d < p.head_dim; ++d) dk[d] += t.dk_t[d * kt + j];
     for (int64_t c = 0; c < p.head_dim_v; ++c) dv[c] += t.dv_t[c * kt + j];
   }
 }
 
-// Packs query rows q0 .. q0 + rows - 1 of `head` with their lse (log2 units) and scale * delta.
-void PackQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head,
-                   int64_t seg_begin, int64_t q0, int64_t rows, const BackwardBuffers& buf) {
+// Packs query rows q0 .. q0 + rows - 1 (positions first + i * step) of `head` with their lse
+// (log2 units) and scale * delta.
+void PackQueryTile(const BackwardJob& job, int64_t b, int64_t head, int64_t first, int64_t step,
+                   int64_t q0, int64_t rows, const BackwardBuffers& buf) {
   const Params& p = *job.p;
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   const float log2e = 1.44269504088896341f;
   for (int64_t i = 0; i < rows; ++i) {
-    const int64_t t =
-        seg_begin + task.hp.offset + (q0 + i) * task.hp.dilation - p.window.query_begin;
-    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, t, head), dim, 1.0f,
-            buf.q_rows + i * dim);
+    const int64_t row = RowOf(job, QueryIndex(job, first + (q0 + i) * step));
+    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, b, row, head), dim, 1.0f, buf.q_rows + i * dim);
     float* g = buf.do_rows + i * dim_v;
-    LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, task.b, t, head), dim_v, job.out_scale, g);
-    buf.delta[i] = job.scale * job.delta[lse_index(p, task.b, head, t)];
-    buf.lse2[i] = p.lse[lse_index(p, task.b, head, t)] * log2e;
+    LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, b, row, head), dim_v, job.out_scale, g);
+    buf.delta[i] = job.scale * job.delta[lse_index(p, b, head, row)];
+    buf.lse2[i] = p.lse[lse_index(p, b, head, row)] * log2e;
   }
 }
 
-// One packed query tile against one packed key tile.
-void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head, int64_t seg_begin,
-                  const TileView& t) {
-  const Params& p = *job.p;
-  const DF df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  for (int64_t i0 = 0; i0 < t.rows; i0 += kRows) {
-    WithCount<kRows>(std::min<int64_t>(kRows, t.rows - i0),
-                     [&](auto r) { ProbsAndGrads<decltype(r)::value>(job, t, i0); });
-  }
+// dv_t += dout^T P and dk_t += q^T dS over the tile's query rows.
+void AccumulateKeyGrads(const TileView& t) {
   for (int64_t c0 = 0; c0 < t.dim_v; c0 += kCols) {
     WithCount<kCols>(std::min<int64_t>(kCols, t.dim_v - c0), [&](auto c) {
       TransposedAccumulate<decltype(c)::value>(t.do_rows, t.dim_v, t.rows, c0, t.probs, t.dv_t,
@@ -315,13 +335,17 @@ void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head
                                                t.causal, t.q0 - t.k0);
     });
   }
+}
+
+// dq rows += dS k over the tile's keys.
+void AccumulateQueryGrads(const BackwardJob& job, int64_t b, int64_t head, const TileView& t) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(DF()));
   const int64_t vectors = job.padded_head_dim / lanes;
   for (int64_t i0 = 0; i0 < t.rows; i0 += kRows) {
     const int64_t count = std::min<int64_t>(kRows, t.rows - i0);
     float* dq[kRows];
     for (int64_t r = 0; r < count; ++r) {
-      const int64_t pos = seg_begin + task.hp.offset + (t.q0 + i0 + r) * task.hp.dilation;
-      dq[r] = AccRow(p, job.dq, task.b, pos - p.window.query_begin, head);
+      dq[r] = AccRow(job, job.dq, b, QueryIndex(job, t.position(t.q0 + i0 + r)), head);
     }
     // Causal: the block's first query sees keys [0, shared), its last one [0, keys) (the
     // block may start before the tile).
@@ -339,13 +363,51 @@ void RunQueryTile(const BackwardJob& job, const BackwardTask& task, int64_t head
   }
 }
 
+// One packed query tile against one packed key tile.
+void RunQueryTile(const BackwardJob& job, int64_t b, int64_t head, const TileView& t, Wants wants) {
+  for (int64_t i0 = 0; i0 < t.rows; i0 += kRows) {
+    WithCount<kRows>(std::min<int64_t>(kRows, t.rows - i0),
+                     [&](auto r) { ProbsAndGrads<decltype(r)::value>(job, t, i0); });
+  }
+  if (wants.dkdv) AccumulateKeyGrads(t);
+  if (wants.dq) AccumulateQueryGrads(job, b, head, t);
+}
+
+// Key tile g of the buffers' group: keys k0 .. k0 + keys - 1 at positions first + i * step.
+TileView KeyTileView(const BackwardJob& job, const BackwardBuffers& buf, int64_t g, int64_t k0,
+                     int64_t keys, int64_t first, int64_t step) {
+  const Params& p = *job.p;
+  const int64_t kt = KeyTile(), dim = p.head_dim, dim_v = p.head_dim_v;
+  return TileView{buf.k_t + g * dim * kt,
+                  buf.v_t + g * dim_v * kt,
+                  buf.k_rows + g * kt * job.padded_head_dim,
+                  buf.dk_t + g * dim * kt,
+                  buf.dv_t + g * dim_v * kt,
+                  job.padded_head_dim,
+                  k0,
+                  keys,
+                  buf.q_rows,
+                  buf.do_rows,
+                  buf.lse2,
+                  buf.delta,
+                  buf.probs,
+                  buf.dscores,
+                  0,
+                  0,
+                  dim,
+                  dim_v,
+                  p.causal,
+                  first,
+                  step,
+                  0.0f};
+}
+
 void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
                       const BackwardBuffers& buf) {
   const Params& p = *job.p;
   const int64_t n = pattern_length(p, task.b);
   const int64_t kt = KeyTile();
   const int64_t w = task.hp.segment, r = task.hp.dilation, o = task.hp.offset;
-  const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   // Query and key windows as global positions (the whole sequence without a window).
   const int64_t query_begin = p.window.query_begin, query_end = query_begin + p.seqlen;
   const int64_t key_begin = p.window.key_begin, key_end = key_begin + key_length(p, task.b);
@@ -367,44 +429,117 @@ void BackwardTaskImpl(const BackwardJob& job, const BackwardTask& task,
       TileView views[kKeyTilesPerGroup];
       for (int64_t g = 0; g < tiles; ++g) {
         const int64_t k0 = g0 + g * kt;
-        views[g] = TileView{buf.k_t + g * dim * kt,
-                            buf.v_t + g * dim_v * kt,
-                            buf.k_rows + g * kt * job.padded_head_dim,
-                            buf.dk_t + g * dim * kt,
-                            buf.dv_t + g * dim_v * kt,
-                            job.padded_head_dim,
-                            k0,
-                            std::min(kt, selected - k0),
-                            buf.q_rows,
-                            buf.do_rows,
-                            buf.lse2,
-                            buf.delta,
-                            buf.probs,
-                            buf.dscores,
-                            0,
-                            0,
-                            dim,
-                            dim_v,
-                            p.causal};
-        PackKeyTile(job, task, seg_begin, views[g], buf.row);
+        views[g] = KeyTileView(job, buf, g, k0, std::min(kt, selected - k0), seg_begin + o, r);
+        PackKeyTile(job, task.b, task.kv_head, views[g], buf.row);
       }
       for (int64_t h = 0; h < task.num_heads; ++h) {
         // Causal: queries before the group's first key see none of it.
         for (int64_t q0 = p.causal ? std::max(g0, query_first) : query_first; q0 < query_last;
              q0 += kBackwardQueryTile) {
           const int64_t rows = std::min(kBackwardQueryTile, query_last - q0);
-          PackQueryTile(job, task, task.heads[h], seg_begin, q0, rows, buf);
+          PackQueryTile(job, task.b, task.heads[h], seg_begin + o, r, q0, rows, buf);
           for (int64_t g = 0; g < tiles; ++g) {
             if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles
             views[g].q0 = q0;
             views[g].rows = rows;
-            RunQueryTile(job, task, task.heads[h], seg_begin, views[g]);
+            RunQueryTile(job, task.b, task.heads[h], views[g], Wants{true, true});
           }
         }
       }
-      for (int64_t g = 0; g < tiles; ++g) ScatterKeyTile(job, task, seg_begin, views[g]);
+      for (int64_t g = 0; g < tiles; ++g) ScatterKeyTile(job, task.b, task.kv_head, views[g]);
     }
   }
+}
+
+// How many patterns of `hb` keep (I, J): the multiplicity of the run of row I holding J.
+int32_t KeptTimes(const HeadBlocks& hb, int64_t I, int64_t J) {
+  const BlockRun* first = hb.rows.data() + hb.row_begin[I];
+  const BlockRun* last = hb.rows.data() + hb.row_begin[I + 1];
+  // The last run starting at or before J.
+  const BlockRun* run =
+      std::upper_bound(first, last, J, [](int64_t j, const BlockRun& r) { return j < r.first; });
+  if (run == first) return 0;
+  --run;
+  return J < run->first + run->count ? run->mult : 0;
+}
+
+// One group of at most kBlockKeyTiles key tiles of the task's key super-block (each tile
+// within one key block) against every kept query tile of its query super-block, for every
+// query head of the kv head. Key tiles are packed when first needed and serve all query tiles;
+// each query tile (within one query block) is packed once per head and group and serves all
+// the group's key tiles.
+void BlockKeyGroup(const BackwardJob& job, const BlockBackwardTask& task, TileView* views,
+                   const int64_t* tile_blocks, int64_t count, const BackwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t n = seq_length(p, task.b), size = job.blocks->block_size();
+  const int64_t nb = block_count(n, size);
+  const int64_t I0 = task.query_super * job.block_super;
+  const int64_t I1 = std::min(nb, I0 + job.block_super);
+  bool packed[kBlockKeyTiles] = {};
+  int32_t kept[kBlockKeyTiles];
+  const int64_t group = p.heads / p.heads_kv;
+  for (int64_t head = task.kv_head * group; head < (task.kv_head + 1) * group; ++head) {
+    const HeadBlocks& hb = job.blocks->of(task.b, head);
+    for (int64_t I = I0; I < I1; ++I) {
+      bool any = false;
+      for (int64_t g = 0; g < count; ++g) {
+        const bool same_block = g > 0 && tile_blocks[g] == tile_blocks[g - 1];
+        kept[g] = same_block ? kept[g - 1] : KeptTimes(hb, I, tile_blocks[g]);
+        any = any || kept[g] > 0;
+      }
+      if (!any) continue;
+      const int64_t q_end = std::min((I + 1) * size, n);
+      for (int64_t q0 = I * size; q0 < q_end; q0 += kBackwardQueryTile) {
+        const int64_t rows = std::min(kBackwardQueryTile, q_end - q0);
+        bool packed_queries = false;
+        for (int64_t g = 0; g < count; ++g) {
+          if (kept[g] == 0) continue;
+          if (p.causal && views[g].k0 > q0 + rows - 1) break;  // and the later tiles
+          if (!packed[g]) {
+            PackKeyTile(job, task.b, task.kv_head, views[g], buf.row);
+            packed[g] = true;
+          }
+          if (!packed_queries) {
+            PackQueryTile(job, task.b, head, 0, 1, q0, rows, buf);
+            packed_queries = true;
+          }
+          views[g].q0 = q0;
+          views[g].rows = rows;
+          views[g].log2_mult = std::log2(static_cast<float>(kept[g]));
+          RunQueryTile(job, task.b, head, views[g], Wants{true, true});
+        }
+      }
+    }
+  }
+  for (int64_t g = 0; g < count; ++g) {
+    if (packed[g]) ScatterKeyTile(job, task.b, task.kv_head, views[g]);
+  }
+}
+
+// Block patterns: every kept (query block, key block) pair of the task's query super-block S
+// and key super-block T. Indices are positions (first 0, step 1).
+void BlockBackwardTaskImpl(const BackwardJob& job, const BlockBackwardTask& task,
+                           const BackwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t n = seq_length(p, task.b), size = job.blocks->block_size(), kt = KeyTile();
+  const int64_t nb = block_count(n, size);
+  const int64_t J0 = task.key_super * job.block_super;
+  const int64_t J1 = std::min(nb, J0 + job.block_super);
+  TileView views[kBlockKeyTiles];
+  int64_t tile_blocks[kBlockKeyTiles];
+  int64_t count = 0;
+  for (int64_t J = J0; J < J1; ++J) {
+    const int64_t end = std::min((J + 1) * size, n);
+    for (int64_t k0 = J * size; k0 < end; k0 += kt) {
+      if (count == kBlockKeyTiles) {
+        BlockKeyGroup(job, task, views, tile_blocks, count, buf);
+        count = 0;
+      }
+      views[count] = KeyTileView(job, buf, count, k0, std::min(kt, end - k0), 0, 1);
+      tile_blocks[count++] = J;
+    }
+  }
+  if (count > 0) BlockKeyGroup(job, task, views, tile_blocks, count, buf);
 }
 
 }  // namespace
@@ -415,10 +550,16 @@ HWY_AFTER_NAMESPACE();
 namespace dilated::cpu_fast {
 
 HWY_EXPORT(BackwardTaskImpl);
+HWY_EXPORT(BlockBackwardTaskImpl);
 
 void run_backward_task(const BackwardJob& job, const BackwardTask& task,
                        const BackwardBuffers& buf) {
   HWY_DYNAMIC_DISPATCH(BackwardTaskImpl)(job, task, buf);
+}
+
+void run_block_backward_task(const BackwardJob& job, const BlockBackwardTask& task,
+                             const BackwardBuffers& buf) {
+  HWY_DYNAMIC_DISPATCH(BlockBackwardTaskImpl)(job, task, buf);
 }
 
 }  // namespace dilated::cpu_fast

@@ -13,13 +13,17 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/backend_list.hpp"
+#include "core/block_rows.hpp"
+#include "core/block_sparse.hpp"
 #include "core/dtype_convert.hpp"
 #include "core/host_backend.hpp"
 #include "core/pattern_math.hpp"
+#include "cpu/fast/block_layout.hpp"
 #include "cpu/fast/kernels.hpp"
 #include "cpu/fast/parallel.hpp"
 #include "cpu/fast/plan.hpp"
@@ -94,6 +98,45 @@ void parallel_key_tokens(const Params& p, int64_t key_tokens, int threads, const
     for (int64_t token = block * kBlock; token < last; ++token) fn(token / rows, token % rows);
   });
 }
+// The token order of a grid and the block patterns' union, listed once per call (heap
+// memory proportional to N and to the kept blocks; topk reads q and k here).
+class Extras {
+ public:
+  Extras(const Params& p, int threads) : order_(token_order(p)) {
+    if (has_block_patterns(p)) blocks_.emplace(p, order_, threads);
+  }
+  template <class Job>
+  void attach(Job* job) const {
+    job->order = order_.empty() ? nullptr : order_.data();
+    job->blocks = blocks_ ? &*blocks_ : nullptr;
+  }
+  // The phases of the block-pattern backward with work: those pairing some query super-block
+  // with a key super-block that holds one of its kept key blocks.
+  std::vector<int64_t> active_phases(int64_t super, int64_t most_supers) const {
+    std::vector<int64_t> phases;
+    if (!blocks_) return phases;
+    std::vector<bool> active(static_cast<size_t>(most_supers), false);
+    for (const cpu_fast::HeadBlocks& hb : blocks_->all()) {
+      const int64_t supers = ceil_div(hb.blocks, super);
+      for (int64_t I = 0; I < hb.blocks; ++I) {
+        for (int64_t at = hb.row_begin[I]; at < hb.row_begin[I + 1]; ++at) {
+          const cpu_fast::BlockRun& r = hb.rows[static_cast<size_t>(at)];
+          for (int64_t T = r.first / super; T <= (r.first + r.count - 1) / super; ++T) {
+            active[static_cast<size_t>((T - I / super + supers) % supers)] = true;
+          }
+        }
+      }
+    }
+    for (int64_t d = 0; d < most_supers; ++d) {
+      if (active[static_cast<size_t>(d)]) phases.push_back(d);
+    }
+    return phases;
+  }
+
+ private:
+  std::vector<int64_t> order_;
+  std::optional<cpu_fast::BlockLayout> blocks_;
+};
 
 Status fast_forward(const Params& p) {
   const cpu_fast::ForwardPlan plan = cpu_fast::plan_forward(p);
@@ -102,10 +145,12 @@ Status fast_forward(const Params& p) {
   Arena arena(scratch.data());
   std::vector<cpu_fast::ForwardBuffers> buffers;
   for (int t = 0; t < plan.threads; ++t) buffers.push_back(plan.carve(p, arena));
+  const Extras extras(p, plan.threads);
   cpu_fast::ForwardJob job;
   job.p = &p;
   job.log2_scale = softmax_scale(p) * kLog2e;
   job.out_scale = output_scale(p);
+  extras.attach(&job);
   cpu_fast::parallel_for(plan.threads, plan.tasks(), [&](int64_t index, int worker) {
     cpu_fast::run_forward_task(job, plan.task(p, index), buffers[static_cast<size_t>(worker)]);
   });
@@ -117,11 +162,13 @@ Status fast_backward(const Params& p) {
   Scratch scratch(p, plan.workspace_bytes(p));
   if (!scratch.data()) return Status::Runtime("cpu backend: out of host memory for its workspace");
   Arena arena(scratch.data());
+  const Extras extras(p, plan.threads);
   cpu_fast::BackwardJob job;
   job.p = &p;
   job.scale = softmax_scale(p);
   job.log2_scale = job.scale * kLog2e;
   job.out_scale = output_scale(p);
+  extras.attach(&job);
   float* delta = plan.carve_accumulators(p, arena, &job);
   const int64_t mark = arena.mark();
   std::vector<cpu_fast::BackwardBuffers> buffers;
@@ -138,6 +185,7 @@ Status fast_backward(const Params& p) {
     pre.log2_scale = job.log2_scale;
     pre.out_scale = job.out_scale;
     pre.delta = delta;
+    extras.attach(&pre);
     cpu_fast::parallel_for(plan.pre_pass.threads, plan.pre_pass.tasks(), [&](int64_t i, int w) {
       cpu_fast::run_forward_task(pre, plan.pre_pass.task(p, i),
                                  pre_buffers[static_cast<size_t>(w)]);
@@ -186,6 +234,16 @@ Status fast_backward(const Params& p) {
   for (const cpu_fast::BackwardPass& pass : plan.passes) {
     cpu_fast::parallel_for(plan.threads, pass.tasks(), [&](int64_t index, int worker) {
       cpu_fast::run_backward_task(job, pass.task(p, index), buffers[static_cast<size_t>(worker)]);
+    });
+  }
+  const cpu_fast::BlockPhases& phases = plan.block_phases;
+  job.block_super = phases.super;
+  for (int64_t phase : extras.active_phases(phases.super, phases.most_supers)) {
+    cpu_fast::parallel_for(plan.threads, phases.tasks(), [&](int64_t index, int worker) {
+      cpu_fast::BlockBackwardTask task;
+      if (phases.task(p, phase, index, &task)) {
+        cpu_fast::run_block_backward_task(job, task, buffers[static_cast<size_t>(worker)]);
+      }
     });
   }
 

@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "core/pattern_math.hpp"
+#include "cpu/fast/block_layout.hpp"
 #include "cpu/fast/kernels.hpp"
 #include "cpu/fast/simd_common-inl.h"
 
@@ -41,13 +42,13 @@ HWY_INLINE int64_t QueryTile() {
   return kQueryVectors * static_cast<int64_t>(hn::Lanes(DF()));
 }
 
-// s[r][:] = q_t^T k_r for KR keys (rows of `keys`, `key_stride` apart) and the whole query
-// tile, in log2 units. With `mask_from` > -KR (causal, diagonal), key r is hidden (-inf) from
+// s[r][:] = q_t^T k_r (+ bias) for KR keys (rows of `keys`, `key_stride` apart) and the whole
+// query tile, in log2 units. With `mask_from` > -KR (causal, diagonal), key r is hidden (-inf) from
 // query lanes with index < mask_from + r. tile_max collects the lane-wise maximum.
 template <int KR>
 HWY_INLINE void ScoreBlock(const float* HWY_RESTRICT q_t, int64_t depth, const float* keys,
                            int64_t key_stride, float* HWY_RESTRICT s, bool masked,
-                           int64_t mask_from, VF* HWY_RESTRICT tile_max) {
+                           int64_t mask_from, bool biased, VF bias, VF* HWY_RESTRICT tile_max) {
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const int64_t tile = QueryTile();
@@ -73,6 +74,7 @@ HWY_INLINE void ScoreBlock(const float* HWY_RESTRICT q_t, int64_t depth, const f
   for (int r = 0; r < KR; ++r) {
 #pragma GCC unroll 8
     for (int v = 0; v < kQueryVectors; ++v) {
+      if (biased) acc[r][v] = hn::Add(acc[r][v], bias);
       if (masked && mask_from + r > v * lanes) {
         acc[r][v] = hn::IfThenElse(LanesBelow(v * lanes, mask_from + r), hidden, acc[r][v]);
       }
@@ -142,72 +144,116 @@ HWY_INLINE void ValueBlock(const float* HWY_RESTRICT probs, int64_t keys, const 
   }
 }
 
-// Where one pattern's tile sits: selected queries q0 .. q0 + rows - 1 of the segment starting
-// at (global position) seg_begin, against its selected keys key_first .. key_end - 1 (all of
-// them, or those in the key window of a windowed problem).
-struct TilePlace {
-  HeadPattern hp;
-  int64_t seg_begin;
-  int64_t key_first;
-  int64_t key_end;
-  int64_t q0;
+// A query tile: positions first + i * step for i < rows (rows <= the tile).
+struct QueryRows {
+  int64_t first;
+  int64_t step;
   int64_t rows;
 };
 
-// Runs one query tile of one pattern against its keys, continuing the online softmax from the
-// task's state and leaving the updated state behind.
-void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace& at,
-                 const ForwardBuffers& buf) {
+// Keys at positions first + j * step (the queries' step) for j < count, each counted `mult`
+// times in the softmax: log2(mult) joins their scores.
+struct KeyRun {
+  int64_t first;
+  int64_t count;
+  float log2_mult;
+  // Keys and values already gathered as float32 rows (head_dim, head_dim_v apart), or null.
+  const float* k_rows = nullptr;
+  const float* v_rows = nullptr;
+};
+
+int64_t RowOf(const ForwardJob& job, int64_t t) {
+  return job.order ? job.order[t] : t;
+}
+
+// Positions are global (a windowed problem's query and key rows start at the windows' first
+// positions; grids and windows never meet): the tensor rows and the task's state index of one.
+int64_t QueryRowOf(const ForwardJob& job, int64_t position) {
+  return RowOf(job, position - job.p->window.query_begin);
+}
+int64_t KeyRowOf(const ForwardJob& job, int64_t position) {
+  return RowOf(job, position - job.p->window.key_begin);
+}
+int64_t StateIndex(const ForwardJob& job, const ForwardTask& task, int64_t position) {
+  return position - job.p->window.query_begin - task.begin;
+}
+
+// Packs the query tile (transposed, pre-scaled) and loads the rows' state: the unnormalised
+// output into o_t and, as an online softmax with m = lse and l = 1, m and l into lanes.
+void BeginTile(const ForwardJob& job, const ForwardTask& task, const QueryRows& q,
+               const ForwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t tile = QueryTile();
+  const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
+  // Padding lanes score 0 against every key and are never stored.
+  for (int64_t i = 0; i < q.rows; ++i) {
+    const int64_t t = q.first + i * q.step;
+    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, QueryRowOf(job, t), task.head), dim,
+            job.log2_scale, buf.row);
+    for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = buf.row[d];
+    const int64_t rel = StateIndex(job, task, t);
+    buf.lanes[i] = buf.state_m[rel];
+    for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = buf.state_o[rel * dim_v + c];
+  }
+  for (int64_t i = q.rows; i < tile; ++i) {
+    for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = 0.0f;
+    for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = 0.0f;
+    buf.lanes[i] = 0.0f;
+  }
+  std::fill(buf.lanes + tile, buf.lanes + 2 * tile, 1.0f);
+}
+
+// Continues the tile's online softmax over one run of keys.
+void AttendRun(const ForwardJob& job, const ForwardTask& task, const QueryRows& q,
+               const KeyRun& run, const ForwardBuffers& buf) {
   const Params& p = *job.p;
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const int64_t tile = QueryTile();
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   const int64_t kv_head = kv_head_of(p, task.head);
-  const int64_t r = at.hp.dilation;
-  auto position = [&](int64_t selected) { return at.seg_begin + at.hp.offset + selected * r; };
-  // Tensor rows of a position: query rows for q and the state, key rows for k and v.
-  const int64_t query_base = p.window.query_begin + task.begin;
-  const int64_t key_base = p.window.key_begin;
+  const int64_t step = q.step;
+  // Key j of the run sits `rel + j` steps after the tile's first query: causal hides it from
+  // query lanes i < rel + j, and keys after the last query from all of them.
+  const int64_t rel = (run.first - q.first) / step;
+  const int64_t key_end = p.causal ? std::min(run.count, q.rows - rel) : run.count;
+  if (key_end <= 0) return;
+  auto position = [&](int64_t j) { return run.first + j * step; };
+  // Rows that meet a key (a row with none keeps out = 0, lse = -inf).
+  for (int64_t i = p.causal ? std::max<int64_t>(0, rel) : 0; i < q.rows; ++i) {
+    buf.state_seen[StateIndex(job, task, q.first + i * step)] = 1.0f;
+  }
 
-  // The query tile, transposed; padding lanes score 0 against every key and are never stored.
-  for (int64_t i = 0; i < at.rows; ++i) {
-    const int64_t rel = position(at.q0 + i) - query_base;
-    LoadRow(p.dtype, p.q.data, row_offset(p, p.q, task.b, task.begin + rel, task.head), dim,
-            job.log2_scale, buf.row);
-    for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = buf.row[d];
-    buf.lanes[i] = buf.state_m[rel];
-    for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = buf.state_o[rel * dim_v + c];
-  }
-  for (int64_t i = at.rows; i < tile; ++i) {
-    for (int64_t d = 0; d < dim; ++d) buf.q_t[d * tile + i] = 0.0f;
-    for (int64_t c = 0; c < dim_v; ++c) buf.o_t[c * tile + i] = 0.0f;
-    buf.lanes[i] = 0.0f;
-  }
-  // The state is (normalised output, log2-sum-exp): as an online softmax that is m = lse, l = 1.
   VF m[kQueryVectors], l[kQueryVectors];
   for (int v = 0; v < kQueryVectors; ++v) {
     m[v] = hn::Load(df, buf.lanes + v * lanes);
-    l[v] = hn::Set(df, 1.0f);
+    l[v] = hn::Load(df, buf.lanes + tile + v * lanes);
   }
+  const bool biased = run.log2_mult != 0.0f;
+  const VF bias = hn::Set(df, run.log2_mult);
 
-  const int64_t key_end = p.causal ? std::min(at.key_end, at.q0 + at.rows) : at.key_end;
-  for (int64_t k0 = at.key_first; k0 < key_end; k0 += kKeyTile) {
+  for (int64_t k0 = 0; k0 < key_end; k0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, key_end - k0);
-    // float32 keys and values are read in place; 16-bit ones are converted tile by tile.
-    // (Copying float32 tiles too, to keep rows dilation x row_stride apart from sharing L1
-    // sets, measured 10-20% slower: bench/NOTES.md, CPU v2.)
+    // float32 keys and values in sequence order are read in place; 16-bit or reordered ones
+    // are gathered (and converted) tile by tile. (Copying float32 tiles too, to keep rows
+    // dilation x row_stride apart from sharing L1 sets, measured 10-20% slower:
+    // bench/NOTES.md, CPU v2.)
     const float *keys, *values;
     int64_t key_stride, value_stride;
-    if (p.dtype == DType::f32) {
-      const int64_t row = position(k0) - key_base;
+    if (run.k_rows) {
+      keys = run.k_rows + k0 * dim;
+      values = run.v_rows + k0 * dim_v;
+      key_stride = dim;
+      value_stride = dim_v;
+    } else if (p.dtype == DType::f32 && !job.order) {
+      const int64_t row = KeyRowOf(job, position(k0));
       keys = static_cast<const float*>(p.k.data) + row_offset(p, p.k, task.b, row, kv_head);
       values = static_cast<const float*>(p.v.data) + row_offset(p, p.v, task.b, row, kv_head);
-      key_stride = r * p.k.row_stride;
-      value_stride = r * p.v.row_stride;
+      key_stride = step * p.k.row_stride;
+      value_stride = step * p.v.row_stride;
     } else {
       for (int64_t j = 0; j < nk; ++j) {
-        const int64_t row = position(k0 + j) - key_base;
+        const int64_t row = KeyRowOf(job, position(k0 + j));
         LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, row, kv_head), dim, 1.0f,
                 buf.k_rows + j * dim);
         LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, row, kv_head), dim_v, 1.0f,
@@ -224,12 +270,12 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
       tile_max[v] = hn::Set(df, -std::numeric_limits<float>::infinity());
     }
     for (int64_t j0 = 0; j0 < nk; j0 += kKeyRows) {
-      // Causal: key k0 + j0 + r is hidden from queries before it (relative to q0).
-      const int64_t mask_from = k0 + j0 - at.q0;
+      const int64_t mask_from = rel + k0 + j0;
       const bool masked = p.causal && mask_from + kKeyRows - 1 > 0;
       WithCount<kKeyRows>(std::min<int64_t>(kKeyRows, nk - j0), [&](auto kr) {
         ScoreBlock<decltype(kr)::value>(buf.q_t, dim, keys + j0 * key_stride, key_stride,
-                                        buf.scores + j0 * tile, masked, mask_from, tile_max);
+                                        buf.scores + j0 * tile, masked, mask_from, biased, bias,
+                                        tile_max);
       });
     }
 
@@ -245,10 +291,10 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
       sum[v] = hn::Zero(df);
     }
     for (int64_t j = 0; j < nk; ++j) {
-      float* s = buf.scores + j * tile;
+      float* sc = buf.scores + j * tile;
       for (int v = 0; v < kQueryVectors; ++v) {
-        const VF prob = Exp2(hn::Sub(hn::Load(df, s + v * lanes), shift[v]));
-        hn::Store(prob, df, s + v * lanes);
+        const VF prob = Exp2(hn::Sub(hn::Load(df, sc + v * lanes), shift[v]));
+        hn::Store(prob, df, sc + v * lanes);
         sum[v] = hn::Add(sum[v], prob);
       }
     }
@@ -257,7 +303,7 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
     for (int64_t c0 = 0; c0 < dim_v; c0 += kValueCols) {
       WithCount<kValueCols>(std::min<int64_t>(kValueCols, dim_v - c0), [&](auto dc) {
         ValueBlock<decltype(dc)::value>(buf.scores, nk, values, value_stride, c0, buf.o_t, alpha,
-                                        p.causal, k0 - at.q0);
+                                        p.causal, rel + k0);
       });
     }
   }
@@ -266,16 +312,59 @@ void ForwardTile(const ForwardJob& job, const ForwardTask& task, const TilePlace
     hn::Store(m[v], df, buf.lanes + v * lanes);
     hn::Store(l[v], df, buf.lanes + tile + v * lanes);
   }
-  for (int64_t i = 0; i < at.rows; ++i) {
-    // (Causal, windowed: queries before the window's first key saw none and stay unseen.)
-    if (p.causal && at.q0 + i < at.key_first) continue;
-    const int64_t rel = position(at.q0 + i) - query_base;
-    buf.state_seen[rel] = 1.0f;
+}
+
+// Keys and values at positions first + j * step, j < count, as float32 rows in segment_k and
+// segment_v.
+void GatherKeys(const ForwardJob& job, const ForwardTask& task, int64_t first, int64_t step,
+                int64_t count, const ForwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t kv_head = kv_head_of(p, task.head);
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t row = KeyRowOf(job, first + j * step);
+    LoadRow(p.dtype, p.k.data, row_offset(p, p.k, task.b, row, kv_head), p.head_dim, 1.0f,
+            buf.segment_k + j * p.head_dim);
+    LoadRow(p.dtype, p.v.data, row_offset(p, p.v, task.b, row, kv_head), p.head_dim_v, 1.0f,
+            buf.segment_v + j * p.head_dim_v);
+  }
+}
+
+// Normalises the tile's output back into the rows' state.
+void EndTile(const ForwardJob& job, const ForwardTask& task, const QueryRows& q,
+             const ForwardBuffers& buf) {
+  const int64_t tile = QueryTile();
+  const int64_t dim_v = job.p->head_dim_v;
+  for (int64_t i = 0; i < q.rows; ++i) {
+    const int64_t rel = StateIndex(job, task, q.first + i * q.step);
     const float sum = buf.lanes[tile + i];
     if (sum == 0.0f) continue;  // every score so far is -inf: the state stays empty
     const float inv = 1.0f / sum;
     for (int64_t c = 0; c < dim_v; ++c) buf.state_o[rel * dim_v + c] = buf.o_t[c * tile + i] * inv;
     buf.state_m[rel] = buf.lanes[i] + std::log2(sum);
+  }
+}
+
+// Every query tile of the task's rows in each query block, against the block's key runs.
+void BlockPatternTiles(const ForwardJob& job, const ForwardTask& task, const ForwardBuffers& buf) {
+  const Params& p = *job.p;
+  const int64_t n = seq_length(p, task.b);
+  const int64_t size = job.blocks->block_size(), tile = QueryTile();
+  const HeadBlocks& hb = job.blocks->of(task.b, task.head);
+  for (int64_t I = task.begin / size; I * size < task.end; ++I) {
+    const int64_t lo = std::max(task.begin, I * size);
+    const int64_t hi = std::min({task.end, (I + 1) * size, n});
+    for (int64_t t0 = lo; t0 < hi; t0 += tile) {
+      const QueryRows q{t0, 1, std::min(tile, hi - t0)};
+      BeginTile(job, task, q, buf);
+      for (int64_t at = hb.row_begin[I]; at < hb.row_begin[I + 1]; ++at) {
+        const BlockRun& r = hb.rows[static_cast<size_t>(at)];
+        const int64_t first = r.first * size;
+        const int64_t last = std::min((r.first + r.count) * size, n);
+        AttendRun(job, task, q, KeyRun{first, last - first, std::log2(static_cast<float>(r.mult))},
+                  buf);
+      }
+      EndTile(job, task, q, buf);
+    }
   }
 }
 
@@ -299,23 +388,35 @@ void ForwardTaskImpl(const ForwardJob& job, const ForwardTask& task, const Forwa
     for (int64_t seg_begin = begin / w * w; seg_begin < end; seg_begin += w) {
       const int64_t seg_end = std::min(seg_begin + w, n);
       if (seg_end - seg_begin <= o) continue;  // a short last segment without selected rows
-      // Selected indices of the segment from position lo up to (not including) hi.
+      // Selected indices of the segment before position pos.
       auto selected_before = [&](int64_t pos) {
         return pos <= seg_begin + o ? 0 : ceil_div(pos - seg_begin - o, r);
       };
+      // The segment's selected keys in the key window (all of them without a window).
       const int64_t key_first = selected_before(std::max(key_begin, seg_begin));
-      const int64_t key_last = selected_before(std::min(key_end, seg_end));
-      if (key_last <= key_first) continue;  // no key of this segment in the key window
+      const int64_t keys = selected_before(std::min(key_end, seg_end)) - key_first;
+      if (keys <= 0) continue;
       // Selected queries of this segment inside the task's positions.
       const int64_t first = selected_before(std::max(begin, seg_begin));
       const int64_t last = selected_before(std::min(end, seg_end));
+      KeyRun run{seg_begin + o + key_first * r, keys, 0.0f};
+      // Reordered keys are gathered once for all of the task's query tiles in the segment
+      // (per key tile and query tile, the copies cost ~17% of a 256 x 256 grid's forward).
+      const int64_t needed = p.causal ? std::min(keys, last - key_first) : keys;
+      if (job.order && needed <= buf.segment_keys) {
+        GatherKeys(job, task, run.first, r, needed, buf);
+        run.k_rows = buf.segment_k;
+        run.v_rows = buf.segment_v;
+      }
       for (int64_t q0 = first; q0 < last; q0 += tile) {
-        ForwardTile(job, task,
-                    TilePlace{hp, seg_begin, key_first, key_last, q0, std::min(tile, last - q0)},
-                    buf);
+        const QueryRows q{seg_begin + o + q0 * r, r, std::min(tile, last - q0)};
+        BeginTile(job, task, q, buf);
+        AttendRun(job, task, q, run, buf);
+        EndTile(job, task, q, buf);
       }
     }
   }
+  if (job.blocks) BlockPatternTiles(job, task, buf);
 
   // A row some pattern selects whose scores are all -inf: softmax gives 0/0 (the oracle NaN).
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -328,21 +429,21 @@ void ForwardTaskImpl(const ForwardJob& job, const ForwardTask& task, const Forwa
   }
   if (job.delta) {
     for (int64_t t = task.begin; t < task.end; ++t) {
-      const int64_t rel = t - task.begin;
-      LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, task.b, t, task.head), dim_v,
+      const int64_t rel = t - task.begin, row = RowOf(job, t);
+      LoadRow(p.dtype, p.dout.data, row_offset(p, p.dout, task.b, row, task.head), dim_v,
               job.out_scale, buf.row);
       float delta = 0.0f;
       for (int64_t c = 0; c < dim_v; ++c) delta += buf.row[c] * buf.state_o[rel * dim_v + c];
-      job.delta[lse_index(p, task.b, task.head, t)] = delta;
+      job.delta[lse_index(p, task.b, task.head, row)] = delta;
     }
     return;
   }
   const float ln2 = 0.693147180559945309f;
   for (int64_t t = task.begin; t < task.end; ++t) {
-    const int64_t rel = t - task.begin;
+    const int64_t rel = t - task.begin, row = RowOf(job, t);
     StoreRow(p.dtype, buf.state_o + rel * dim_v, dim_v, job.out_scale, p.out.data,
-             row_offset(p, p.out, task.b, t, task.head));
-    if (p.lse) p.lse[lse_index(p, task.b, task.head, t)] = buf.state_m[rel] * ln2;
+             row_offset(p, p.out, task.b, row, task.head));
+    if (p.lse) p.lse[lse_index(p, task.b, task.head, row)] = buf.state_m[rel] * ln2;
   }
 }
 
@@ -354,6 +455,7 @@ TileShape ShapeImpl() {
   s.bwd_key_tile = kBlockVectors * s.lanes;
   s.bwd_query_tile = kBackwardQueryTile;
   s.bwd_key_tiles_per_group = kKeyTilesPerGroup;
+  s.bwd_block_key_tiles = kBlockKeyTiles;
   return s;
 }
 

@@ -18,6 +18,7 @@ struct TileShape {
   int64_t bwd_key_tile = 0;             // backward: keys per tile, held in vector lanes
   int64_t bwd_query_tile = 0;           // backward: queries per tile
   int64_t bwd_key_tiles_per_group = 0;  // backward: key tiles packed together
+  int64_t bwd_block_key_tiles = 0;      // block-pattern backward: the same, at most
 };
 TileShape tile_shape();
 // Highway's name of the target that runs.
@@ -43,13 +44,24 @@ struct ForwardBuffers {
   float* o_t = nullptr;         // [head_dim_v][query_tile]: unnormalised output of the tile
   float* state_o = nullptr;     // [chunk][head_dim_v]: normalised output so far, per position
   float* state_m = nullptr;     // [chunk]: log2-sum-exp so far (-inf: no key yet)
-  float* state_seen = nullptr;  // [chunk]: 1 where some pattern selected the position
+  float* state_seen = nullptr;  // [chunk]: 1 where the position met some key
   float* lanes = nullptr;       // [2 * query_tile]: per-query scalars
   float* row = nullptr;         // [max(head_dim, head_dim_v)]: one converted row
+  // Token grids: a segment's reordered keys and values, gathered once per task and segment
+  // when they number at most segment_keys (0 without a grid).
+  int64_t segment_keys = 0;
+  float* segment_k = nullptr;  // [segment_keys][head_dim]
+  float* segment_v = nullptr;  // [segment_keys][head_dim_v]
 };
+
+class BlockLayout;
 
 struct ForwardJob {
   const Params* p = nullptr;
+  // Block patterns' union (null without block patterns) and the token order (null: positions
+  // are rows; otherwise position t reads and writes row order[t]).
+  const BlockLayout* blocks = nullptr;
+  const int64_t* order = nullptr;
   float log2_scale = 0;  // softmax scale * log2(e): scores come out in log2 units
   float out_scale = 1;   // 1/m in head_groups
   // Backward's pre-pass for 16-bit problems: instead of out and lse, write
@@ -75,7 +87,7 @@ struct BackwardTask {
 };
 
 struct BackwardBuffers {
-  // Key tiles, bwd_key_tiles_per_group of each:
+  // Key tiles, max(bwd_key_tiles_per_group, the tiles of a super-block) of each:
   float* k_t = nullptr;      // [head_dim][bwd_key_tile]
   float* v_t = nullptr;      // [head_dim_v][bwd_key_tile]
   float* k_rows = nullptr;   // [bwd_key_tile][padded head_dim]
@@ -92,6 +104,9 @@ struct BackwardBuffers {
 
 struct BackwardJob {
   const Params* p = nullptr;
+  const BlockLayout* blocks = nullptr;  // as in ForwardJob
+  const int64_t* order = nullptr;
+  int64_t block_super = 1;  // blocks per super-block of the block-pattern backward
   float scale = 0;
   float log2_scale = 0;
   float out_scale = 1;
@@ -106,5 +121,21 @@ struct BackwardJob {
 
 void run_backward_task(const BackwardJob& job, const BackwardTask& task,
                        const BackwardBuffers& buf);
+
+// Block patterns have no closed sets of queries and keys like segments. Their backward runs
+// after the dilated passes over pairs of super-blocks (`block_super` consecutive blocks): a
+// task takes the query super-block S and the key super-block T of kv head `kv_head` and adds
+// every gradient of their kept (query block, key block) pairs, for all query heads of the kv
+// head. Phases run one after another, phase d pairing S with T = (S + d) mod NS, so that
+// within a phase tasks own disjoint dq rows (S) and dk, dv rows (T).
+struct BlockBackwardTask {
+  int64_t b = 0;
+  int64_t kv_head = 0;
+  int64_t query_super = 0;  // S
+  int64_t key_super = 0;    // T
+};
+
+void run_block_backward_task(const BackwardJob& job, const BlockBackwardTask& task,
+                             const BackwardBuffers& buf);
 
 }  // namespace dilated::cpu_fast

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/block_sparse.hpp"
+
 #include "cpu/fast/parallel.hpp"
 
 namespace dilated::cpu_fast {
@@ -48,7 +50,15 @@ ForwardPlan plan_forward(const Params& p) {
   // A chunk gives every pattern about one full query tile: tile * dilation positions.
   int64_t dilation = 1;
   for (int i = 0; i < p.num_patterns; ++i) dilation = std::max(dilation, p.patterns[i].dilation);
-  plan.chunk = std::min(plan.shape.query_tile * std::min<int64_t>(dilation, 16), p.seqlen);
+  plan.chunk = plan.shape.query_tile * std::min<int64_t>(dilation, 16);
+  // Token grids: 4 query tiles per pattern share the keys a task gathers per segment.
+  if (has_grid(p)) plan.chunk *= 4;
+  plan.chunk = std::min(plan.chunk, p.seqlen);
+  // Block patterns: tasks hold whole query blocks, which share their key blocks (up to blocks
+  // of 1024 positions: the per-position state of a task grows with its chunk).
+  if (has_block_patterns(p) && p.blocks.block_size <= 1024) {
+    plan.chunk = round_up(plan.chunk, p.blocks.block_size);
+  }
   plan.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
   for (int64_t b = 0; b < p.batch; ++b) {
     plan.tasks_before[b + 1] =
@@ -75,7 +85,8 @@ ForwardBuffers ForwardPlan::carve(const Params& p, Arena& arena) const {
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v, tile = shape.query_tile;
   ForwardBuffers b;
   b.q_t = arena.floats(dim * tile);
-  const bool convert = p.dtype != DType::f32;  // float32 keys and values are read in place
+  // float32 keys and values in sequence order are read in place.
+  const bool convert = p.dtype != DType::f32 || has_grid(p);
   b.k_rows = convert ? arena.floats(shape.key_tile * dim) : nullptr;
   b.v_rows = convert ? arena.floats(shape.key_tile * dim_v) : nullptr;
   b.scores = arena.floats(shape.key_tile * tile);
@@ -85,6 +96,17 @@ ForwardBuffers ForwardPlan::carve(const Params& p, Arena& arena) const {
   b.state_seen = arena.floats(chunk);
   b.lanes = arena.floats(2 * tile);
   b.row = arena.floats(std::max(dim, dim_v));
+  if (has_grid(p)) {
+    // The longest segment's selected keys, up to 2048 (longer ones are gathered per tile).
+    int64_t keys = 0;
+    for (int i = 0; i < p.num_patterns; ++i) {
+      keys = std::max(keys,
+                      ceil_div(std::min(p.patterns[i].segment, p.seqlen), p.patterns[i].dilation));
+    }
+    b.segment_keys = std::min<int64_t>(keys, 2048);
+    b.segment_k = arena.floats(b.segment_keys * dim);
+    b.segment_v = arena.floats(b.segment_keys * dim_v);
+  }
   return b;
 }
 
@@ -109,6 +131,39 @@ BackwardTask BackwardPass::task(const Params& p, int64_t index) const {
   t.end = std::min(t.begin + span, range.last);
   return t;
 }
+
+bool BlockPhases::task(const Params& p, int64_t phase, int64_t index, BlockBackwardTask* t) const {
+  t->b = sequence_of(tasks_before, index);
+  const int64_t supers = ceil_div(block_count(seq_length(p, t->b), p.blocks.block_size), super);
+  if (phase >= supers) return false;  // (S + phase) mod supers would repeat a pair
+  const int64_t rest = index - tasks_before[t->b];
+  t->kv_head = rest / supers;
+  t->query_super = rest % supers;
+  t->key_super = (t->query_super + phase) % supers;
+  return true;
+}
+
+namespace {
+
+BlockPhases block_phases(const Params& p, const TileShape& shape) {
+  BlockPhases phases;
+  const int64_t size = p.blocks.block_size;
+  // Super-blocks of about 1024 positions: a packed key tile serves every query tile of up to
+  // 1024 queries per head, a packed query tile every key tile of up to 1024 keys. (With 256,
+  // packing and scattering key tiles took ~30% of the backward: bench/NOTES.md.)
+  phases.super = std::max<int64_t>(1, 1024 / size);
+  phases.key_tiles =
+      std::min(shape.bwd_block_key_tiles, phases.super * ceil_div(size, shape.bwd_key_tile));
+  phases.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t supers = ceil_div(block_count(seq_length(p, b), size), phases.super);
+    phases.most_supers = std::max(phases.most_supers, supers);
+    phases.tasks_before[b + 1] = phases.tasks_before[b] + supers * p.heads_kv;
+  }
+  return phases;
+}
+
+}  // namespace
 
 BackwardPlan plan_backward(const Params& p) {
   BackwardPlan plan;
@@ -154,6 +209,10 @@ BackwardPlan plan_backward(const Params& p) {
     most_tasks = std::max(most_tasks, pass.tasks());
     plan.passes.push_back(std::move(pass));
   }
+  if (has_block_patterns(p)) {
+    plan.block_phases = block_phases(p, plan.shape);
+    most_tasks = std::max(most_tasks, plan.block_phases.tasks());
+  }
   plan.threads = static_cast<int>(std::clamp<int64_t>(thread_count(p.num_threads), 1, most_tasks));
   return plan;
 }
@@ -161,7 +220,7 @@ BackwardPlan plan_backward(const Params& p) {
 BackwardBuffers BackwardPlan::carve(const Params& p, Arena& arena) const {
   const int64_t dim = p.head_dim, dim_v = p.head_dim_v;
   const int64_t kt = shape.bwd_key_tile, qt = shape.bwd_query_tile;
-  const int64_t group = shape.bwd_key_tiles_per_group;
+  const int64_t group = std::max(shape.bwd_key_tiles_per_group, block_phases.key_tiles);
   BackwardBuffers b;
   b.k_t = arena.floats(group * dim * kt);
   b.v_t = arena.floats(group * dim_v * kt);

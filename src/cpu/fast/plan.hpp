@@ -57,9 +57,22 @@ struct BackwardPass {
   BackwardTask task(const Params& p, int64_t index) const;
 };
 
+// The block-pattern backward's tasks of one phase: (sequence, kv head, query super-block).
+struct BlockPhases {
+  int64_t super = 1;                  // blocks per super-block
+  int64_t key_tiles = 0;              // key tiles packed together (one super-block's, capped)
+  int64_t most_supers = 0;            // super-blocks of the longest sequence (phases)
+  std::vector<int64_t> tasks_before;  // [batch + 1]
+
+  int64_t tasks() const { return tasks_before.empty() ? 0 : tasks_before.back(); }
+  // Task `index` of phase `phase`; false when its sequence has no phase that far.
+  bool task(const Params& p, int64_t phase, int64_t index, BlockBackwardTask* t) const;
+};
+
 struct BackwardPlan {
   TileShape shape;
   std::vector<BackwardPass> passes;
+  BlockPhases block_phases;  // without tasks when there are no block patterns
   int threads = 1;
   int64_t tokens = 0;      // rows of q, out, dout, dq (packed over the batch)
   int64_t key_tokens = 0;  // rows of k, v, dk, dv: tokens, or batch x key rows with a window

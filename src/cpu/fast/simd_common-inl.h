@@ -37,6 +37,8 @@ inline constexpr int kBlockVectors = 2;
 inline constexpr int64_t kBackwardQueryTile = 64;
 // Backward key tiles that share one packed query tile (packing it per key tile cost ~15%).
 inline constexpr int64_t kKeyTilesPerGroup = 4;
+// Block-pattern backward: key tiles of a super-block packed together, at most.
+inline constexpr int64_t kBlockKeyTiles = 16;
 
 // Calls f(std::integral_constant<int, c>{}) for the runtime count 1 <= c <= kMax, so that
 // partial register blocks get their own fully unrolled code.
