@@ -108,10 +108,19 @@ def _shard_layout(n_local: int, group, rank: int, size: int) -> Tuple[int, int]:
     return sum(lengths), sum(lengths[:rank])
 
 
+def _dilated_layer_args(layer) -> dict:
+    """The layer's arguments for the sequence-parallel binding: dilated patterns only (block
+    patterns and grids are not sequence-parallel; make_layer's defaults leave them empty)."""
+    args = _layer_args(layer, None)
+    for name in ("block_size", "block_patterns", "block_mask", "grid"):
+        del args[name]
+    return args
+
+
 def _call_args(layer, group, rank, size, shard):
     c = _Collectives(group)
     return dict(
-        **_layer_args(layer), num_threads=torch.get_num_threads(), global_seqlen=shard[0],
+        **_dilated_layer_args(layer), num_threads=torch.get_num_threads(), global_seqlen=shard[0],
         offset=shard[1], rank=rank, size=size, all_to_all=c.all_to_all,
         all_gather=c.all_gather, barrier=c.barrier,
     )
