@@ -234,6 +234,23 @@ TEST(CudaBlockSparse, BackwardIsBitwiseReproducible) {
   }
 }
 
+// A small set for compute-sanitizer (memcheck, racecheck): every block kernel (rules, random,
+// mask, topk, attention forward/dq/dkdv) and the grid gather/scatter, fp32 and bf16.
+TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    ProblemConfig c = block_case(BlockKind::mask, dtype, true, seed);
+    c.patterns = {{64, 1}};
+    c.block_patterns.push_back({BlockKind::local, 1, 0, 0});
+    c.block_patterns.push_back({BlockKind::random, 3, 0, seed});
+    c.block_patterns.push_back({BlockKind::topk, 2, 0, 0});
+    c.grid_height = 7;
+    c.grid_width = 29;
+    if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+  }
+}
+
 // The backend takes block patterns and grids now, and declines what its block pass cannot
 // hold with a reason that names the way out.
 TEST(CudaBlockSparse, SupportAndLimits) {
