@@ -17,6 +17,12 @@ void build_block_lists(const Params& p, const BlockPass& bp, cudaStream_t stream
 void block_forward_pass(const Params& p, const BlockPass& bp, cudaStream_t stream);
 void block_backward_pass(const Params& p, const BlockPass& bp, cudaStream_t stream);
 
+// The tensor-core block pass takes what the tensor-core dilated passes take (fp16/bf16, head
+// dims 32/64/128, aligned rows, sm_80+) with blocks of a multiple of 64 positions; the
+// warp-per-row kernels take the rest.
+bool block_pass_uses_tensor_cores(const Params& p);
+void block_mma_pass(const Params& p, const BlockPass& bp, bool backward, cudaStream_t stream);
+
 // A problem with a token grid: runs it on curve-ordered copies of its rows in the workspace
 // (gather, the plain launcher, scatter back); grid_plan.hpp lays the workspace out.
 Status launch_forward_on_curve(const Params& p, cudaStream_t stream);

@@ -34,6 +34,10 @@ void build_block_lists(const Params& p, const BlockPass& bp, cudaStream_t stream
 }
 
 void block_forward_pass(const Params& p, const BlockPass& bp, cudaStream_t stream) {
+  if (block_pass_uses_tensor_cores(p)) {
+    block_mma_pass(p, bp, false, stream);
+    return;
+  }
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
     block_forward_kernel<Elem><<<row_grid(p, p.heads), 32 * kBlockRowsPerCta, 0, stream>>>(p, bp);
@@ -41,6 +45,10 @@ void block_forward_pass(const Params& p, const BlockPass& bp, cudaStream_t strea
 }
 
 void block_backward_pass(const Params& p, const BlockPass& bp, cudaStream_t stream) {
+  if (block_pass_uses_tensor_cores(p)) {
+    block_mma_pass(p, bp, true, stream);
+    return;
+  }
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
     block_backward_dq_kernel<Elem>

@@ -144,6 +144,47 @@ TEST(CudaBlockSparse, LongerSequencesAndVarlen) {
   }
 }
 
+// The tensor-core block pass (fp16/bf16, head dims 32/64/128, blocks a multiple of 64): every
+// kind alone and with dilated patterns, blocks of one and two 64-row tiles, a partial last
+// block, causal, GQA, varlen.
+TEST(CudaBlockSparse, TensorCoreBlockPass) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  int case_number = 0;
+  for (BlockKind kind : kKinds) {
+    for (int64_t d : {32, 64, 128}) {
+      for (bool causal : {false, true}) {
+        ProblemConfig c = block_case(kind, case_number % 2 ? DType::f16 : DType::bf16, causal,
+                                     seed + static_cast<uint64_t>(case_number));
+        c.head_dim = c.head_dim_v = d;
+        c.block_size = case_number % 3 == 2 ? 128 : 64;
+        c.seqlen = 485;                 // 8 blocks of 64 (or 4 of 128), the last one partial
+        if (kind == BlockKind::mask) {  // the mask's shape follows the block count
+          const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
+          std::mt19937_64 rng(seed);
+          c.block_mask.assign(static_cast<size_t>(c.mask_heads * nb * nb), 0);
+          for (uint8_t& bit : c.block_mask) bit = rng() % 3 == 0;
+        }
+        if (kind == BlockKind::random) c.block_patterns[0].size = 3;
+        if (case_number % 4 == 1) c.patterns = {{128, 1}, {485, 4}};
+        if (case_number % 4 == 3) {
+          c.mode = Mode::head_groups;
+          c.patterns = {{256, 2}, {485, 1}};
+        }
+        if (case_number % 5 == 4) {
+          c.batch = 3;
+          c.seq_lengths = {485, 130, 321};
+        }
+        ++case_number;
+        SCOPED_TRACE(std::string(block_kind_name(kind)) + " on tensor cores, seed " +
+                     std::to_string(seed));
+        if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+      }
+    }
+  }
+  std::printf("tensor-core block pass: worst 16-bit ratio %.2f\n", worst_ratio_seen);
+}
+
 // Token grids: whole problems on curve-ordered copies; rows return in row-major order.
 TEST(CudaBlockSparse, GridsAloneAndWithBlocks) {
   DILATED_REQUIRE_BACKEND(cuda());

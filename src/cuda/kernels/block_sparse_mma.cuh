@@ -1,0 +1,364 @@
+// Tensor-core block pass (fp16/bf16, head dims 32/64/128, block size a multiple of 64): the
+// tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions. A CTA of 4 warps owns
+// 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
+// column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
+// shared memory; the multiplicity c enters as the score bias log2(c). Single-buffered tiles:
+// the simple first version (double buffering across kept blocks is the next step).
+#pragma once
+
+#include "cuda/kernels/block_sparse_attention.cuh"
+#include "cuda/kernels/mma_backward.cuh"
+
+namespace dilated::cuda {
+
+// Positions idx0 .. of sequence b at `head` of tensor t; rows at or past `count` read as zero.
+template <typename Elem>
+__device__ __forceinline__ RowSpan position_span(const Params& p, const Tensor& t, int64_t b,
+                                                 int64_t head, int idx0, int count) {
+  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head), t.row_stride, idx0,
+          count};
+}
+
+template <typename Elem, int D>
+struct BlockMmaSmem {
+  using Tile = SmemTile<kMmaRows, D>;
+  using QueryTile = SmemTile<kDkdvQueryRows<D>, D>;
+  static constexpr int kForwardBytes = 3 * Tile::kElements * static_cast<int>(sizeof(Elem));
+  static constexpr int kDqBytes = 4 * Tile::kElements * static_cast<int>(sizeof(Elem));
+  static constexpr int kDkdvBytes =
+      (2 * Tile::kElements + 2 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
+      2 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));
+};
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    block_mma_forward_kernel(const Params p, const BlockPass bp) {
+  using Tile = SmemTile<kMmaRows, D>;
+  constexpr int NT = kMmaRows / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* k_tile = q_tile + Tile::kElements;
+  Elem* v_tile = k_tile + Tile::kElements;
+
+  const int64_t b = blockIdx.z, head = blockIdx.y;
+  const int64_t n = seq_length(p, b);
+  const int q0 = static_cast<int>(blockIdx.x) * kMmaRows;
+  if (q0 >= n) return;
+  const int count = static_cast<int>(n);
+  const int64_t kv_head = kv_head_of(p, head);
+  const int64_t I = q0 / bp.block;
+  const int64_t nb = block_count(n, bp.block);
+  const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
+  const float scale_log2 = p.scale * kLog2e;
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
+                                                  position_span<Elem>(p, p.q, b, head, q0, count));
+  cp_async_commit();  // waited for with the first key tile
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const int last_row = min(q0 + kMmaRows, count) - 1;
+  float o[1][DT][4] = {};
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
+  RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
+
+  for_each_kept_block(row, 1, 0, p.causal ? I + 1 : nb, [&](int64_t J, float multiplicity) {
+    const int begin = static_cast<int>(J * bp.block);
+    int end = static_cast<int>(min(J * bp.block + bp.block, n));
+    if (p.causal) end = min(end, last_row + 1);
+    const float bias = __log2f(multiplicity);
+    for (int key0 = begin; key0 < end; key0 += kMmaRows) {
+      k_span.idx0 = v_span.idx0 = key0;
+      k_span.count = v_span.count = end;
+      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tile, k_span);
+      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tile, v_span);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+
+      float s[1][NT][4] = {};
+      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+      const bool needs_mask =
+          key0 + kMmaRows > end || (p.causal && key0 + kMmaRows > q0 + warp * 16);
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[0][j][e] * scale_log2 + bias;
+          if (needs_mask) {
+            const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
+            if (key >= end || (p.causal && key > row_idx[e / 2])) x = -INFINITY;
+          }
+          s[0][j][e] = x;
+        }
+      }
+      float corrections[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[r];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[0][j][2 * r], s[0][j][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float ref = mx == -INFINITY ? 0.0f : mx;  // every key of the row masked so far
+        corrections[r] = fast_exp2(row_max[r] - ref);
+        row_max[r] = mx;
+        float sum = 0;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          s[0][j][2 * r] = fast_exp2(s[0][j][2 * r] - ref);
+          s[0][j][2 * r + 1] = fast_exp2(s[0][j][2 * r + 1] - ref);
+          sum += s[0][j][2 * r] + s[0][j][2 * r + 1];
+        }
+        row_sum[r] = row_sum[r] * corrections[r] + sum;
+      }
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        o[0][d][0] *= corrections[0];
+        o[0][d][1] *= corrections[0];
+        o[0][d][2] *= corrections[1];
+        o[0][d][3] *= corrections[1];
+      }
+      uint32_t pa[1][1][NT / 2][4];
+      accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
+      warp_gemm_regs_kn<Elem, 1, 1, NT / 2, DT, Tile>(o, pa, v_tile, 0);
+      __syncthreads();  // the next tile overwrites k_tile and v_tile
+    }
+  });
+  cp_async_wait<0>();  // the query tile, when no block was kept
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const bool valid = row_idx[r] < count;
+    const bool any_key = sum != 0.0f;  // NaN sums propagate
+    const float lse = (row_max[r] + __log2f(sum)) * kLn2;
+    const int64_t token = token_index(p, b, row_idx[r]);
+    const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
+    const float inv = 1.0f / sum;
+    if (!bp.out_acc.data) {
+      if (valid && any_key) {
+        Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+        const float f = inv * output_scale(p);
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+          *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
+              pack2<Elem>(o[0][d][2 * r] * f, o[0][d][2 * r + 1] * f);
+        }
+        if (bp.lse && lane % 4 == 0) bp.lse[lse_at] = lse;
+      }
+      continue;
+    }
+    const MergeWeights mw = merge_weights(valid ? bp.lse[lse_at] : 0.0f, lse);
+    __syncwarp();  // every lane of the quad read the old lse before lane 0 writes it
+    if (valid && any_key) {
+      float* acc = static_cast<float*>(bp.out_acc.data) + token_offset(p, bp.out_acc, token, head);
+      const float f = mw.new_weight * inv;
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
+        const float2 old = *a;
+        *a = make_float2(mw.old_weight * old.x + f * o[0][d][2 * r],
+                         mw.old_weight * old.y + f * o[0][d][2 * r + 1]);
+      }
+      if (lane % 4 == 0) bp.lse[lse_at] = mw.lse;
+    }
+  }
+}
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    block_mma_dq_kernel(const Params p, const BlockPass bp) {
+  using Tile = SmemTile<kMmaRows, D>;
+  constexpr int NT = kMmaRows / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* do_tile = q_tile + Tile::kElements;
+  Elem* k_tile = do_tile + Tile::kElements;
+  Elem* v_tile = k_tile + Tile::kElements;
+
+  const int64_t b = blockIdx.z, head = blockIdx.y;
+  const int64_t n = seq_length(p, b);
+  const int q0 = static_cast<int>(blockIdx.x) * kMmaRows;
+  if (q0 >= n) return;
+  const int count = static_cast<int>(n);
+  const int64_t kv_head = kv_head_of(p, head);
+  const int64_t I = q0 / bp.block;
+  const int64_t nb = block_count(n, bp.block);
+  const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
+  const float scale = p.scale;
+  const float scale_log2 = scale * kLog2e;
+  const float dout_scale = output_scale(p);
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
+                                                  position_span<Elem>(p, p.q, b, head, q0, count));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      do_tile, position_span<Elem>(p, p.dout, b, head, q0, count));
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
+  const int last_row = min(q0 + kMmaRows, count) - 1;
+  int64_t token[2];
+  float lse_log2[2], delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    token[r] = token_index(p, b, row_idx[r]);
+    const int64_t at = row_ok[r] ? token_lse_index(p, token[r], head) : 0;
+    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
+    delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
+  }
+  float dq[1][DT][4] = {};
+  RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
+  RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
+
+  for_each_kept_block(row, 1, 0, p.causal ? I + 1 : nb, [&](int64_t J, float multiplicity) {
+    const int begin = static_cast<int>(J * bp.block);
+    int end = static_cast<int>(min(J * bp.block + bp.block, n));
+    if (p.causal) end = min(end, last_row + 1);
+    const float bias = __log2f(multiplicity);
+    for (int key0 = begin; key0 < end; key0 += kMmaRows) {
+      k_span.idx0 = v_span.idx0 = key0;
+      k_span.count = v_span.count = end;
+      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tile, k_span);
+      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tile, v_span);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      float s[1][NT][4] = {};
+      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+      float dp[1][NT][4] = {};
+      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(dp, do_tile, warp * 16, v_tile, 0);
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2;
+          const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
+          const bool visible = row_ok[r] && key < end && !(p.causal && key > row_idx[r]);
+          const float prob =
+              visible ? fast_exp2(s[0][j][e] * scale_log2 + bias - lse_log2[r]) : 0.0f;
+          s[0][j][e] = prob * (dp[0][j][e] * dout_scale - delta[r]);  // dS
+        }
+      }
+      uint32_t ds[kBackwardParts][1][NT / 2][4];
+      accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
+      warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
+      __syncthreads();
+    }
+  });
+  cp_async_wait<0>();
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, token, row_ok, head, dq[0], scale);
+}
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    block_mma_dkdv_kernel(const Params p, const BlockPass bp) {
+  constexpr int BQ = kDkdvQueryRows<D>;
+  using KeyTile = SmemTile<kMmaRows, D>;
+  using QueryTile = SmemTile<BQ, D>;
+  constexpr int QT = BQ / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* k_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* v_tile = k_tile + KeyTile::kElements;
+  Elem* q_tile = v_tile + KeyTile::kElements;
+  Elem* do_tile = q_tile + QueryTile::kElements;
+  float* lse_rows = reinterpret_cast<float*>(do_tile + QueryTile::kElements);  // [BQ]
+  float* delta_rows = lse_rows + BQ;                                           // [BQ]
+
+  const int64_t b = blockIdx.z, kv_head = blockIdx.y;
+  const int64_t n = seq_length(p, b);
+  const int k0 = static_cast<int>(blockIdx.x) * kMmaRows;
+  if (k0 >= n) return;
+  const int count = static_cast<int>(n);
+  const int64_t J = k0 / bp.block;
+  const int64_t nb = block_count(n, bp.block);
+  const int64_t group = p.heads / p.heads_kv;
+  const float scale = p.scale;
+  const float scale_log2 = scale * kLog2e;
+  const float dout_scale = output_scale(p);
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      k_tile, position_span<Elem>(p, p.k, b, kv_head, k0, count));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      v_tile, position_span<Elem>(p, p.v, b, kv_head, k0, count));
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int key_idx[2] = {k0 + warp * 16 + lane / 4, k0 + warp * 16 + lane / 4 + 8};
+  const bool key_ok[2] = {key_idx[0] < count, key_idx[1] < count};
+  float dk[1][DT][4] = {}, dv[1][DT][4] = {};
+
+  for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+    const uint8_t* column = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), 0) + J;
+    RowSpan q_span = position_span<Elem>(p, p.q, b, head, 0, 0);
+    RowSpan do_span = position_span<Elem>(p, p.dout, b, head, 0, 0);
+    for_each_kept_block(column, bp.nb, p.causal ? J : 0, nb, [&](int64_t I, float multiplicity) {
+      int begin = static_cast<int>(I * bp.block);
+      const int end = static_cast<int>(min(I * bp.block + bp.block, n));
+      if (p.causal && begin < k0) begin = k0;  // earlier queries see none of these keys
+      const float bias = __log2f(multiplicity);
+      for (int query0 = begin; query0 < end; query0 += BQ) {
+        q_span.idx0 = do_span.idx0 = query0;
+        q_span.count = do_span.count = end;
+        load_tile_async<Elem, BQ, D, kMmaThreads>(q_tile, q_span);
+        load_tile_async<Elem, BQ, D, kMmaThreads>(do_tile, do_span);
+        cp_async_commit();
+        for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
+          const int query = query0 + i;
+          float l = 0.0f, d = 0.0f;
+          if (query < end) {
+            const int64_t at = token_lse_index(p, token_index(p, b, query), head);
+            l = p.lse[at] * kLog2e;
+            d = bp.delta[at];
+          }
+          lse_rows[i] = l;
+          delta_rows[i] = d;
+        }
+        cp_async_wait<0>();
+        __syncthreads();
+        float st[1][QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
+        warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
+        float dpt[1][QT][4] = {};  // dP^T = v dout^T
+        warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
+#pragma unroll
+        for (int j = 0; j < QT; ++j) {
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int col = j * 8 + 2 * (lane % 4) + c;
+            const int query = query0 + col;
+            const float lse_col = lse_rows[col];
+            const float delta_col = delta_rows[col];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const int e = 2 * r + c;
+              const bool visible = key_ok[r] && query < end && !(p.causal && key_idx[r] > query);
+              const float prob =
+                  visible ? fast_exp2(st[0][j][e] * scale_log2 + bias - lse_col) : 0.0f;
+              st[0][j][e] = prob;                                             // P^T
+              dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
+            }
+          }
+        }
+        uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
+        accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
+        accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
+        warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0);
+        warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
+        __syncthreads();  // the next tile overwrites q_tile, do_tile and the row stats
+      }
+    });
+  }
+  cp_async_wait<0>();
+  int64_t key_token[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) key_token[r] = token_index(p, b, key_idx[r]);
+  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, key_token, key_ok, kv_head, dk[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, key_token, key_ok, kv_head, dv[0], dout_scale);
+}
+
+}  // namespace dilated::cuda
