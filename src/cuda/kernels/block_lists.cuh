@@ -8,6 +8,7 @@
 
 #include "core/block_sparse.hpp"
 #include "cuda/block_plan.hpp"
+#include "cuda/block_row_rules.hpp"
 #include "cuda/kernels/elementwise.cuh"
 
 namespace dilated::cuda {
@@ -21,22 +22,6 @@ __device__ __forceinline__ int64_t class_of_head(const BlockPass& bp, int64_t he
 __device__ __forceinline__ int64_t mult_row_index(const BlockPass& bp, int64_t b, int64_t cls,
                                                   int64_t I) {
   return ((b * bp.head_classes + cls) * bp.nb + I) * bp.nb;
-}
-
-// Marks the random pattern's picks of this row with bit 7 (Floyd's sampling, the generator of
-// block_sparse.hpp: random_key_blocks writes the same picks as a sorted list).
-__device__ __forceinline__ void mark_random_blocks(uint8_t* row, const BlockPattern& pat,
-                                                   int64_t head, int64_t I, int64_t candidates) {
-  const int64_t count = pat.size < candidates ? pat.size : candidates;
-  const uint64_t stream =
-      mix64(mix64(mix64(pat.seed) + static_cast<uint64_t>(head)) + static_cast<uint64_t>(I));
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t j = candidates - count + i;
-    const uint64_t word = mix64(stream + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull);
-    int64_t pick = scale_draw(word, j + 1);
-    if (row[pick] & 0x80) pick = j;  // j itself was never a candidate before this step
-    row[pick] |= 0x80;
-  }
 }
 
 // One warp per row (b, class, I) of the matrix: zero it, then add every rule, mask and random
@@ -60,20 +45,18 @@ static __global__ void block_rule_rows_kernel(const Params p, const BlockPass bp
       case BlockKind::local:
       case BlockKind::global:
       case BlockKind::dilated:
-        for (int64_t J = lane; J <= last; J += 32) row[J] += rule_keeps(pat, I, J) ? 1 : 0;
+        add_rule_or_mask(row, pat, nullptr, I, last, lane, 32);
         break;
       case BlockKind::mask: {
         const BlockMask& m = p.blocks.mask;
         const uint8_t* mask_row = m.data + ((m.heads == 1 ? 0 : cls) * m.blocks + I) * m.blocks;
-        for (int64_t J = lane; J <= last; J += 32) row[J] += mask_row[J] != 0 ? 1 : 0;
+        add_rule_or_mask(row, pat, mask_row, I, last, lane, 32);
         break;
       }
       case BlockKind::random:
         if (lane == 0) mark_random_blocks(row, pat, cls, I, last + 1);
         __syncwarp();
-        for (int64_t J = lane; J <= last; J += 32) {
-          if (row[J] & 0x80) row[J] = static_cast<uint8_t>((row[J] & 0x7f) + 1);
-        }
+        count_random_marks(row, last, lane, 32);
         break;
       default:  // topk: block_topk_kernel
         break;
@@ -107,15 +90,6 @@ __global__ void block_means_kernel(const Params p, const Tensor x, int64_t heads
                     static_cast<double>(load_as_float<Elem>(x, row_offset(p, x, b, t, head) + d)));
   }
   means[i] = __ddiv_rn(sum, static_cast<double>(end - begin));
-}
-
-// Whether candidate (a, ja) ranks before (b, jb): larger score first, NaN after every number,
-// ties to the smaller block (block_rows.cpp's order).
-__device__ __forceinline__ bool topk_before(double a, int64_t ja, double b, int64_t jb) {
-  const bool a_nan = isnan(a), b_nan = isnan(b);
-  if (a_nan != b_nan) return b_nan;
-  if (a != b) return a > b;
-  return ja < jb;
 }
 
 inline constexpr int kTopkThreads = 256;
