@@ -27,7 +27,6 @@ GridLayout grid_layout(const Params& p, bool backward) {
   GridLayout g;
   const int64_t rows = p.batch * p.seqlen, elem = dtype_size(p.dtype);
   int64_t& bytes = g.bytes;
-  g.order = reserve(bytes, p.seqlen * 8);
   g.q = reserve(bytes, rows * p.heads * p.head_dim * elem);
   g.k = reserve(bytes, rows * p.heads_kv * p.head_dim * elem);
   g.v = reserve(bytes, rows * p.heads_kv * p.head_dim_v * elem);

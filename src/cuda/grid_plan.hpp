@@ -1,6 +1,7 @@
 // Token grids on the CUDA backend (host-only): the problem runs on curve-ordered copies of its
 // rows (docs/design.md 1.2: row t of the curve is token order[t]), contiguous [B, N, heads, dim]
-// in the workspace, followed by the workspace of that plain problem. The simpler of the two
+// in the workspace, followed by the workspace of that plain problem (the curve itself is kept
+// on the device per grid shape, grid_order.cu). The simpler of the two
 // designs of issue 7; the other (order[] inside every kernel's row mapping) saves the copies.
 #pragma once
 
@@ -11,7 +12,6 @@
 namespace dilated::cuda {
 
 struct GridLayout {
-  int64_t order = -1;  // int64 [N]: curve position -> row-major token
   int64_t q = -1, k = -1, v = -1, out = -1, dout = -1, dq = -1, dk = -1, dv = -1;
   int64_t lse = -1;   // fp32 [B, H, N] in curve order
   int64_t inner = 0;  // the plain problem's workspace
