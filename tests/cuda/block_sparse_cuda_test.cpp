@@ -275,6 +275,41 @@ TEST(CudaBlockSparse, BackwardIsBitwiseReproducible) {
   }
 }
 
+// Forward without an lse output (it is optional): the block pass writes out directly (blocks
+// alone) or merges through the workspace's lse; the same out bit for bit as with an lse.
+TEST(CudaBlockSparse, ForwardWithoutLse) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (int variant = 0; variant < 4; ++variant) {
+    ProblemConfig c =
+        block_case(BlockKind::random, variant % 2 ? DType::bf16 : DType::f32, variant >= 2, seed);
+    if (variant == 1 || variant == 3) c.patterns = {{64, 1}, {203, 2}};
+    if (variant >= 2) {
+      c.grid_height = 7;
+      c.grid_width = 29;
+    }
+    HostProblem with_lse(c, seed), without_lse(c, seed);
+    DeviceProblem a(cuda(), with_lse);
+    ASSERT_TRUE(a.run(Direction::forward).ok());
+    a.copy_outputs_back();
+    DeviceProblem b(cuda(), without_lse);
+    Params p = b.params(Direction::forward);
+    p.lse = nullptr;
+    const int64_t need = cuda().workspace_bytes(p, Direction::forward);
+    void* workspace = nullptr;
+    ASSERT_TRUE(cuda().allocate(need, &workspace).ok());
+    p.workspace = workspace;
+    p.workspace_bytes = need;
+    const Status s = forward(p, {}, "cuda");
+    EXPECT_TRUE(s.ok()) << s.message();
+    EXPECT_TRUE(cuda().synchronize({}).ok());
+    b.copy_outputs_back();
+    cuda().release(workspace);
+    EXPECT_EQ(with_lse.read("out"), without_lse.read("out"))
+        << c.describe() << " seed=" << seed << " variant " << variant;
+  }
+}
+
 // A small set for compute-sanitizer (memcheck, racecheck): every block kernel (rules, random,
 // mask, topk, attention forward/dq/dkdv) and the grid gather/scatter, fp32 and bf16.
 TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
