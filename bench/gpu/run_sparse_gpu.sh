@@ -27,6 +27,12 @@ if [[ $what == tests || $what == all ]]; then
   # The first failing case of each failing test, with its configuration, seed and errors.
   grep -E "Failure|describe|seed|device error|forward:|backward:|Expected|Which is" \
     "$OUT/sparse_ctest_gpu.log" | head -60
+  # The block cases again with the warp-per-row block kernels forced: tells a tensor-core
+  # block pass failure (TensorCoreBlockPass, grids 16x16, ...) from a shared one.
+  DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/cuda_tests --gtest_filter='CudaBlockSparse*' \
+    >"$OUT/sparse_tests_simt_forced.log" 2>&1
+  echo "CudaBlockSparse.* with DILATED_CUDA_BLOCK_SIMT=1: exit $?"
+  grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_simt_forced.log" | head -20
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 3 ./$BUILD/bin/cuda_tests \
       --gtest_filter='CudaBlockSparseSanitizer.*' >"$OUT/sparse_sanitizer_$tool.log" 2>&1
@@ -38,4 +44,7 @@ fi
 if [[ $what == bench || $what == all ]]; then
   echo "== block_sparse_gpu_bench ${BENCH_ARGS:-}"
   ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/block_sparse_gpu_bench.md"
+  echo "== the same density sweep on the warp-per-row block kernels (N 8192)"
+  DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/block_sparse_gpu_bench --seq-len 8192 --skip-grid \
+    2>&1 | tee "$OUT/block_sparse_gpu_bench_simt.md"
 fi

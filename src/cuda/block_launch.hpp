@@ -19,7 +19,8 @@ void block_backward_pass(const Params& p, const BlockPass& bp, cudaStream_t stre
 
 // The tensor-core block pass takes what the tensor-core dilated passes take (fp16/bf16, head
 // dims 32/64/128, aligned rows, sm_80+) with blocks of a multiple of 64 positions; the
-// warp-per-row kernels take the rest.
+// warp-per-row kernels take the rest (and everything when the environment variable
+// DILATED_CUDA_BLOCK_SIMT=1 is set).
 bool block_pass_uses_tensor_cores(const Params& p);
 void block_mma_pass(const Params& p, const BlockPass& bp, bool backward, cudaStream_t stream);
 

@@ -1,4 +1,6 @@
 // Launches of the tensor-core block pass (block_sparse_mma.cuh) per element type and head dim.
+#include <cstdlib>
+
 #include "cuda/block_launch.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/block_sparse_mma.cuh"
@@ -51,6 +53,12 @@ void run(const Params& p, const BlockPass& bp, bool backward, cudaStream_t strea
 }  // namespace
 
 bool block_pass_uses_tensor_cores(const Params& p) {
+  // DILATED_CUDA_BLOCK_SIMT=1 forces the warp-per-row kernels (to compare the two paths).
+  static const bool forced_simt = [] {
+    const char* v = std::getenv("DILATED_CUDA_BLOCK_SIMT");
+    return v && *v && *v != '0';
+  }();
+  if (forced_simt) return false;
   int sm = 0;
   if (!device_sm(&sm).ok()) return false;
   return tensor_core_unsupported(p, sm)[0] == '\0' && p.blocks.block_size % kMmaRows == 0;

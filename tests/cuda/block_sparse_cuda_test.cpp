@@ -206,7 +206,7 @@ TEST(CudaBlockSparse, GridsAloneAndWithBlocks) {
           c.causal = causal;
           c.mode = causal ? Mode::longnet : Mode::head_groups;
           c.patterns = {{32, 1}, {64, 2}};
-          c.block_size = 8;
+          c.block_size = g[0] == 16 ? 64 : 8;  // 16x16: the tensor-core block pass
           if (blocks) {
             c.block_patterns = {{BlockKind::local, 1, 0, 0}, {BlockKind::topk, 2, 0, 0}};
           }
@@ -311,7 +311,7 @@ TEST(CudaBlockSparse, ForwardWithoutLse) {
 }
 
 // A small set for compute-sanitizer (memcheck, racecheck): every block kernel (rules, random,
-// mask, topk, attention forward/dq/dkdv) and the grid gather/scatter, fp32 and bf16.
+// mask, topk, attention forward/dq/dkdv on both paths) and the grid gather/scatter.
 TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
@@ -325,6 +325,13 @@ TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
     c.grid_width = 29;
     if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
   }
+  // The tensor-core block pass: blocks of 64, a partial last one, GQA, causal.
+  ProblemConfig c = block_case(BlockKind::random, DType::bf16, true, seed);
+  c.block_size = 64;
+  c.patterns = {{64, 1}};
+  c.block_patterns = {
+      {BlockKind::local, 1, 0, 0}, {BlockKind::random, 2, 0, seed}, {BlockKind::topk, 1, 0, 0}};
+  check_against_oracle(cuda(), c, seed, &worst_ratio_seen);
 }
 
 // The backend takes block patterns and grids now, and declines what its block pass cannot
