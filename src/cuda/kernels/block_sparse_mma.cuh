@@ -2,8 +2,9 @@
 // tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions. A CTA of 4 warps owns
 // 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
 // column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
-// shared memory; the multiplicity c enters as the score bias log2(c). Single-buffered tiles:
-// the simple first version (double buffering across kept blocks is the next step).
+// shared memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept
+// key tiles with a cursor and double-buffers them across blocks; the backward kernels load one
+// tile at a time (double buffering them is the next step).
 #pragma once
 
 #include "cuda/kernels/block_sparse_attention.cuh"
@@ -19,11 +20,55 @@ __device__ __forceinline__ RowSpan position_span(const Params& p, const Tensor& 
           count};
 }
 
+// The first kept block at or after `from` of row[0 .. count), or count; every warp finds the
+// same one (warp-uniform ballots over the same bytes).
+__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from,
+                                                   int64_t count) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t J0 = from; J0 < count; J0 += 32) {
+    const int64_t J = J0 + lane;
+    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J] != 0);
+    if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
+  }
+  return count;
+}
+
+// The forward's walk over key tiles: block J (== limit when done), its tile at key0, the end of
+// its keys (the causal cut included) and the score bias log2(multiplicity).
+struct KeyTileCursor {
+  int64_t J;
+  int key0;
+  int end;
+  float bias;
+};
+
+__device__ __forceinline__ KeyTileCursor tile_of_block(const Params& p, const BlockPass& bp,
+                                                       const uint8_t* row, int64_t J, int64_t limit,
+                                                       int64_t n, int last_row) {
+  KeyTileCursor c{J, 0, 0, 0.0f};
+  if (J >= limit) return c;
+  c.key0 = static_cast<int>(J * bp.block);
+  c.end = static_cast<int>(min(J * bp.block + bp.block, n));
+  if (p.causal) c.end = min(c.end, last_row + 1);
+  c.bias = __log2f(static_cast<float>(row[J]));
+  return c;
+}
+
+__device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockPass& bp,
+                                                   const uint8_t* row, KeyTileCursor c,
+                                                   int64_t limit, int64_t n, int last_row) {
+  if (c.key0 + kMmaRows < c.end) {
+    c.key0 += kMmaRows;
+    return c;
+  }
+  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit), limit, n, last_row);
+}
+
 template <typename Elem, int D>
 struct BlockMmaSmem {
   using Tile = SmemTile<kMmaRows, D>;
   using QueryTile = SmemTile<kDkdvQueryRows<D>, D>;
-  static constexpr int kForwardBytes = 3 * Tile::kElements * static_cast<int>(sizeof(Elem));
+  static constexpr int kForwardBytes = 5 * Tile::kElements * static_cast<int>(sizeof(Elem));
   static constexpr int kDqBytes = 4 * Tile::kElements * static_cast<int>(sizeof(Elem));
   static constexpr int kDkdvBytes =
       (2 * Tile::kElements + 2 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
@@ -38,8 +83,8 @@ __global__ void __launch_bounds__(kMmaThreads)
   constexpr int DT = D / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
-  Elem* k_tile = q_tile + Tile::kElements;
-  Elem* v_tile = k_tile + Tile::kElements;
+  Elem* k_tiles = q_tile + Tile::kElements;       // two buffers
+  Elem* v_tiles = k_tiles + 2 * Tile::kElements;  // two buffers
 
   const int64_t b = blockIdx.z, head = blockIdx.y;
   const int64_t n = seq_length(p, b);
@@ -49,6 +94,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t kv_head = kv_head_of(p, head);
   const int64_t I = q0 / bp.block;
   const int64_t nb = block_count(n, bp.block);
+  const int64_t limit = p.causal ? I + 1 : nb;  // key blocks past it hold no visible key
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
   const float scale_log2 = p.scale * kLog2e;
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
@@ -63,20 +109,30 @@ __global__ void __launch_bounds__(kMmaThreads)
   RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
   RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
 
-  for_each_kept_block(row, 1, 0, p.causal ? I + 1 : nb, [&](int64_t J, float multiplicity) {
-    const int begin = static_cast<int>(J * bp.block);
-    int end = static_cast<int>(min(J * bp.block + bp.block, n));
-    if (p.causal) end = min(end, last_row + 1);
-    const float bias = __log2f(multiplicity);
-    for (int key0 = begin; key0 < end; key0 += kMmaRows) {
-      k_span.idx0 = v_span.idx0 = key0;
-      k_span.count = v_span.count = end;
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tile, k_span);
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tile, v_span);
-      cp_async_commit();
+  // Kept key tiles in order, double-buffered: tile t + 1 loads while tile t computes.
+  auto load_keys = [&](const KeyTileCursor& c, int buf) {
+    k_span.idx0 = v_span.idx0 = c.key0;
+    k_span.count = v_span.count = c.end;
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span);
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span);
+    cp_async_commit();
+  };
+  KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  if (cur.J < limit) load_keys(cur, 0);
+  for (int buf = 0; cur.J < limit; buf = 1 - buf) {
+    const KeyTileCursor next = next_tile(p, bp, row, cur, limit, n, last_row);
+    if (next.J < limit) {
+      load_keys(next, 1 - buf);
+      cp_async_wait<1>();
+    } else {
       cp_async_wait<0>();
-      __syncthreads();
-
+    }
+    __syncthreads();
+    const Elem* k_tile = k_tiles + buf * Tile::kElements;
+    const Elem* v_tile = v_tiles + buf * Tile::kElements;
+    const int key0 = cur.key0, end = cur.end;
+    const float bias = cur.bias;
+    {
       float s[1][NT][4] = {};
       warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
       const bool needs_mask =
@@ -123,9 +179,10 @@ __global__ void __launch_bounds__(kMmaThreads)
       uint32_t pa[1][1][NT / 2][4];
       accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
       warp_gemm_regs_kn<Elem, 1, 1, NT / 2, DT, Tile>(o, pa, v_tile, 0);
-      __syncthreads();  // the next tile overwrites k_tile and v_tile
+      __syncthreads();  // the tile after next overwrites this buffer
     }
-  });
+    cur = next;
+  }
   cp_async_wait<0>();  // the query tile, when no block was kept
 
 #pragma unroll
