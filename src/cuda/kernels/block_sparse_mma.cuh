@@ -3,8 +3,8 @@
 // 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
 // column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
 // shared memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept
-// key tiles with a cursor and double-buffers them across blocks; the backward kernels load one
-// tile at a time (double buffering them is the next step).
+// key tiles with a cursor and double-buffers them across blocks, and so does dq; dk/dv loads one
+// query tile at a time (double buffering it is the next step).
 #pragma once
 
 #include "cuda/kernels/block_sparse_attention.cuh"
@@ -69,7 +69,7 @@ struct BlockMmaSmem {
   using Tile = SmemTile<kMmaRows, D>;
   using QueryTile = SmemTile<kDkdvQueryRows<D>, D>;
   static constexpr int kForwardBytes = 5 * Tile::kElements * static_cast<int>(sizeof(Elem));
-  static constexpr int kDqBytes = 4 * Tile::kElements * static_cast<int>(sizeof(Elem));
+  static constexpr int kDqBytes = 6 * Tile::kElements * static_cast<int>(sizeof(Elem));
   static constexpr int kDkdvBytes =
       (2 * Tile::kElements + 2 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
       2 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));
@@ -235,8 +235,8 @@ __global__ void __launch_bounds__(kMmaThreads)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
   Elem* do_tile = q_tile + Tile::kElements;
-  Elem* k_tile = do_tile + Tile::kElements;
-  Elem* v_tile = k_tile + Tile::kElements;
+  Elem* k_tiles = do_tile + Tile::kElements;      // two buffers
+  Elem* v_tiles = k_tiles + 2 * Tile::kElements;  // two buffers
 
   const int64_t b = blockIdx.z, head = blockIdx.y;
   const int64_t n = seq_length(p, b);
@@ -273,41 +273,51 @@ __global__ void __launch_bounds__(kMmaThreads)
   RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
   RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
 
-  for_each_kept_block(row, 1, 0, p.causal ? I + 1 : nb, [&](int64_t J, float multiplicity) {
-    const int begin = static_cast<int>(J * bp.block);
-    int end = static_cast<int>(min(J * bp.block + bp.block, n));
-    if (p.causal) end = min(end, last_row + 1);
-    const float bias = __log2f(multiplicity);
-    for (int key0 = begin; key0 < end; key0 += kMmaRows) {
-      k_span.idx0 = v_span.idx0 = key0;
-      k_span.count = v_span.count = end;
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tile, k_span);
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tile, v_span);
-      cp_async_commit();
+  // Kept key tiles in order, double-buffered as in the forward.
+  auto load_keys = [&](const KeyTileCursor& c, int buf) {
+    k_span.idx0 = v_span.idx0 = c.key0;
+    k_span.count = v_span.count = c.end;
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span);
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span);
+    cp_async_commit();
+  };
+  const int64_t limit = p.causal ? I + 1 : nb;
+  KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  if (cur.J < limit) load_keys(cur, 0);
+  for (int buf = 0; cur.J < limit; buf = 1 - buf) {
+    const KeyTileCursor next = next_tile(p, bp, row, cur, limit, n, last_row);
+    if (next.J < limit) {
+      load_keys(next, 1 - buf);
+      cp_async_wait<1>();
+    } else {
       cp_async_wait<0>();
-      __syncthreads();
-      float s[1][NT][4] = {};
-      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
-      float dp[1][NT][4] = {};
-      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(dp, do_tile, warp * 16, v_tile, 0);
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e / 2;
-          const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
-          const bool visible = row_ok[r] && key < end && !(p.causal && key > row_idx[r]);
-          const float prob =
-              visible ? fast_exp2(s[0][j][e] * scale_log2 + bias - lse_log2[r]) : 0.0f;
-          s[0][j][e] = prob * (dp[0][j][e] * dout_scale - delta[r]);  // dS
-        }
-      }
-      uint32_t ds[kBackwardParts][1][NT / 2][4];
-      accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
-      warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
-      __syncthreads();
     }
-  });
+    __syncthreads();
+    const Elem* k_tile = k_tiles + buf * Tile::kElements;
+    const Elem* v_tile = v_tiles + buf * Tile::kElements;
+    const int key0 = cur.key0, end = cur.end;
+    float s[1][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+    float dp[1][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(dp, do_tile, warp * 16, v_tile, 0);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
+        const bool visible = row_ok[r] && key < end && !(p.causal && key > row_idx[r]);
+        const float prob =
+            visible ? fast_exp2(s[0][j][e] * scale_log2 + cur.bias - lse_log2[r]) : 0.0f;
+        s[0][j][e] = prob * (dp[0][j][e] * dout_scale - delta[r]);  // dS
+      }
+    }
+    uint32_t ds[kBackwardParts][1][NT / 2][4];
+    accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
+    __syncthreads();  // the tile after next overwrites this buffer
+    cur = next;
+  }
   cp_async_wait<0>();
   store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, token, row_ok, head, dq[0], scale);
 }
