@@ -3,8 +3,8 @@
 // 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
 // column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
 // shared memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept
-// key tiles with a cursor and double-buffers them across blocks, and so does dq; dk/dv loads one
-// query tile at a time (double buffering it is the next step).
+// key tiles with a cursor and double-buffers them across blocks, and so do dq and dk/dv (whose
+// cursor walks the query heads of its kv head, their kept query blocks and their tiles).
 #pragma once
 
 #include "cuda/kernels/block_sparse_attention.cuh"
@@ -20,14 +20,14 @@ __device__ __forceinline__ RowSpan position_span(const Params& p, const Tensor& 
           count};
 }
 
-// The first kept block at or after `from` of row[0 .. count), or count; every warp finds the
-// same one (warp-uniform ballots over the same bytes).
-__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from,
-                                                   int64_t count) {
+// The first kept block at or after `from` of row[0], row[stride], ... (count entries), or
+// count; every warp finds the same one (warp-uniform ballots over the same bytes).
+__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from, int64_t count,
+                                                   int64_t stride = 1) {
   const int lane = threadIdx.x % 32;
   for (int64_t J0 = from; J0 < count; J0 += 32) {
     const int64_t J = J0 + lane;
-    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J] != 0);
+    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J * stride] != 0);
     if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
   }
   return count;
@@ -64,6 +64,49 @@ __device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockP
   return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit), limit, n, last_row);
 }
 
+// dk/dv's walk over query tiles: query head `head` (== head_end when done), its kept query
+// block I (a column entry of the matrix), the tile at query0, the block's end, log2(c).
+struct QueryTileCursor {
+  int64_t head;
+  int64_t I;
+  int query0;
+  int end;
+  float bias;
+};
+
+struct QueryWalk {
+  const Params& p;
+  const BlockPass& bp;
+  int64_t b, J, nb, n, head_end;
+  int k0;
+
+  __device__ __forceinline__ const uint8_t* column(int64_t head) const {
+    return bp.mult + mult_row_index(bp, b, class_of_head(bp, head), 0) + J;
+  }
+  // The first kept query block at or after (head, from), heads in order.
+  __device__ __forceinline__ QueryTileCursor find(int64_t head, int64_t from) const {
+    for (; head < head_end; ++head, from = p.causal ? J : 0) {
+      const int64_t I = next_kept_block(column(head), from, nb, bp.nb);
+      if (I < nb) {
+        QueryTileCursor c{head, I, static_cast<int>(I * bp.block),
+                          static_cast<int>(min(I * bp.block + bp.block, n)), 0.0f};
+        if (p.causal && c.query0 < k0) c.query0 = k0;  // earlier queries see none of the keys
+        c.bias = __log2f(static_cast<float>(column(head)[I * bp.nb]));
+        return c;
+      }
+    }
+    return {head_end, 0, 0, 0, 0.0f};
+  }
+  template <int BQ>
+  __device__ __forceinline__ QueryTileCursor next(QueryTileCursor c) const {
+    if (c.query0 + BQ < c.end) {
+      c.query0 += BQ;
+      return c;
+    }
+    return find(c.head, c.I + 1);
+  }
+};
+
 template <typename Elem, int D>
 struct BlockMmaSmem {
   using Tile = SmemTile<kMmaRows, D>;
@@ -71,8 +114,8 @@ struct BlockMmaSmem {
   static constexpr int kForwardBytes = 5 * Tile::kElements * static_cast<int>(sizeof(Elem));
   static constexpr int kDqBytes = 6 * Tile::kElements * static_cast<int>(sizeof(Elem));
   static constexpr int kDkdvBytes =
-      (2 * Tile::kElements + 2 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
-      2 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));
+      (2 * Tile::kElements + 4 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
+      4 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));
 };
 
 template <typename Elem, int D>
@@ -333,10 +376,10 @@ __global__ void __launch_bounds__(kMmaThreads)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Elem* k_tile = reinterpret_cast<Elem*>(smem_raw);
   Elem* v_tile = k_tile + KeyTile::kElements;
-  Elem* q_tile = v_tile + KeyTile::kElements;
-  Elem* do_tile = q_tile + QueryTile::kElements;
-  float* lse_rows = reinterpret_cast<float*>(do_tile + QueryTile::kElements);  // [BQ]
-  float* delta_rows = lse_rows + BQ;                                           // [BQ]
+  Elem* q_tiles = v_tile + KeyTile::kElements;                                      // two buffers
+  Elem* do_tiles = q_tiles + 2 * QueryTile::kElements;                              // two buffers
+  float* lse_rows = reinterpret_cast<float*>(do_tiles + 2 * QueryTile::kElements);  // [2][BQ]
+  float* delta_rows = lse_rows + 2 * BQ;                                            // [2][BQ]
 
   const int64_t b = blockIdx.z, kv_head = blockIdx.y;
   const int64_t n = seq_length(p, b);
@@ -360,65 +403,72 @@ __global__ void __launch_bounds__(kMmaThreads)
   const bool key_ok[2] = {key_idx[0] < count, key_idx[1] < count};
   float dk[1][DT][4] = {}, dv[1][DT][4] = {};
 
-  for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
-    const uint8_t* column = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), 0) + J;
-    RowSpan q_span = position_span<Elem>(p, p.q, b, head, 0, 0);
-    RowSpan do_span = position_span<Elem>(p, p.dout, b, head, 0, 0);
-    for_each_kept_block(column, bp.nb, p.causal ? J : 0, nb, [&](int64_t I, float multiplicity) {
-      int begin = static_cast<int>(I * bp.block);
-      const int end = static_cast<int>(min(I * bp.block + bp.block, n));
-      if (p.causal && begin < k0) begin = k0;  // earlier queries see none of these keys
-      const float bias = __log2f(multiplicity);
-      for (int query0 = begin; query0 < end; query0 += BQ) {
-        q_span.idx0 = do_span.idx0 = query0;
-        q_span.count = do_span.count = end;
-        load_tile_async<Elem, BQ, D, kMmaThreads>(q_tile, q_span);
-        load_tile_async<Elem, BQ, D, kMmaThreads>(do_tile, do_span);
-        cp_async_commit();
-        for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
-          const int query = query0 + i;
-          float l = 0.0f, d = 0.0f;
-          if (query < end) {
-            const int64_t at = token_lse_index(p, token_index(p, b, query), head);
-            l = p.lse[at] * kLog2e;
-            d = bp.delta[at];
-          }
-          lse_rows[i] = l;
-          delta_rows[i] = d;
-        }
-        cp_async_wait<0>();
-        __syncthreads();
-        float st[1][QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
-        warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
-        float dpt[1][QT][4] = {};  // dP^T = v dout^T
-        warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
-#pragma unroll
-        for (int j = 0; j < QT; ++j) {
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int col = j * 8 + 2 * (lane % 4) + c;
-            const int query = query0 + col;
-            const float lse_col = lse_rows[col];
-            const float delta_col = delta_rows[col];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int e = 2 * r + c;
-              const bool visible = key_ok[r] && query < end && !(p.causal && key_idx[r] > query);
-              const float prob =
-                  visible ? fast_exp2(st[0][j][e] * scale_log2 + bias - lse_col) : 0.0f;
-              st[0][j][e] = prob;                                             // P^T
-              dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
-            }
-          }
-        }
-        uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
-        accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
-        accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
-        warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0);
-        warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
-        __syncthreads();  // the next tile overwrites q_tile, do_tile and the row stats
+  // Query tiles of every kept query block of every query head of this kv head, in order,
+  // double-buffered (tiles, lse and delta rows).
+  const QueryWalk walk{p, bp, b, J, nb, n, (kv_head + 1) * group, k0};
+  auto load_queries = [&](const QueryTileCursor& c, int buf) {
+    const RowSpan q_span = position_span<Elem>(p, p.q, b, c.head, c.query0, c.end);
+    const RowSpan do_span = position_span<Elem>(p, p.dout, b, c.head, c.query0, c.end);
+    load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + buf * QueryTile::kElements, q_span);
+    load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + buf * QueryTile::kElements, do_span);
+    cp_async_commit();
+    // Plain loads; the barrier before use orders them.
+    for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
+      const int query = c.query0 + i;
+      float l = 0.0f, d = 0.0f;
+      if (query < c.end) {
+        const int64_t at = token_lse_index(p, token_index(p, b, query), c.head);
+        l = p.lse[at] * kLog2e;
+        d = bp.delta[at];
       }
-    });
+      lse_rows[buf * BQ + i] = l;
+      delta_rows[buf * BQ + i] = d;
+    }
+  };
+  QueryTileCursor cur = walk.find(kv_head * group, p.causal ? J : 0);
+  if (cur.head < walk.head_end) load_queries(cur, 0);
+  for (int buf = 0; cur.head < walk.head_end; buf = 1 - buf) {
+    const QueryTileCursor next = walk.next<BQ>(cur);
+    if (next.head < walk.head_end) {
+      load_queries(next, 1 - buf);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const Elem* q_tile = q_tiles + buf * QueryTile::kElements;
+    const Elem* do_tile = do_tiles + buf * QueryTile::kElements;
+    const int query0 = cur.query0, end = cur.end;
+    float st[1][QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
+    warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
+    float dpt[1][QT][4] = {};  // dP^T = v dout^T
+    warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
+#pragma unroll
+    for (int j = 0; j < QT; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int col = j * 8 + 2 * (lane % 4) + c;
+        const int query = query0 + col;
+        const float lse_col = lse_rows[buf * BQ + col];
+        const float delta_col = delta_rows[buf * BQ + col];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int e = 2 * r + c;
+          const bool visible = key_ok[r] && query < end && !(p.causal && key_idx[r] > query);
+          const float prob =
+              visible ? fast_exp2(st[0][j][e] * scale_log2 + cur.bias - lse_col) : 0.0f;
+          st[0][j][e] = prob;                                             // P^T
+          dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
+        }
+      }
+    }
+    uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
+    accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
+    accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
+    __syncthreads();  // the tile after next overwrites this buffer and its row stats
+    cur = next;
   }
   cp_async_wait<0>();
   int64_t key_token[2];
