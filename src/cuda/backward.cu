@@ -1,7 +1,10 @@
 // Backward: delta = rowsum(dout * out), gradients zeroed, then per pass the dq kernel (query
 // rows outer) and the dk/dv kernel (key rows outer). With the final union lse every pass's
 // contribution is additive; rows shared between passes or heads add into fp32 accumulators.
-// No atomics: the result is the same bit for bit on every run.
+// No atomics: the result is the same bit for bit on every run. Block patterns add one more
+// pass (block_sparse.cu); a token grid runs the problem on curve-ordered copies.
+#include "core/block_sparse.hpp"
+#include "cuda/block_launch.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/elementwise.cuh"
@@ -45,6 +48,7 @@ void convert_gradient(const Params& p, const Tensor& grad, const Tensor& acc, in
 }  // namespace
 
 Status launch_backward(const Params& params, cudaStream_t stream) {
+  if (has_grid(params)) return launch_backward_on_curve(params, stream);
   Params p = params;
   p.scale = softmax_scale(params);  // kernels read the resolved scale
   const WorkspaceLayout ws = backward_workspace(p);
@@ -58,6 +62,15 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
   int sm = 0;
   if (Status s = device_sm(&sm); !s.ok()) return s;
   const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
+  BlockPass blocks;
+  if (has_block_patterns(p)) {
+    blocks = make_block_pass(p, ws);
+    blocks.delta = delta;
+    blocks.dq_acc = dq_acc;
+    blocks.dk_acc = dk_acc;
+    blocks.dv_acc = dv_acc;
+    build_block_lists(p, blocks, stream);
+  }
 
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
@@ -83,6 +96,7 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
             <<<pass_grid(pass, p.heads_kv, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(p, pass);
       }
     }
+    if (has_block_patterns(p)) block_backward_pass(p, blocks, stream);
     convert_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
     convert_gradient<Elem>(p, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
     convert_gradient<Elem>(p, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);

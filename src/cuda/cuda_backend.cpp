@@ -5,7 +5,7 @@
 #include <string>
 
 #include "core/backend_list.hpp"
-#include "core/block_sparse.hpp"
+#include "cuda/block_plan.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/launch_plan.hpp"
 #include "cuda/launchers.hpp"
@@ -41,15 +41,7 @@ class CudaBackend final : public Backend {
       return "sequence windows (Params::window, sequence parallelism) run on the host backends "
              "only so far";
     }
-    // Issue 7's GPU part: until then `auto` falls back to the host backends (with host tensors).
-    if (has_block_patterns(p)) {
-      return "block-sparse patterns (local, global, dilated_blocks, random, topk, mask) are not "
-             "implemented in the CUDA backend yet: run them on the cpu backend";
-    }
-    if (has_grid(p)) {
-      return "Hilbert token order (grid) is not implemented in the CUDA backend yet: run it on "
-             "the cpu backend";
-    }
+    if (const char* why = cuda::block_pass_unsupported(p); *why) return why;
     if (p.head_dim > kMaxHeadDim || p.head_dim_v > kMaxHeadDim) {
       return "head_dim = " + std::to_string(p.head_dim) +
              ", head_dim_v = " + std::to_string(p.head_dim_v) +

@@ -1,5 +1,8 @@
 // Forward: every row starts unselected (out 0, lse -inf); each pass writes its rows directly,
 // or merges them into running fp32 results when a row collects keys from several passes.
+// Block patterns run as one more pass; a token grid runs the problem on curve-ordered copies.
+#include "core/block_sparse.hpp"
+#include "cuda/block_launch.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/elementwise.cuh"
@@ -11,6 +14,7 @@
 namespace dilated::cuda {
 
 Status launch_forward(const Params& params, cudaStream_t stream) {
+  if (has_grid(params)) return launch_forward_on_curve(params, stream);
   Params p = params;
   p.scale = softmax_scale(params);  // kernels read the resolved scale
   const WorkspaceLayout ws = forward_workspace(p);
@@ -24,6 +28,13 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
   int sm = 0;
   if (Status s = device_sm(&sm); !s.ok()) return s;
   const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
+  BlockPass blocks;
+  if (has_block_patterns(p)) {
+    blocks = make_block_pass(p, ws);
+    blocks.out_acc = out_acc;
+    blocks.lse = lse;
+    build_block_lists(p, blocks, stream);
+  }
 
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
@@ -53,9 +64,14 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
                 p, pass);
       }
     }
+    if (has_block_patterns(p)) block_forward_pass(p, blocks, stream);
+    // Merged rows hold the softmax average; head_groups divides it by m (DESIGN 2.4) here.
     if (merge && p.dtype != DType::f32) {
-      convert_rows_kernel<Elem>
-          <<<row_blocks, 256, 0, stream>>>(p, out_acc, p.out, tokens, p.heads, p.head_dim_v, 1.0f);
+      convert_rows_kernel<Elem><<<row_blocks, 256, 0, stream>>>(p, out_acc, p.out, tokens, p.heads,
+                                                                p.head_dim_v, output_scale(p));
+    } else if (merge && output_scale(p) != 1.0f) {
+      convert_rows_kernel<float><<<row_blocks, 256, 0, stream>>>(p, p.out, p.out, tokens, p.heads,
+                                                                 p.head_dim_v, output_scale(p));
     }
   });
   return last_launch_status("forward launch");

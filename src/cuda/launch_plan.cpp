@@ -1,6 +1,9 @@
 #include "cuda/launch_plan.hpp"
 
+#include "core/block_sparse.hpp"
 #include "core/pattern_math.hpp"
+#include "cuda/block_plan.hpp"
+#include "cuda/grid_plan.hpp"
 
 namespace dilated::cuda {
 namespace {
@@ -25,9 +28,11 @@ int pass_count(const Params& p) {
   return p.num_patterns;
 }
 
-// longnet rows collect keys from several passes; head_groups rows from exactly one.
+// longnet rows collect keys from several passes; head_groups rows from exactly one, and the
+// block pass joins both.
 bool forward_merges(const Params& p) {
-  return p.mode == Mode::longnet && p.num_patterns > 1;
+  const int dilated_passes = p.mode == Mode::longnet ? p.num_patterns : 1;
+  return dilated_passes + (has_block_patterns(p) ? 1 : 0) > 1;
 }
 
 bool backward_accumulates_dq(const Params& p) {
@@ -39,8 +44,26 @@ bool backward_accumulates_dkdv(const Params& p) {
   return p.heads != p.heads_kv || forward_merges(p);
 }
 
+namespace {
+
+void reserve_block_lists(const Params& p, WorkspaceLayout& w) {
+  if (!has_block_patterns(p)) return;
+  w.block_mult = reserve(w, block_mult_bytes(p));
+  if (!needs_block_means_on_device(p)) return;
+  const int64_t means = p.batch * block_count(p.seqlen, p.blocks.block_size) * p.head_dim * 8;
+  w.block_means_q = reserve(w, means * p.heads);
+  w.block_means_k = reserve(w, means * p.heads_kv);
+}
+
+}  // namespace
+
 WorkspaceLayout forward_workspace(const Params& p) {
   WorkspaceLayout w;
+  if (has_grid(p)) {
+    w.bytes = grid_workspace_bytes(p, false);
+    return w;
+  }
+  reserve_block_lists(p, w);
   if (!forward_merges(p)) return w;
   if (p.dtype != DType::f32) w.out_acc = reserve(w, tokens(p) * p.heads * p.head_dim_v * 4);
   if (!p.lse) w.lse = reserve(w, tokens(p) * p.heads * 4);
@@ -49,6 +72,11 @@ WorkspaceLayout forward_workspace(const Params& p) {
 
 WorkspaceLayout backward_workspace(const Params& p) {
   WorkspaceLayout w;
+  if (has_grid(p)) {
+    w.bytes = grid_workspace_bytes(p, true);
+    return w;
+  }
+  reserve_block_lists(p, w);
   w.delta = reserve(w, tokens(p) * p.heads * 4);
   if (p.dtype == DType::f32) return w;  // fp32 gradients accumulate in place
   if (backward_accumulates_dq(p)) w.dq_acc = reserve(w, tokens(p) * p.heads * p.head_dim * 4);

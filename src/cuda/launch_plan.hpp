@@ -1,5 +1,7 @@
 // How a problem becomes CUDA launches (host-only, no CUDA headers): the passes, where each
 // pass writes (directly into the outputs, or merged/accumulated in fp32), and the workspace.
+// Block patterns add one more pass after the dilated ones (block_lists.hpp); a token grid runs
+// the whole problem on curve-ordered copies (grid_order.hpp).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +40,10 @@ struct WorkspaceLayout {
   int64_t dq_acc = -1;   // fp32 [tokens, H, D]
   int64_t dk_acc = -1;   // fp32 [tokens, Hkv, D]
   int64_t dv_acc = -1;   // fp32 [tokens, Hkv, Dv]
+  // Block patterns (block_lists.hpp): key-block multiplicities and topk's block means.
+  int64_t block_mult = -1;     // uint8 [B, head classes, NB, NB]
+  int64_t block_means_q = -1;  // fp64 [B, H, NB, D]
+  int64_t block_means_k = -1;  // fp64 [B, Hkv, NB, D]
   int64_t bytes = 0;
 };
 

@@ -22,6 +22,8 @@ DeviceProblem::DeviceProblem(const Backend& backend, HostProblem& host)
     cu_seqlens_ = device_copy(host.cu_seqlens().data(),
                               static_cast<int64_t>(host.cu_seqlens().size() * sizeof(int32_t)));
   }
+  const std::vector<uint8_t>& mask = host.config().block_mask;
+  if (!mask.empty()) block_mask_ = device_copy(mask.data(), static_cast<int64_t>(mask.size()));
 }
 
 DeviceProblem::~DeviceProblem() {
@@ -53,6 +55,7 @@ Params DeviceProblem::params(Direction dir) {
   }
   p.lse = static_cast<float*>(lse_);
   p.cu_seqlens = static_cast<const int32_t*>(cu_seqlens_);
+  if (block_mask_) p.blocks.mask.data = static_cast<const uint8_t*>(block_mask_);
   const int64_t need = backend_.workspace_bytes(p, dir);
   if (need > workspace_bytes_) {
     void* w = nullptr;

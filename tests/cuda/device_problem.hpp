@@ -12,7 +12,7 @@ namespace dilated::testing {
 
 class DeviceProblem {
  public:
-  // Copies every buffer of `host` (inputs and poisoned outputs) to the device.
+  // Copies every buffer of `host` (inputs, poisoned outputs, a block mask) to the device.
   DeviceProblem(const Backend& backend, HostProblem& host);
   ~DeviceProblem();
   DeviceProblem(const DeviceProblem&) = delete;
@@ -33,6 +33,7 @@ class DeviceProblem {
   std::vector<std::pair<std::string, void*>> buffers_;
   void* lse_ = nullptr;
   void* cu_seqlens_ = nullptr;
+  void* block_mask_ = nullptr;  // the mask pattern's [mask_heads, NB, NB] bytes
   void* workspace_ = nullptr;
   int64_t workspace_bytes_ = 0;
 };

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 7 on a GPU: build (Release, sm_90), the gpu-labelled tests (the block-sparse and grid
+# cases are CudaBlockSparse.*), compute-sanitizer on the block-sparse subset, then the
+# block-sparse bench. Needs .deps from scripts/pack_gpu_deps.sh. Logs under $OUT.
+# Usage: bench/gpu/run_sparse_gpu.sh [tests|bench|all]   (BENCH_ARGS passes bench options)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+what=${1:-all}
+BUILD=${BUILD:-build-sparse-gpu}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DDILATED_CUDA=ON \
+  -DDILATED_CUDA_ARCHS="90-real" -DCMAKE_PREFIX_PATH="$PWD/.deps" \
+  >"$OUT/sparse_configure.log" 2>&1 || { tail -30 "$OUT/sparse_configure.log"; exit 1; }
+start=$(date +%s)
+ninja -C $BUILD >"$OUT/sparse_build.log" 2>&1 || { grep -E "error" "$OUT/sparse_build.log" | head -30; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
+
+if [[ $what == tests || $what == all ]]; then
+  echo "== ctest -L gpu (block-sparse and grid cases: CudaBlockSparse.*)"
+  start=$(date +%s)
+  ctest --test-dir $BUILD -L gpu -j 8 --output-on-failure >"$OUT/sparse_ctest_gpu.log" 2>&1
+  echo "ctest exit $? in $(( $(date +%s) - start )) s"
+  grep -E "tests passed|tests failed|\(Failed\)|Not Run|\*\*\*" "$OUT/sparse_ctest_gpu.log" | head -40
+  # The first failing case of each failing test, with its configuration, seed and errors.
+  grep -E "Failure|describe|seed|device error|forward:|backward:|Expected|Which is" \
+    "$OUT/sparse_ctest_gpu.log" | head -60
+  # The block cases again with the warp-per-row block kernels forced: tells a tensor-core
+  # block pass failure (TensorCoreBlockPass, grids 16x16, ...) from a shared one.
+  DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/cuda_tests --gtest_filter='CudaBlockSparse*' \
+    >"$OUT/sparse_tests_simt_forced.log" 2>&1
+  echo "CudaBlockSparse.* with DILATED_CUDA_BLOCK_SIMT=1: exit $?"
+  grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_simt_forced.log" | head -20
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 3 ./$BUILD/bin/cuda_tests \
+      --gtest_filter='CudaBlockSparseSanitizer.*' >"$OUT/sparse_sanitizer_$tool.log" 2>&1
+    echo "compute-sanitizer $tool on CudaBlockSparseSanitizer.*: exit $?"
+    grep -E "SUMMARY" "$OUT/sparse_sanitizer_$tool.log" | head -3
+  done
+fi
+
+if [[ $what == bench || $what == all ]]; then
+  echo "== block_sparse_gpu_bench ${BENCH_ARGS:-}"
+  ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/block_sparse_gpu_bench.md"
+  echo "== the same density sweep on the warp-per-row block kernels (N 8192)"
+  DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/block_sparse_gpu_bench --seq-len 8192 --skip-grid \
+    2>&1 | tee "$OUT/block_sparse_gpu_bench_simt.md"
+fi

@@ -1,0 +1,481 @@
+// Tensor-core block pass (fp16/bf16, head dims 32/64/128, block size a multiple of 64): the
+// tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions. A CTA of 4 warps owns
+// 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
+// column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
+// shared memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept
+// key tiles with a cursor and double-buffers them across blocks, and so do dq and dk/dv (whose
+// cursor walks the query heads of its kv head, their kept query blocks and their tiles).
+#pragma once
+
+#include "cuda/kernels/block_sparse_attention.cuh"
+#include "cuda/kernels/mma_backward.cuh"
+
+namespace dilated::cuda {
+
+// Positions idx0 .. of sequence b at `head` of tensor t; rows at or past `count` read as zero.
+template <typename Elem>
+__device__ __forceinline__ RowSpan position_span(const Params& p, const Tensor& t, int64_t b,
+                                                 int64_t head, int idx0, int count) {
+  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head), t.row_stride, idx0,
+          count};
+}
+
+// The first kept block at or after `from` of row[0], row[stride], ... (count entries), or
+// count; every warp finds the same one (warp-uniform ballots over the same bytes).
+__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from, int64_t count,
+                                                   int64_t stride = 1) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t J0 = from; J0 < count; J0 += 32) {
+    const int64_t J = J0 + lane;
+    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J * stride] != 0);
+    if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
+  }
+  return count;
+}
+
+// The forward's walk over key tiles: block J (== limit when done), its tile at key0, the end of
+// its keys (the causal cut included) and the score bias log2(multiplicity).
+struct KeyTileCursor {
+  int64_t J;
+  int key0;
+  int end;
+  float bias;
+};
+
+__device__ __forceinline__ KeyTileCursor tile_of_block(const Params& p, const BlockPass& bp,
+                                                       const uint8_t* row, int64_t J, int64_t limit,
+                                                       int64_t n, int last_row) {
+  KeyTileCursor c{J, 0, 0, 0.0f};
+  if (J >= limit) return c;
+  c.key0 = static_cast<int>(J * bp.block);
+  c.end = static_cast<int>(min(J * bp.block + bp.block, n));
+  if (p.causal) c.end = min(c.end, last_row + 1);
+  c.bias = __log2f(static_cast<float>(row[J]));
+  return c;
+}
+
+__device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockPass& bp,
+                                                   const uint8_t* row, KeyTileCursor c,
+                                                   int64_t limit, int64_t n, int last_row) {
+  if (c.key0 + kMmaRows < c.end) {
+    c.key0 += kMmaRows;
+    return c;
+  }
+  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit), limit, n, last_row);
+}
+
+// dk/dv's walk over query tiles: query head `head` (== head_end when done), its kept query
+// block I (a column entry of the matrix), the tile at query0, the block's end, log2(c).
+struct QueryTileCursor {
+  int64_t head;
+  int64_t I;
+  int query0;
+  int end;
+  float bias;
+};
+
+struct QueryWalk {
+  const Params& p;
+  const BlockPass& bp;
+  int64_t b, J, nb, n, head_end;
+  int k0;
+
+  __device__ __forceinline__ const uint8_t* column(int64_t head) const {
+    return bp.mult + mult_row_index(bp, b, class_of_head(bp, head), 0) + J;
+  }
+  // The first kept query block at or after (head, from), heads in order.
+  __device__ __forceinline__ QueryTileCursor find(int64_t head, int64_t from) const {
+    for (; head < head_end; ++head, from = p.causal ? J : 0) {
+      const int64_t I = next_kept_block(column(head), from, nb, bp.nb);
+      if (I < nb) {
+        QueryTileCursor c{head, I, static_cast<int>(I * bp.block),
+                          static_cast<int>(min(I * bp.block + bp.block, n)), 0.0f};
+        if (p.causal && c.query0 < k0) c.query0 = k0;  // earlier queries see none of the keys
+        c.bias = __log2f(static_cast<float>(column(head)[I * bp.nb]));
+        return c;
+      }
+    }
+    return {head_end, 0, 0, 0, 0.0f};
+  }
+  template <int BQ>
+  __device__ __forceinline__ QueryTileCursor next(QueryTileCursor c) const {
+    if (c.query0 + BQ < c.end) {
+      c.query0 += BQ;
+      return c;
+    }
+    return find(c.head, c.I + 1);
+  }
+};
+
+template <typename Elem, int D>
+struct BlockMmaSmem {
+  using Tile = SmemTile<kMmaRows, D>;
+  using QueryTile = SmemTile<kDkdvQueryRows<D>, D>;
+  static constexpr int kForwardBytes = 5 * Tile::kElements * static_cast<int>(sizeof(Elem));
+  static constexpr int kDqBytes = 6 * Tile::kElements * static_cast<int>(sizeof(Elem));
+  static constexpr int kDkdvBytes =
+      (2 * Tile::kElements + 4 * QueryTile::kElements) * static_cast<int>(sizeof(Elem)) +
+      4 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));
+};
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    block_mma_forward_kernel(const Params p, const BlockPass bp) {
+  using Tile = SmemTile<kMmaRows, D>;
+  constexpr int NT = kMmaRows / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* k_tiles = q_tile + Tile::kElements;       // two buffers
+  Elem* v_tiles = k_tiles + 2 * Tile::kElements;  // two buffers
+
+  const int64_t b = blockIdx.z, head = blockIdx.y;
+  const int64_t n = seq_length(p, b);
+  const int q0 = static_cast<int>(blockIdx.x) * kMmaRows;
+  if (q0 >= n) return;
+  const int count = static_cast<int>(n);
+  const int64_t kv_head = kv_head_of(p, head);
+  const int64_t I = q0 / bp.block;
+  const int64_t nb = block_count(n, bp.block);
+  const int64_t limit = p.causal ? I + 1 : nb;  // key blocks past it hold no visible key
+  const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
+  const float scale_log2 = p.scale * kLog2e;
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
+                                                  position_span<Elem>(p, p.q, b, head, q0, count));
+  cp_async_commit();  // waited for with the first key tile
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const int last_row = min(q0 + kMmaRows, count) - 1;
+  float o[1][DT][4] = {};
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
+  RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
+
+  // Kept key tiles in order, double-buffered: tile t + 1 loads while tile t computes.
+  auto load_keys = [&](const KeyTileCursor& c, int buf) {
+    k_span.idx0 = v_span.idx0 = c.key0;
+    k_span.count = v_span.count = c.end;
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span);
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span);
+    cp_async_commit();
+  };
+  KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  if (cur.J < limit) load_keys(cur, 0);
+  for (int buf = 0; cur.J < limit; buf = 1 - buf) {
+    const KeyTileCursor next = next_tile(p, bp, row, cur, limit, n, last_row);
+    if (next.J < limit) {
+      load_keys(next, 1 - buf);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const Elem* k_tile = k_tiles + buf * Tile::kElements;
+    const Elem* v_tile = v_tiles + buf * Tile::kElements;
+    const int key0 = cur.key0, end = cur.end;
+    const float bias = cur.bias;
+    {
+      float s[1][NT][4] = {};
+      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+      const bool needs_mask =
+          key0 + kMmaRows > end || (p.causal && key0 + kMmaRows > q0 + warp * 16);
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[0][j][e] * scale_log2 + bias;
+          if (needs_mask) {
+            const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
+            if (key >= end || (p.causal && key > row_idx[e / 2])) x = -INFINITY;
+          }
+          s[0][j][e] = x;
+        }
+      }
+      float corrections[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[r];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[0][j][2 * r], s[0][j][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float ref = mx == -INFINITY ? 0.0f : mx;  // every key of the row masked so far
+        corrections[r] = fast_exp2(row_max[r] - ref);
+        row_max[r] = mx;
+        float sum = 0;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          s[0][j][2 * r] = fast_exp2(s[0][j][2 * r] - ref);
+          s[0][j][2 * r + 1] = fast_exp2(s[0][j][2 * r + 1] - ref);
+          sum += s[0][j][2 * r] + s[0][j][2 * r + 1];
+        }
+        row_sum[r] = row_sum[r] * corrections[r] + sum;
+      }
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        o[0][d][0] *= corrections[0];
+        o[0][d][1] *= corrections[0];
+        o[0][d][2] *= corrections[1];
+        o[0][d][3] *= corrections[1];
+      }
+      uint32_t pa[1][1][NT / 2][4];
+      accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
+      warp_gemm_regs_kn<Elem, 1, 1, NT / 2, DT, Tile>(o, pa, v_tile, 0);
+      __syncthreads();  // the tile after next overwrites this buffer
+    }
+    cur = next;
+  }
+  cp_async_wait<0>();  // the query tile, when no block was kept
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = row_sum[r];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    const bool valid = row_idx[r] < count;
+    const bool any_key = sum != 0.0f;  // NaN sums propagate
+    const float lse = (row_max[r] + __log2f(sum)) * kLn2;
+    const int64_t token = token_index(p, b, row_idx[r]);
+    const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
+    const float inv = 1.0f / sum;
+    if (!bp.out_acc.data) {
+      if (valid && any_key) {
+        Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+        const float f = inv * output_scale(p);
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+          *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
+              pack2<Elem>(o[0][d][2 * r] * f, o[0][d][2 * r + 1] * f);
+        }
+        if (bp.lse && lane % 4 == 0) bp.lse[lse_at] = lse;
+      }
+      continue;
+    }
+    const MergeWeights mw = merge_weights(valid ? bp.lse[lse_at] : 0.0f, lse);
+    __syncwarp();  // every lane of the quad read the old lse before lane 0 writes it
+    if (valid && any_key) {
+      float* acc = static_cast<float*>(bp.out_acc.data) + token_offset(p, bp.out_acc, token, head);
+      const float f = mw.new_weight * inv;
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
+        const float2 old = *a;
+        *a = make_float2(mw.old_weight * old.x + f * o[0][d][2 * r],
+                         mw.old_weight * old.y + f * o[0][d][2 * r + 1]);
+      }
+      if (lane % 4 == 0) bp.lse[lse_at] = mw.lse;
+    }
+  }
+}
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    block_mma_dq_kernel(const Params p, const BlockPass bp) {
+  using Tile = SmemTile<kMmaRows, D>;
+  constexpr int NT = kMmaRows / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* q_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* do_tile = q_tile + Tile::kElements;
+  Elem* k_tiles = do_tile + Tile::kElements;      // two buffers
+  Elem* v_tiles = k_tiles + 2 * Tile::kElements;  // two buffers
+
+  const int64_t b = blockIdx.z, head = blockIdx.y;
+  const int64_t n = seq_length(p, b);
+  const int q0 = static_cast<int>(blockIdx.x) * kMmaRows;
+  if (q0 >= n) return;
+  const int count = static_cast<int>(n);
+  const int64_t kv_head = kv_head_of(p, head);
+  const int64_t I = q0 / bp.block;
+  const int64_t nb = block_count(n, bp.block);
+  const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
+  const float scale = p.scale;
+  const float scale_log2 = scale * kLog2e;
+  const float dout_scale = output_scale(p);
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
+                                                  position_span<Elem>(p, p.q, b, head, q0, count));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      do_tile, position_span<Elem>(p, p.dout, b, head, q0, count));
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
+  const int last_row = min(q0 + kMmaRows, count) - 1;
+  int64_t token[2];
+  float lse_log2[2], delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    token[r] = token_index(p, b, row_idx[r]);
+    const int64_t at = row_ok[r] ? token_lse_index(p, token[r], head) : 0;
+    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
+    delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
+  }
+  float dq[1][DT][4] = {};
+  RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
+  RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
+
+  // Kept key tiles in order, double-buffered as in the forward.
+  auto load_keys = [&](const KeyTileCursor& c, int buf) {
+    k_span.idx0 = v_span.idx0 = c.key0;
+    k_span.count = v_span.count = c.end;
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span);
+    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span);
+    cp_async_commit();
+  };
+  const int64_t limit = p.causal ? I + 1 : nb;
+  KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  if (cur.J < limit) load_keys(cur, 0);
+  for (int buf = 0; cur.J < limit; buf = 1 - buf) {
+    const KeyTileCursor next = next_tile(p, bp, row, cur, limit, n, last_row);
+    if (next.J < limit) {
+      load_keys(next, 1 - buf);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const Elem* k_tile = k_tiles + buf * Tile::kElements;
+    const Elem* v_tile = v_tiles + buf * Tile::kElements;
+    const int key0 = cur.key0, end = cur.end;
+    float s[1][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
+    float dp[1][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(dp, do_tile, warp * 16, v_tile, 0);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
+        const bool visible = row_ok[r] && key < end && !(p.causal && key > row_idx[r]);
+        const float prob =
+            visible ? fast_exp2(s[0][j][e] * scale_log2 + cur.bias - lse_log2[r]) : 0.0f;
+        s[0][j][e] = prob * (dp[0][j][e] * dout_scale - delta[r]);  // dS
+      }
+    }
+    uint32_t ds[kBackwardParts][1][NT / 2][4];
+    accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
+    __syncthreads();  // the tile after next overwrites this buffer
+    cur = next;
+  }
+  cp_async_wait<0>();
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, token, row_ok, head, dq[0], scale);
+}
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kMmaThreads)
+    block_mma_dkdv_kernel(const Params p, const BlockPass bp) {
+  constexpr int BQ = kDkdvQueryRows<D>;
+  using KeyTile = SmemTile<kMmaRows, D>;
+  using QueryTile = SmemTile<BQ, D>;
+  constexpr int QT = BQ / 8;
+  constexpr int DT = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Elem* k_tile = reinterpret_cast<Elem*>(smem_raw);
+  Elem* v_tile = k_tile + KeyTile::kElements;
+  Elem* q_tiles = v_tile + KeyTile::kElements;                                      // two buffers
+  Elem* do_tiles = q_tiles + 2 * QueryTile::kElements;                              // two buffers
+  float* lse_rows = reinterpret_cast<float*>(do_tiles + 2 * QueryTile::kElements);  // [2][BQ]
+  float* delta_rows = lse_rows + 2 * BQ;                                            // [2][BQ]
+
+  const int64_t b = blockIdx.z, kv_head = blockIdx.y;
+  const int64_t n = seq_length(p, b);
+  const int k0 = static_cast<int>(blockIdx.x) * kMmaRows;
+  if (k0 >= n) return;
+  const int count = static_cast<int>(n);
+  const int64_t J = k0 / bp.block;
+  const int64_t nb = block_count(n, bp.block);
+  const int64_t group = p.heads / p.heads_kv;
+  const float scale = p.scale;
+  const float scale_log2 = scale * kLog2e;
+  const float dout_scale = output_scale(p);
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      k_tile, position_span<Elem>(p, p.k, b, kv_head, k0, count));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      v_tile, position_span<Elem>(p, p.v, b, kv_head, k0, count));
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int key_idx[2] = {k0 + warp * 16 + lane / 4, k0 + warp * 16 + lane / 4 + 8};
+  const bool key_ok[2] = {key_idx[0] < count, key_idx[1] < count};
+  float dk[1][DT][4] = {}, dv[1][DT][4] = {};
+
+  // Query tiles of every kept query block of every query head of this kv head, in order,
+  // double-buffered (tiles, lse and delta rows).
+  const QueryWalk walk{p, bp, b, J, nb, n, (kv_head + 1) * group, k0};
+  auto load_queries = [&](const QueryTileCursor& c, int buf) {
+    const RowSpan q_span = position_span<Elem>(p, p.q, b, c.head, c.query0, c.end);
+    const RowSpan do_span = position_span<Elem>(p, p.dout, b, c.head, c.query0, c.end);
+    load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + buf * QueryTile::kElements, q_span);
+    load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + buf * QueryTile::kElements, do_span);
+    cp_async_commit();
+    // Plain loads; the barrier before use orders them.
+    for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
+      const int query = c.query0 + i;
+      float l = 0.0f, d = 0.0f;
+      if (query < c.end) {
+        const int64_t at = token_lse_index(p, token_index(p, b, query), c.head);
+        l = p.lse[at] * kLog2e;
+        d = bp.delta[at];
+      }
+      lse_rows[buf * BQ + i] = l;
+      delta_rows[buf * BQ + i] = d;
+    }
+  };
+  QueryTileCursor cur = walk.find(kv_head * group, p.causal ? J : 0);
+  if (cur.head < walk.head_end) load_queries(cur, 0);
+  for (int buf = 0; cur.head < walk.head_end; buf = 1 - buf) {
+    const QueryTileCursor next = walk.next<BQ>(cur);
+    if (next.head < walk.head_end) {
+      load_queries(next, 1 - buf);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const Elem* q_tile = q_tiles + buf * QueryTile::kElements;
+    const Elem* do_tile = do_tiles + buf * QueryTile::kElements;
+    const int query0 = cur.query0, end = cur.end;
+    float st[1][QT][4] = {};  // S^T: this warp's 16 keys x BQ queries
+    warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(st, k_tile, warp * 16, q_tile, 0);
+    float dpt[1][QT][4] = {};  // dP^T = v dout^T
+    warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
+#pragma unroll
+    for (int j = 0; j < QT; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int col = j * 8 + 2 * (lane % 4) + c;
+        const int query = query0 + col;
+        const float lse_col = lse_rows[buf * BQ + col];
+        const float delta_col = delta_rows[buf * BQ + col];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int e = 2 * r + c;
+          const bool visible = key_ok[r] && query < end && !(p.causal && key_idx[r] > query);
+          const float prob =
+              visible ? fast_exp2(st[0][j][e] * scale_log2 + cur.bias - lse_col) : 0.0f;
+          st[0][j][e] = prob;                                             // P^T
+          dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
+        }
+      }
+    }
+    uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
+    accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
+    accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dv, pa, do_tile, 0);
+    warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
+    __syncthreads();  // the tile after next overwrites this buffer and its row stats
+    cur = next;
+  }
+  cp_async_wait<0>();
+  int64_t key_token[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) key_token[r] = token_index(p, b, key_idx[r]);
+  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, key_token, key_ok, kv_head, dk[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, key_token, key_ok, kv_head, dv[0], dout_scale);
+}
+
+}  // namespace dilated::cuda
