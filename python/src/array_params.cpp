@@ -1,17 +1,16 @@
 #include "array_params.hpp"
 
 #include <cmath>
-#include <sstream>
 #include <string>
+
+#include "core/text.hpp"
 
 namespace dilated_python {
 namespace {
 
 template <class... Parts>
 std::string cat(const Parts&... parts) {
-  std::ostringstream s;
-  (s << ... << parts);
-  return s.str();
+  return dilated::concat(parts...);
 }
 
 // What the binding needs to know about one array, whatever its framework.

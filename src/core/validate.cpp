@@ -1,10 +1,10 @@
 // Validation in one place (DESIGN 7): every message names the argument, its value and what
 // was expected.
 #include <cmath>
-#include <sstream>
 #include <string>
 
 #include "core/block_sparse.hpp"
+#include "core/text.hpp"
 #include "dilated/dilated.hpp"
 
 namespace dilated {
@@ -12,9 +12,7 @@ namespace {
 
 template <class... Parts>
 Status invalid(const Parts&... parts) {
-  std::ostringstream s;
-  (s << ... << parts);
-  return Status::Invalid(s.str());
+  return Status::Invalid(concat(parts...));
 }
 
 // Largest element offset + 1 reachable through a tensor, or -1 on int64 overflow.

@@ -1,8 +1,9 @@
 #include "dist/agreement.hpp"
+#include "core/text.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
-#include <sstream>
 #include <vector>
 
 namespace dilated::dist {
@@ -31,24 +32,23 @@ uint64_t fnv1a(const std::string& s) {
 
 std::string describe(const Params& p, const ShardInfo& shard, Direction dir,
                      const std::string& backend) {
-  std::ostringstream s;
-  s << (dir == Direction::forward ? "forward" : "backward") << " N=" << shard.global_seqlen
-    << " B=" << p.batch << " H=" << p.heads << " Hkv=" << p.heads_kv << " D=" << p.head_dim
-    << " Dv=" << p.head_dim_v << " dtype=" << dtype_name(p.dtype) << " mode=" << mode_name(p.mode)
-    << " offsets=" << head_offsets_name(p.head_offsets) << " causal=" << (p.causal ? 1 : 0)
-    << " scale=";
+  std::string s =
+      concat(dir == Direction::forward ? "forward" : "backward", " N=", shard.global_seqlen,
+             " B=", p.batch, " H=", p.heads, " Hkv=", p.heads_kv, " D=", p.head_dim,
+             " Dv=", p.head_dim_v, " dtype=", dtype_name(p.dtype), " mode=", mode_name(p.mode),
+             " offsets=", head_offsets_name(p.head_offsets), " causal=", p.causal, " scale=");
   if (std::isnan(p.scale)) {
-    s << "default";
+    s += "default";
   } else {
-    s.precision(9);
-    s << p.scale;
+    char exact[32];  // every float's digits: ranks must agree on the bits
+    std::snprintf(exact, sizeof exact, "%.9g", static_cast<double>(p.scale));
+    s += exact;
   }
-  s << " patterns=";
+  s += " patterns=";
   for (int i = 0; i < p.num_patterns && i < kMaxPatterns; ++i) {
-    s << "(" << p.patterns[i].segment << "," << p.patterns[i].dilation << ")";
+    s += concat("(", p.patterns[i].segment, ",", p.patterns[i].dilation, ")");
   }
-  s << " backend=" << backend;
-  return s.str();
+  return s + " backend=" + backend;
 }
 
 Record make_record(uint64_t hash, int64_t offset, int64_t rows, StatusCode code,

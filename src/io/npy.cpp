@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "core/dtype_convert.hpp"
 
@@ -268,8 +267,7 @@ std::string npy_file_header(const std::string& descr, const std::string& shape_t
 }
 
 Status write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
-  std::ostringstream dict;
-  dict << "(";
+  std::string dict = "(";
   int64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0 ||
@@ -277,15 +275,15 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
       return Status::Invalid(path + ": shape[" + std::to_string(i) + "] = " +
                              std::to_string(shape[i]) + ": expected a size the file can hold");
     }
-    dict << shape[i] << (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
+    dict += std::to_string(shape[i]) + (shape.size() == 1 ? "," : i + 1 < shape.size() ? ", " : "");
     count *= shape[i];
   }
-  dict << ")";
+  dict += ")";
   if (shape.size() > kMaxDims) {
     return Status::Invalid(path + ": " + std::to_string(shape.size()) +
                            " dimensions: expected at most 32");
   }
-  const std::string header = npy_file_header("<f4", dict.str());
+  const std::string header = npy_file_header("<f4", dict);
   const std::string temp = path + ".partial";
   std::FILE* f = std::fopen(temp.c_str(), "wb");
   if (!f) return Status::Runtime(path + ": cannot create (" + std::strerror(errno) + ")");
