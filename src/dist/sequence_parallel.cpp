@@ -4,6 +4,7 @@
 // parallelism" explains the decomposition and why it is exact.
 #include <chrono>
 #include <future>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,9 @@
 #include "dist/exchange_plan.hpp"
 #include "dist/remote_part.hpp"
 #include "dist/shard_tensors.hpp"
+#if DILATED_WITH_CUDA
+#include "dist/device/device_call.hpp"
+#endif
 
 namespace dilated::dist {
 namespace {
@@ -28,12 +32,17 @@ Status invalid(const std::string& message) {
 }
 
 // This rank's own arguments, checked before any exchange (the result travels with the
-// configuration, so that every rank reports the first bad rank).
+// configuration, so that every rank reports the first bad rank). `device`: where the
+// communicator exchanges, hence where the tensors must be.
 Status check_arguments(const Params& local, const ShardInfo& shard, Direction dir,
-                       const std::string& backend, const Backend** chosen) {
+                       const std::string& backend, Device device, const Backend** chosen) {
   if (Status s = validate(local, dir); !s.ok()) return s;
-  if (local.device != Device::host) {
-    return invalid("device = cuda: sequence parallelism runs on host tensors so far");
+  if (local.device != device) {
+    return invalid(device == Device::host
+                       ? "device = cuda: the communicator exchanges host memory (MPI); device "
+                         "tensors need a device communicator (NCCL)"
+                       : "device = host: the communicator exchanges device memory (NCCL); host "
+                         "tensors need a host communicator (MPI)");
   }
   if (local.cu_seqlens) return invalid("cu_seqlens: varlen problems cannot be sharded");
   if (windowed(local)) {
@@ -47,10 +56,12 @@ Status check_arguments(const Params& local, const ShardInfo& shard, Direction di
                    std::to_string(local.seqlen) + " rows: expected 0..global_seqlen - rows = " +
                    std::to_string(shard.global_seqlen - local.seqlen));
   }
-  // The backends run the shard as windows, in float32 for 16-bit inputs.
+  // The backends run the shard as windows: host ones in float32 for 16-bit inputs, device
+  // ones in the caller's dtype.
   Params probe = local;
   probe.window = {shard.global_seqlen, shard.offset, shard.offset, local.seqlen};
-  if (probe.dtype == DType::f16 || probe.dtype == DType::bf16) probe.dtype = DType::f32;
+  const bool widen = device == Device::host;
+  if (widen && (probe.dtype == DType::f16 || probe.dtype == DType::bf16)) probe.dtype = DType::f32;
   return select_backend(probe, dir, backend, chosen);
 }
 
@@ -62,16 +73,11 @@ class Call {
       : local_(local), shard_(shard), comm_(comm), options_(options), dir_(dir) {}
 
   Status run() {
-    // Checked before any collective: the configuration exchange itself uses host buffers.
-    // Every rank has the same kind of communicator, so every rank returns this.
-    if (comm_.device() != Device::host) {
-      return Status::Unsupported(
-          "dist: the communicator exchanges device memory (NCCL); the sequence-parallel "
-          "algorithm runs on host tensors with a host communicator (MPI) so far");
-    }
+    if (comm_.device() != Device::host) return run_on_device();
     const auto start = Clock::now();
     const Backend* chosen = nullptr;
-    const Status checks = check_arguments(local_, shard_, dir_, options_.backend, &chosen);
+    const Status checks =
+        check_arguments(local_, shard_, dir_, options_.backend, Device::host, &chosen);
     if (chosen) stats_.backend = chosen->name();
     Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, comm_,
                                       &shards_, &traffic_);
@@ -92,6 +98,51 @@ class Call {
   }
 
  private:
+  // Device tensors over a device communicator: the same checks and agreement (through host
+  // staging buffers), then the plan on the GPU (device/device_call.hpp).
+  Status run_on_device() {
+#if DILATED_WITH_CUDA
+    const auto start = Clock::now();
+    DeviceScratch own;  // per-call memory when the caller keeps none
+    DeviceScratch& scratch = options_.scratch ? *options_.scratch : own;
+    const std::unique_ptr<Communicator> host = host_staging(comm_, scratch);
+    const Backend* chosen = nullptr;
+    const Status checks =
+        check_arguments(local_, shard_, dir_, options_.backend, Device::cuda, &chosen);
+    if (chosen) stats_.backend = chosen->name();
+    Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, *host,
+                                      &shards_, &traffic_);
+    stats_.exchange_seconds += seconds_since(start);
+    if (s.ok()) {
+      DeviceCall call;
+      call.local = &local_;
+      call.shards = &shards_;
+      call.rank = comm_.rank();
+      call.comm = &comm_;
+      call.backend = chosen->name();
+      call.stream = options_.stream.handle;
+      call.scratch = &scratch;
+      call.stats = &stats_;
+      call.traffic = &traffic_;
+      call.communication_failed = &communication_failed_;
+      s = dir_ == Direction::forward ? device_forward(call) : device_backward(call);
+      if (!s.ok() && s.code() == StatusCode::runtime_error && communication_failed_) return s;
+      const auto agree = Clock::now();
+      s = agree_on_outcome(s, *host, &traffic_);
+      stats_.exchange_seconds += seconds_since(agree);
+    }
+    stats_.bytes_sent = traffic_.sent;
+    stats_.bytes_received = traffic_.received;
+    stats_.total_seconds = seconds_since(start);
+    if (options_.stats) *options_.stats = stats_;
+    return s;
+#else
+    // Every rank has the same kind of communicator, so every rank returns this.
+    return Status::Unsupported(
+        "dist: the communicator exchanges device memory, but this build has no CUDA backend");
+#endif
+  }
+
   Status exchange(const std::vector<unsigned char>& send, const std::vector<int64_t>& send_bytes,
                   std::vector<unsigned char>* recv, const std::vector<int64_t>& recv_bytes) {
     const auto start = Clock::now();
