@@ -119,6 +119,7 @@ class Call {
       call.shards = &shards_;
       call.rank = comm_.rank();
       call.comm = &comm_;
+      call.host = host.get();
       call.backend = chosen->name();
       call.stream = options_.stream.handle;
       call.scratch = &scratch;

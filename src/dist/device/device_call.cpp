@@ -175,7 +175,7 @@ class DeviceRun {
   }
 
   Status forward() {
-    if (Status s = prepare(); !s.ok()) return s;
+    if (Status s = prepare_together(); !s.ok()) return s;
     pack_keys();
     if (Status s = start_exchange(); !s.ok()) return s;
     cudaEventRecord(local_start_.get(), stream_);
@@ -190,7 +190,7 @@ class DeviceRun {
   }
 
   Status backward() {
-    if (Status s = prepare(); !s.ok()) return s;
+    if (Status s = prepare_together(); !s.ok()) return s;
     pack_keys();
     if (Status s = start_exchange(); !s.ok()) return s;
     cudaEventRecord(local_start_.get(), stream_);
@@ -214,6 +214,14 @@ class DeviceRun {
   }
 
  private:
+  // A rank that cannot get its memory (the likely failure on a GPU) must not leave the others
+  // waiting in the exchange: every rank learns every rank's outcome first. Nothing is queued
+  // on the GPU yet, so the staging buffer may overlap the arena.
+  Status prepare_together() {
+    const Status mine = prepare();
+    return agree_on_outcome(mine, *call_.host, call_.traffic);
+  }
+
   // Plans the device memory (the largest unit's buffers are reused unit after unit: every
   // unit's kernels run in order on the compute stream) and binds it.
   Status prepare() {

@@ -24,6 +24,7 @@ struct DeviceCall {
   const ShardTable* shards = nullptr;
   int rank = 0;
   Communicator* comm = nullptr;  // device communicator
+  Communicator* host = nullptr;  // host_staging(*comm): for agreeing on the memory set-up
   std::string backend;           // the backend that computes (a CUDA one)
   void* stream = nullptr;        // cudaStream_t
   DeviceScratch* scratch = nullptr;
