@@ -84,7 +84,8 @@ struct Stats {
 // rank, used by one call at a time; freed on destruction (on the device that allocated it).
 class DeviceScratch {
  public:
-  DeviceScratch() = default;
+  // Memory from `memory`'s device services (null: the CUDA backend's).
+  explicit DeviceScratch(const Backend* memory = nullptr);
   ~DeviceScratch();
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
@@ -93,6 +94,7 @@ class DeviceScratch {
   int64_t capacity() const { return bytes_; }
 
  private:
+  const Backend* memory_;
   void* data_ = nullptr;
   int64_t bytes_ = 0;
 };

@@ -4,14 +4,11 @@
 
 namespace dilated::dist {
 
-namespace {
-const Backend* device_backend() {
-  return find_backend("cuda");
-}
-}  // namespace
+DeviceScratch::DeviceScratch(const Backend* memory)
+    : memory_(memory ? memory : find_backend("cuda")) {}
 
 DeviceScratch::~DeviceScratch() {
-  if (data_) device_backend()->release(data_);
+  if (data_) memory_->release(data_);
 }
 
 Status DeviceScratch::reserve(int64_t bytes, void** ptr) {
@@ -19,7 +16,7 @@ Status DeviceScratch::reserve(int64_t bytes, void** ptr) {
     *ptr = data_;
     return {};
   }
-  const Backend* backend = device_backend();
+  const Backend* backend = memory_;
   if (!backend) return Status::Unavailable("dist: this build has no CUDA backend");
   if (data_) backend->release(data_);
   data_ = nullptr;

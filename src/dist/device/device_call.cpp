@@ -1,7 +1,5 @@
 #include "dist/device/device_call.hpp"
 
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -10,6 +8,7 @@
 
 #include "core/pattern_math.hpp"
 #include "dist/device/device_ops.hpp"
+#include "dist/device/device_runtime.hpp"
 #include "dist/remote_part.hpp"
 #include "dist/shard_tensors.hpp"
 
@@ -24,11 +23,6 @@ size_t at(int64_t i) {
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-Status cuda_status(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return {};
-  return Status::Runtime(std::string("dist: ") + what + ": " + cudaGetErrorString(e));
 }
 
 // ---- the host view of a device communicator ----------------------------------------------
@@ -74,16 +68,10 @@ class HostStaging final : public Communicator {
     void* base = nullptr;
     if (Status s = scratch_.reserve(total, &base); !s.ok()) return s;
     *d = static_cast<char*>(base);
-    if (Status s = cuda_status(
-            cudaMemcpy(*d, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice), "staging");
-        !s.ok()) {
-      return s;
-    }
-    return cuda_status(cudaDeviceSynchronize(), "staging");
+    return rt::copy_to_device(*d, src, bytes);
   }
   Status stage_out(void* dst, const char* src, int64_t bytes) {
-    return cuda_status(cudaMemcpy(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost),
-                       "staging");
+    return rt::copy_to_host(dst, src, bytes);
   }
 
   Communicator& comm_;
@@ -117,20 +105,18 @@ class Arena {
 // Events for ordering the two streams (and timing the parts).
 class Event {
  public:
-  Event() { cudaEventCreate(&e_); }
-  ~Event() { cudaEventDestroy(e_); }
+  Event() : e_(rt::event_create()) {}
+  ~Event() { rt::event_destroy(e_); }
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
-  cudaEvent_t get() const { return e_; }
+  rt::Event get() const { return e_; }
 
  private:
-  cudaEvent_t e_ = nullptr;
+  rt::Event e_;
 };
 
 double elapsed_seconds(const Event& from, const Event& to) {
-  float ms = 0;
-  if (cudaEventElapsedTime(&ms, from.get(), to.get()) != cudaSuccess) return 0;
-  return ms / 1000.0;
+  return rt::event_seconds(from.get(), to.get());
 }
 
 // ---- one unit as a windowed problem --------------------------------------------------------
@@ -159,7 +145,7 @@ class DeviceRun {
       : call_(call),
         local_(*call.local),
         dir_(dir),
-        stream_(static_cast<cudaStream_t>(call.stream)),
+        stream_(call.stream),
         esize_(dtype_size(local_.dtype)),
         d_(local_.head_dim),
         dv_(local_.head_dim_v) {
@@ -178,14 +164,14 @@ class DeviceRun {
     if (Status s = prepare_together(); !s.ok()) return s;
     pack_keys();
     if (Status s = start_exchange(); !s.ok()) return s;
-    cudaEventRecord(local_start_.get(), stream_);
+    rt::event_record(local_start_.get(), stream_);
     Status local = dilated::forward(work_, {stream_}, call_.backend);
-    cudaEventRecord(local_end_.get(), stream_);
+    rt::event_record(local_end_.get(), stream_);
     if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
       return s;
     }
     if (local.ok()) local = remote_units(Direction::forward);
-    cudaEventRecord(remote_end_.get(), stream_);
+    rt::event_record(remote_end_.get(), stream_);
     return finish(local);
   }
 
@@ -193,15 +179,15 @@ class DeviceRun {
     if (Status s = prepare_together(); !s.ok()) return s;
     pack_keys();
     if (Status s = start_exchange(); !s.ok()) return s;
-    cudaEventRecord(local_start_.get(), stream_);
+    rt::event_record(local_start_.get(), stream_);
     Status local = dilated::backward(work_, {stream_}, call_.backend);
-    cudaEventRecord(local_end_.get(), stream_);
+    rt::event_record(local_end_.get(), stream_);
     if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
       return s;
     }
     // The gradients of other ranks' keys go back even when this rank failed (zeros then), so
     // that every rank reaches the same collectives.
-    cudaMemsetAsync(arena_.ptr(returned_), 0, static_cast<size_t>(reverse_.send_total), stream_);
+    rt::memset_async(arena_.ptr(returned_), reverse_.send_total, stream_);
     if (local.ok()) local = remote_units(Direction::backward);
     if (Status s = start_exchange(); !s.ok()) return s;  // after the returned rows are written
     if (Status s = exchange(returned_, reverse_.send_bytes, gradients_, reverse_.recv_bytes);
@@ -209,7 +195,7 @@ class DeviceRun {
       return s;
     }
     if (local.ok()) add_returned_gradients();
-    cudaEventRecord(remote_end_.get(), stream_);
+    rt::event_record(remote_end_.get(), stream_);
     return finish(local);
   }
 
@@ -371,13 +357,11 @@ class DeviceRun {
   // returned rows) without a host wait; communicators without a stream get a host wait.
   Status start_exchange() {
     if (Status s = last_kernel_status("packing rows"); !s.ok()) return s;
-    cudaEventRecord(ready_.get(), stream_);
+    if (Status s = rt::event_record(ready_.get(), stream_); !s.ok()) return s;
     if (void* comm_stream = call_.comm->device_stream()) {
-      return cuda_status(
-          cudaStreamWaitEvent(static_cast<cudaStream_t>(comm_stream), ready_.get(), 0),
-          "cudaStreamWaitEvent");
+      return rt::stream_wait_event(comm_stream, ready_.get());
     }
-    return cuda_status(cudaEventSynchronize(ready_.get()), "cudaEventSynchronize");
+    return rt::event_synchronize(ready_.get());
   }
 
   Status exchange(int64_t send, const std::vector<int64_t>& send_bytes, int64_t recv,
@@ -510,7 +494,7 @@ class DeviceRun {
   // Waits for the compute stream; the first error of the call wins.
   Status finish(Status s) {
     const Status launched = last_kernel_status("sequence-parallel kernels");
-    const Status done = cuda_status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    const Status done = rt::stream_synchronize(stream_);
     if (s.ok()) s = launched;
     if (s.ok()) s = done;
     if (s.ok()) {
@@ -524,7 +508,7 @@ class DeviceRun {
   const DeviceCall& call_;
   const Params& local_;
   const Direction dir_;
-  cudaStream_t stream_;
+  void* stream_;  // the compute stream
   const int64_t esize_, d_, dv_;
   ExchangePlan plan_;
   RankView view_;
