@@ -71,11 +71,13 @@ struct Stats {
   const char* backend = "";  // the backend that computed (Backend::name())
   int64_t bytes_sent = 0;    // every exchange of the call (configuration check included)
   int64_t bytes_received = 0;
-  int64_t remote_rows = 0;      // k/v rows received (per kv head and batch entry)
-  int64_t remote_problems = 0;  // calls of the backend on remote keys
-  double exchange_seconds = 0;  // waiting in collectives (overlapping the local part)
-  double local_seconds = 0;     // the shard against its own keys
-  double remote_seconds = 0;    // the shard against the other ranks' keys, and the merge
+  int64_t remote_rows = 0;            // k/v rows received (per kv head and batch entry)
+  int64_t exchanges = 0;              // all_to_all calls of k/v rows and their gradients
+  int64_t largest_receive_bytes = 0;  // the most k/v (or gradient) bytes one exchange received
+  int64_t remote_problems = 0;        // calls of the backend on remote keys
+  double exchange_seconds = 0;        // waiting in collectives (overlapping the local part)
+  double local_seconds = 0;           // the shard against its own keys
+  double remote_seconds = 0;          // the shard against the other ranks' keys, and the merge
   double total_seconds = 0;
 };
 
@@ -108,6 +110,12 @@ struct Options {
   Stream stream;
   // Device tensors: memory reused between calls; without it each call allocates its own.
   DeviceScratch* scratch = nullptr;
+  // Bytes of other ranks' k/v rows a rank may hold at once (0: no limit). When the one-shot
+  // exchange would give some rank more, the call runs as a ring instead (issue 6): P - 1
+  // steps, step s sending to rank + s and receiving from rank - s (mod P), each step's keys
+  // merged (lse rule) and their gradients returned before the next step; same results. Must
+  // be the same on every rank (checked). Host tensors only so far.
+  int64_t exchange_budget_bytes = 0;
 };
 
 // `local` describes this rank's shard: its tensors hold local rows (seqlen = this rank's row

@@ -35,8 +35,18 @@ struct RankView {
 
 // Forward: this rank's selected k/v rows go to the ranks that need them, in the caller's type
 // (row = k then v). Backward sends the key gradients back the other way: `reverse` swaps the
-// roles, rows in the compute type.
-MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reverse);
+// roles, rows in the compute type. A ring step exchanges with two peers only: `send_peer` and
+// `recv_peer` (-1: every peer) keep the blocks sent to and received from them.
+MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reverse,
+                              int send_peer = -1, int recv_peer = -1);
+
+// Rows of unit `ui` this rank receives in `layout` (from every sender the layout holds).
+int64_t received_rows(const RankView& view, const MessageLayout& layout, int ui);
+
+// The most bytes of k/v rows any rank receives in a one-shot exchange (the same on every rank:
+// it comes from the plan), for choosing between one exchange and the ring.
+int64_t largest_one_shot_receive(const ExchangePlan& plan, const ShardTable& shards, int64_t batch,
+                                 int64_t row_bytes);
 
 // Packs this rank's k/v rows for every peer (forward layout).
 void pack_keys(const RankView& view, const MessageLayout& layout, std::vector<unsigned char>* buf);

@@ -2,6 +2,7 @@
 // the backend, overlapping the k/v exchange), then against the keys other ranks sent (one
 // windowed call per unit), merged with the union-softmax rule. docs/design.md "Sequence
 // parallelism" explains the decomposition and why it is exact.
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -79,8 +80,8 @@ class Call {
     const Status checks =
         check_arguments(local_, shard_, dir_, options_.backend, Device::host, &chosen);
     if (chosen) stats_.backend = chosen->name();
-    Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, comm_,
-                                      &shards_, &traffic_);
+    Status s =
+        agree_on_configuration(local_, shard_, dir_, method(), checks, comm_, &shards_, &traffic_);
     stats_.exchange_seconds += seconds_since(start);
     if (s.ok()) {
       s = dir_ == Direction::forward ? run_forward() : run_backward();
@@ -98,6 +99,12 @@ class Call {
   }
 
  private:
+  // What the ranks must agree on besides the problem: the backend and the exchange budget.
+  std::string method() const {
+    if (options_.exchange_budget_bytes <= 0) return options_.backend;
+    return options_.backend + " exchange_budget=" + std::to_string(options_.exchange_budget_bytes);
+  }
+
   // Device tensors over a device communicator: the same checks and agreement (through host
   // staging buffers), then the plan on the GPU (device/device_call.hpp).
   Status run_on_device() {
@@ -110,8 +117,8 @@ class Call {
     const Status checks =
         check_arguments(local_, shard_, dir_, options_.backend, Device::cuda, &chosen);
     if (chosen) stats_.backend = chosen->name();
-    Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, *host,
-                                      &shards_, &traffic_);
+    Status s =
+        agree_on_configuration(local_, shard_, dir_, method(), checks, *host, &shards_, &traffic_);
     stats_.exchange_seconds += seconds_since(start);
     if (s.ok()) {
       DeviceCall call;
@@ -126,6 +133,7 @@ class Call {
       call.stats = &stats_;
       call.traffic = &traffic_;
       call.communication_failed = &communication_failed_;
+      call.exchange_budget_bytes = options_.exchange_budget_bytes;
       s = dir_ == Direction::forward ? device_forward(call) : device_backward(call);
       if (!s.ok() && s.code() == StatusCode::runtime_error && communication_failed_) return s;
       const auto agree = Clock::now();
@@ -150,6 +158,9 @@ class Call {
     const Status s =
         comm_.all_to_all(send.data(), send_bytes.data(), recv->data(), recv_bytes.data());
     stats_.exchange_seconds += seconds_since(start);
+    ++stats_.exchanges;
+    stats_.largest_receive_bytes =
+        std::max(stats_.largest_receive_bytes, static_cast<int64_t>(recv->size()));
     communication_failed_ = !s.ok();
     for (int q = 0; q < comm_.size(); ++q) {
       if (q == comm_.rank()) continue;
@@ -188,65 +199,104 @@ class Call {
     received->resize(static_cast<size_t>(layout.recv_total));
     const Status s = exchange(send, layout.send_bytes, received, layout.recv_bytes);
     const int64_t row_bytes = (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype);
-    stats_.remote_rows = layout.recv_total / row_bytes;
+    stats_.remote_rows += layout.recv_total / row_bytes;
     return s;
+  }
+
+  // The peers of one exchange: every peer at once (-1, -1), or one ring step.
+  struct Step {
+    int to = -1;
+    int from = -1;
+  };
+
+  // One exchange, or the ring when the one-shot exchange would give some rank more k/v bytes
+  // than the budget (decided from the plan alone, so every rank decides the same).
+  std::vector<Step> exchange_steps(const ExchangePlan& plan, int64_t row_bytes) const {
+    const int64_t budget = options_.exchange_budget_bytes;
+    const int ranks = comm_.size(), me = comm_.rank();
+    if (budget <= 0 || ranks < 3 ||
+        largest_one_shot_receive(plan, shards_, local_.batch, row_bytes) <= budget) {
+      return {Step{}};
+    }
+    std::vector<Step> steps;
+    for (int s = 1; s < ranks; ++s) steps.push_back({(me + s) % ranks, (me - s + ranks) % ranks});
+    return steps;
   }
 
   Status run_forward() {
     const ExchangePlan plan = plan_exchange(local_, shards_);
     ShardTensors tensors(local_, shard_.global_seqlen, shard_.offset, Direction::forward);
     const RankView view = view_of(plan, tensors);
-    const MessageLayout layout = layout_messages(
-        view, (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype), false);
-
+    const int64_t row_bytes = (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype);
     std::future<Status> local_part = start_local_part(tensors.params());
-    std::vector<unsigned char> received;
-    const Status exchanged = exchange_keys(view, layout, &received);
-    const Status local = local_part.get();
-    if (!exchanged.ok()) return exchanged;
-    if (!local.ok()) return local;
-
-    const auto start = Clock::now();
-    Status s = remote_forward(view, layout, received, &stats_.remote_problems);
-    if (s.ok()) tensors.store_outputs(Direction::forward);
-    stats_.remote_seconds = seconds_since(start);
-    return s;
+    Status local;
+    bool local_done = false;
+    for (const Step& step : exchange_steps(plan, row_bytes)) {
+      const MessageLayout layout = layout_messages(view, row_bytes, false, step.to, step.from);
+      std::vector<unsigned char> received;
+      const Status exchanged = exchange_keys(view, layout, &received);
+      if (!local_done) {
+        local = local_part.get();
+        local_done = true;
+      }
+      if (!exchanged.ok()) return exchanged;
+      // After a failure the ring's remaining steps still exchange (every rank reaches the same
+      // collectives); their keys are ignored.
+      if (!local.ok()) continue;
+      const auto start = Clock::now();
+      local = remote_forward(view, layout, received, &stats_.remote_problems);
+      stats_.remote_seconds += seconds_since(start);
+    }
+    if (!local_done) local = local_part.get();
+    if (local.ok()) tensors.store_outputs(Direction::forward);
+    return local;
   }
 
   Status run_backward() {
     const ExchangePlan plan = plan_exchange(local_, shards_);
     ShardTensors tensors(local_, shard_.global_seqlen, shard_.offset, Direction::backward);
     const RankView view = view_of(plan, tensors);
-    const MessageLayout layout = layout_messages(
-        view, (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype), false);
-    const MessageLayout reverse = layout_messages(
-        view, (local_.head_dim + local_.head_dim_v) * dtype_size(tensors.compute_type()), true);
-
+    const int64_t row_bytes = (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype);
+    const int64_t gradient_bytes =
+        (local_.head_dim + local_.head_dim_v) * dtype_size(tensors.compute_type());
     std::future<Status> local_part = start_local_part(tensors.params());
-    std::vector<unsigned char> received;
-    const Status exchanged = exchange_keys(view, layout, &received);
-    Status local = local_part.get();
-    if (!exchanged.ok()) return exchanged;
+    Status local;
+    bool local_done = false;
+    for (const Step& step : exchange_steps(plan, row_bytes)) {
+      const MessageLayout layout = layout_messages(view, row_bytes, false, step.to, step.from);
+      // Gradients of this step's received rows go back to their sender; those of this rank's
+      // rows come from the rank they were sent to.
+      const MessageLayout reverse = layout_messages(view, gradient_bytes, true, step.from, step.to);
+      std::vector<unsigned char> received;
+      const Status exchanged = exchange_keys(view, layout, &received);
+      if (!local_done) {
+        local = local_part.get();
+        local_done = true;
+      }
+      if (!exchanged.ok()) return exchanged;
 
-    // The gradients of other ranks' keys go back even when this rank failed (zeros then), so
-    // that every rank reaches the same collectives.
-    const auto start = Clock::now();
-    std::vector<unsigned char> returned(static_cast<size_t>(reverse.send_total), 0);
-    if (local.ok()) {
-      local = remote_backward(view, layout, received, reverse, &returned, &stats_.remote_problems);
+      // The gradients of other ranks' keys go back even when this rank failed (zeros then),
+      // so that every rank reaches the same collectives.
+      const auto start = Clock::now();
+      std::vector<unsigned char> returned(static_cast<size_t>(reverse.send_total), 0);
+      if (local.ok()) {
+        local =
+            remote_backward(view, layout, received, reverse, &returned, &stats_.remote_problems);
+      }
+      stats_.remote_seconds += seconds_since(start);
+      std::vector<unsigned char> gradients(static_cast<size_t>(reverse.recv_total));
+      if (Status s = exchange(returned, reverse.send_bytes, &gradients, reverse.recv_bytes);
+          !s.ok()) {
+        return s;
+      }
+      if (!local.ok()) continue;
+      const auto add = Clock::now();
+      add_returned_gradients(view, reverse, gradients);
+      stats_.remote_seconds += seconds_since(add);
     }
-    stats_.remote_seconds = seconds_since(start);
-    std::vector<unsigned char> gradients(static_cast<size_t>(reverse.recv_total));
-    if (Status s = exchange(returned, reverse.send_bytes, &gradients, reverse.recv_bytes);
-        !s.ok()) {
-      return s;
-    }
-    if (!local.ok()) return local;
-    const auto add = Clock::now();
-    add_returned_gradients(view, reverse, gradients);
-    tensors.store_outputs(Direction::backward);
-    stats_.remote_seconds += seconds_since(add);
-    return {};
+    if (!local_done) local = local_part.get();
+    if (local.ok()) tensors.store_outputs(Direction::backward);
+    return local;
   }
 
   const Params& local_;

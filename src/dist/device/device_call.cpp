@@ -200,10 +200,24 @@ class DeviceRun {
   }
 
  private:
+  // The ring variant (Options::exchange_budget_bytes) runs on host tensors only so far; the
+  // decision comes from the plan, so every rank declines alike before any exchange.
+  Status check_budget() const {
+    const int64_t budget = call_.exchange_budget_bytes;
+    if (budget <= 0 || call_.shards->size() < 3) return {};
+    if (largest_one_shot_receive(plan_, *call_.shards, local_.batch, (d_ + dv_) * esize_) <=
+        budget) {
+      return {};
+    }
+    return Status::Unsupported("dist: exchange_budget_bytes = " + std::to_string(budget) +
+                               " needs the ring variant, which runs on host tensors only so far");
+  }
+
   // A rank that cannot get its memory (the likely failure on a GPU) must not leave the others
   // waiting in the exchange: every rank learns every rank's outcome first. Nothing is queued
   // on the GPU yet, so the staging buffer may overlap the arena.
   Status prepare_together() {
+    if (Status s = check_budget(); !s.ok()) return s;
     const Status mine = prepare();
     return agree_on_outcome(mine, *call_.host, call_.traffic);
   }
