@@ -12,6 +12,7 @@
 #include <limits>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "core/dtype_convert.hpp"
 #include "cuda/device_problem.hpp"
@@ -329,22 +330,21 @@ TEST(CudaWindow, TensorCoreTiles) {
       {100, 200, 350, 350},  // keys after the queries (causal: none visible)
       {129, 301, 65, 500},   // overlapping, unaligned
   };
-  for (int64_t d : {64, 128}) {
-    for (DType dtype : {DType::f16, DType::bf16}) {
-      for (bool causal : {false, true}) {
-        for (const Window& w : windows) {
-          ProblemConfig c;
-          c.batch = 2;
-          c.seqlen = 700;
-          c.heads = 4;
-          c.heads_kv = 2;
-          c.head_dim = c.head_dim_v = d;
-          c.dtype = dtype;
-          c.causal = causal;
-          c.patterns = {{256, 1}, {512, 2}, {700, 3}};
-          c.mode = causal ? Mode::longnet : Mode::head_groups;
-          if (!check_window(c, seed, w)) return;
-        }
+  // (head dim, dtype) pairs rather than the product: the oracle on these sizes takes seconds.
+  for (const auto& [d, dtype] : {std::pair<int64_t, DType>{128, DType::bf16}, {64, DType::f16}}) {
+    for (bool causal : {false, true}) {
+      for (const Window& w : windows) {
+        ProblemConfig c;
+        c.batch = 2;
+        c.seqlen = 700;
+        c.heads = 4;
+        c.heads_kv = 2;
+        c.head_dim = c.head_dim_v = d;
+        c.dtype = dtype;
+        c.causal = causal;
+        c.patterns = {{256, 1}, {512, 2}, {700, 3}};
+        c.mode = causal ? Mode::longnet : Mode::head_groups;
+        if (!check_window(c, seed, w)) return;
       }
     }
   }
