@@ -306,11 +306,36 @@ bool single_gpu(const Config& c, double* forward_ms, double* layer_ms) {
   return true;
 }
 
+// A barrier, an all_gather and an all_to_all with every peer, one byte each.
+Status warm_up(dist::Communicator& comm) {
+  const int ranks = comm.size();
+  void* buffer = nullptr;
+  if (cudaMalloc(&buffer, static_cast<size_t>(4 * ranks)) != cudaSuccess) {
+    return Status::Runtime("warm-up: cudaMalloc failed");
+  }
+  char* b = static_cast<char*>(buffer);
+  std::vector<int64_t> one(static_cast<size_t>(ranks), 1);
+  one[static_cast<size_t>(comm.rank())] = 0;
+  Status s = comm.barrier();
+  if (s.ok()) s = comm.all_gather(b, 1, b + ranks);
+  if (s.ok()) s = comm.all_to_all(b, one.data(), b + 2 * ranks, one.data());
+  cudaFree(buffer);
+  return s;
+}
+
 // One rank of P: communicator, tensors, timed calls.
 void run_rank(const Config& c, int rank, int ranks, const ncclUniqueId& id, Rendezvous& meet,
               RankTimes* out) {
   std::unique_ptr<dist::Communicator> comm;
-  if (Status s = dist::nccl_communicator_from_id(id, rank, ranks, rank, 600.0, &comm); !s.ok()) {
+  if (Status s = dist::nccl_communicator_from_id(id, rank, ranks, rank, 120.0, &comm); !s.ok()) {
+    out->error = s.message();
+    meet.all(false);
+    return;
+  }
+  // NCCL sets up its connections (and their buffers) at the first collective of each kind:
+  // do that before the tensors fill the memory, so that --find-max fails in an allocation
+  // that every rank sees, not inside NCCL.
+  if (Status s = warm_up(*comm); !s.ok()) {
     out->error = s.message();
     meet.all(false);
     return;
