@@ -78,6 +78,9 @@ class DeviceMemory {
   explicit DeviceMemory(const std::vector<unsigned char>& host) : bytes_(host.size()) {
     cudaMalloc(&ptr_, std::max<size_t>(bytes_, 1));
     cudaMemcpy(ptr_, host.data(), bytes_, cudaMemcpyHostToDevice);
+    // A copy from pageable memory may return before it lands, and the calls run on a
+    // non-blocking stream that the copy does not order.
+    cudaDeviceSynchronize();
   }
   ~DeviceMemory() { cudaFree(ptr_); }
   DeviceMemory(const DeviceMemory&) = delete;
