@@ -88,9 +88,11 @@ class Arena {
     size_ += (bytes + 255) / 256 * 256;
     return offset;
   }
+  // At least 64 KiB: the host staging of the agreement records (at offset 0, between the
+  // calls' GPU work) then never grows the scratch, which would move the arena.
   Status bind(DeviceScratch& scratch) {
     void* p = nullptr;
-    const Status s = scratch.reserve(size_, &p);
+    const Status s = scratch.reserve(std::max<int64_t>(size_, int64_t{1} << 16), &p);
     base_ = static_cast<char*>(p);
     return s;
   }
