@@ -207,6 +207,19 @@ int64_t largest_one_shot_receive(const ExchangePlan& plan, const ShardTable& sha
   return largest;
 }
 
+std::vector<ExchangeStep> exchange_steps(const ExchangePlan& plan, const ShardTable& shards,
+                                         int rank, int64_t batch, int64_t row_bytes,
+                                         int64_t budget) {
+  const int ranks = shards.size();
+  if (budget <= 0 || ranks < 3 ||
+      largest_one_shot_receive(plan, shards, batch, row_bytes) <= budget) {
+    return {ExchangeStep{}};
+  }
+  std::vector<ExchangeStep> steps;
+  for (int s = 1; s < ranks; ++s) steps.push_back({(rank + s) % ranks, (rank - s + ranks) % ranks});
+  return steps;
+}
+
 void pack_keys(const RankView& view, const MessageLayout& layout, std::vector<unsigned char>* buf) {
   const Params& p = *view.caller;
   const int me = view.rank;

@@ -48,6 +48,19 @@ int64_t received_rows(const RankView& view, const MessageLayout& layout, int ui)
 int64_t largest_one_shot_receive(const ExchangePlan& plan, const ShardTable& shards, int64_t batch,
                                  int64_t row_bytes);
 
+// The peers of one exchange: every peer at once (-1, -1), or one ring step.
+struct ExchangeStep {
+  int to = -1;
+  int from = -1;
+};
+
+// One exchange, or the ring (Options::exchange_budget_bytes) when the one-shot exchange would
+// give some rank more than `budget` bytes of k/v rows: P - 1 steps, step s sending to
+// rank + s and receiving from rank - s (mod P). Every rank decides alike (from the plan).
+std::vector<ExchangeStep> exchange_steps(const ExchangePlan& plan, const ShardTable& shards,
+                                         int rank, int64_t batch, int64_t row_bytes,
+                                         int64_t budget);
+
 // Packs this rank's k/v rows for every peer (forward layout).
 void pack_keys(const RankView& view, const MessageLayout& layout, std::vector<unsigned char>* buf);
 

@@ -203,24 +203,9 @@ class Call {
     return s;
   }
 
-  // The peers of one exchange: every peer at once (-1, -1), or one ring step.
-  struct Step {
-    int to = -1;
-    int from = -1;
-  };
-
-  // One exchange, or the ring when the one-shot exchange would give some rank more k/v bytes
-  // than the budget (decided from the plan alone, so every rank decides the same).
-  std::vector<Step> exchange_steps(const ExchangePlan& plan, int64_t row_bytes) const {
-    const int64_t budget = options_.exchange_budget_bytes;
-    const int ranks = comm_.size(), me = comm_.rank();
-    if (budget <= 0 || ranks < 3 ||
-        largest_one_shot_receive(plan, shards_, local_.batch, row_bytes) <= budget) {
-      return {Step{}};
-    }
-    std::vector<Step> steps;
-    for (int s = 1; s < ranks; ++s) steps.push_back({(me + s) % ranks, (me - s + ranks) % ranks});
-    return steps;
+  std::vector<ExchangeStep> steps(const ExchangePlan& plan, int64_t row_bytes) const {
+    return exchange_steps(plan, shards_, comm_.rank(), local_.batch, row_bytes,
+                          options_.exchange_budget_bytes);
   }
 
   Status run_forward() {
@@ -231,7 +216,7 @@ class Call {
     std::future<Status> local_part = start_local_part(tensors.params());
     Status local;
     bool local_done = false;
-    for (const Step& step : exchange_steps(plan, row_bytes)) {
+    for (const ExchangeStep& step : steps(plan, row_bytes)) {
       const MessageLayout layout = layout_messages(view, row_bytes, false, step.to, step.from);
       std::vector<unsigned char> received;
       const Status exchanged = exchange_keys(view, layout, &received);
@@ -262,7 +247,7 @@ class Call {
     std::future<Status> local_part = start_local_part(tensors.params());
     Status local;
     bool local_done = false;
-    for (const Step& step : exchange_steps(plan, row_bytes)) {
+    for (const ExchangeStep& step : steps(plan, row_bytes)) {
       const MessageLayout layout = layout_messages(view, row_bytes, false, step.to, step.from);
       // Gradients of this step's received rows go back to their sender; those of this rank's
       // rows come from the rank they were sent to.

@@ -17,7 +17,8 @@ namespace dilated::testing {
 namespace {
 
 Status run_device_plan(const Params& local, const std::vector<int64_t>& cuts,
-                       dist::Communicator& comm, Direction dir, dist::DeviceScratch& scratch) {
+                       dist::Communicator& comm, Direction dir, dist::DeviceScratch& scratch,
+                       int64_t budget, dist::Stats* stats_out) {
   dist::ShardTable shards;
   shards.first = cuts;
   dist::Stats stats;
@@ -34,7 +35,11 @@ Status run_device_plan(const Params& local, const std::vector<int64_t>& cuts,
   call.stats = &stats;
   call.traffic = &traffic;
   call.communication_failed = &failed;
-  return dir == Direction::forward ? dist::device_forward(call) : dist::device_backward(call);
+  call.exchange_budget_bytes = budget;
+  const Status s =
+      dir == Direction::forward ? dist::device_forward(call) : dist::device_backward(call);
+  if (stats_out) *stats_out = stats;
+  return s;
 }
 
 // Forward then backward (from the oracle's out and lse when `from_oracle`, else from the
@@ -42,21 +47,27 @@ Status run_device_plan(const Params& local, const std::vector<int64_t>& cuts,
 std::vector<std::string> run_sharded(HostProblem& whole, const Outputs& oracle,
                                      const std::vector<int64_t>& cuts,
                                      const std::function<double(const std::string&)>& tolerance,
-                                     bool from_oracle) {
+                                     bool from_oracle, int64_t budget = 0,
+                                     std::vector<dist::Stats>* forward_stats = nullptr) {
   const int ranks = static_cast<int>(cuts.size()) - 1;
   std::vector<std::string> failures(static_cast<size_t>(ranks));
+  if (forward_stats) forward_stats->resize(static_cast<size_t>(ranks));
   ThreadGroup group(ranks, 30.0);
   group.run([&](dist::Communicator& comm) {
     const auto r = static_cast<size_t>(comm.rank());
     Shard shard(whole, cuts[r], cuts[r + 1]);
     dist::DeviceScratch scratch(find_backend("cpu"));  // host memory stands for the device's
-    Status s = run_device_plan(shard.params(), cuts, comm, Direction::forward, scratch);
+    Status s = run_device_plan(shard.params(), cuts, comm, Direction::forward, scratch, budget,
+                               forward_stats ? &(*forward_stats)[r] : nullptr);
     std::string f = s.ok() ? compare_shard(shard, oracle, whole.config(), cuts[r], cuts[r + 1],
                                            false, tolerance)
                            : "forward: " + s.message();
     if (from_oracle) shard.take_outputs_of(whole);
     // The scratch is reused as between calls on a GPU.
-    if (s.ok()) s = run_device_plan(shard.params(), cuts, comm, Direction::backward, scratch);
+    if (s.ok()) {
+      s = run_device_plan(shard.params(), cuts, comm, Direction::backward, scratch, budget,
+                          nullptr);
+    }
     failures[r] = !s.ok() ? f + "backward: " + s.message()
                           : f + compare_shard(shard, oracle, whole.config(), cuts[r], cuts[r + 1],
                                               true, tolerance);
@@ -111,6 +122,45 @@ TEST(DevicePlanOnHost, SixteenBitShards) {
         true);
     for (int r = 0; r < ranks; ++r) EXPECT_EQ(failures[static_cast<size_t>(r)], "") << "rank " << r;
   }
+}
+
+// The ring (a 1-byte budget forces it whenever anything is exchanged): the same results, one
+// peer's rows per exchange.
+TEST(DevicePlanOnHost, RingEqualsTheOracle) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  int rings = 0;
+  for (int i = 0; i < 30 && !HasFailure(); ++i) {
+    const int ranks = std::uniform_int_distribution<int>(3, 4)(rng);
+    ProblemConfig config = random_dist_config(rng, ranks, 96);
+    const Pattern whole_sequence{
+        config.seqlen,
+        std::uniform_int_distribution<int64_t>(1, std::max<int64_t>(1, config.seqlen / 8))(rng)};
+    if (config.mode == Mode::longnet && config.patterns.size() < kMaxPatterns) {
+      config.patterns.push_back(whole_sequence);
+    } else {
+      config.patterns.back() = whole_sequence;
+    }
+    const std::vector<int64_t> cuts = shard_cuts(rng, config.seqlen, ranks, i % 2 == 0);
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (DILATED_TEST_SEED), case " +
+                 std::to_string(i) + ": P=" + std::to_string(ranks) + ": " + config.describe());
+    HostProblem whole(config, rng());
+    const Outputs oracle = oracle_outputs(whole);
+    const double tol = 4 * float32_tolerance(config);
+    std::vector<dist::Stats> stats;
+    const std::vector<std::string> failures = run_sharded(
+        whole, oracle, cuts, [tol](const std::string&) { return tol; }, false, 1, &stats);
+    int64_t received = 0;
+    for (const dist::Stats& st : stats) received += st.remote_rows;
+    for (int r = 0; r < ranks; ++r) {
+      EXPECT_EQ(failures[static_cast<size_t>(r)], "") << "rank " << r;
+      if (received > 0) {
+        EXPECT_EQ(stats[static_cast<size_t>(r)].exchanges, ranks - 1) << "rank " << r;
+      }
+    }
+    rings += received > 0 ? 1 : 0;
+  }
+  EXPECT_GT(rings, 0) << "no case exercised the ring";
 }
 
 }  // namespace

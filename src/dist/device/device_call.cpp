@@ -158,68 +158,85 @@ class DeviceRun {
     view_.caller = &local_;
     view_.work = &local_;
     view_.backend = call.backend;
-    layout_ = layout_messages(view_, (d_ + dv_) * esize_, false);
-    if (dir == Direction::backward) reverse_ = layout_messages(view_, (d_ + dv_) * esize_, true);
+    // One exchange, or the ring's steps (Options::exchange_budget_bytes), each with its
+    // layouts: k/v rows one way, their gradients back the other.
+    const int64_t row_bytes = (d_ + dv_) * esize_;
+    steps_ = exchange_steps(plan_, *call.shards, call.rank, local_.batch, row_bytes,
+                            call.exchange_budget_bytes);
+    for (const ExchangeStep& step : steps_) {
+      layouts_.push_back(layout_messages(view_, row_bytes, false, step.to, step.from));
+      reverses_.push_back(dir == Direction::backward
+                              ? layout_messages(view_, row_bytes, true, step.from, step.to)
+                              : MessageLayout{});
+    }
   }
 
+  // The shard's own part starts on the compute stream right after the first exchange is
+  // ordered, so that it overlaps that exchange. Buffers are reused step after step: the host
+  // waits for each exchange, and the next one's stream waits for the compute stream's work
+  // queued before it (start_exchange), reads of the previous step's rows included. After a
+  // failure the remaining steps still exchange, so that every rank reaches the same
+  // collectives.
   Status forward() {
     if (Status s = prepare_together(); !s.ok()) return s;
-    pack_keys();
-    if (Status s = start_exchange(); !s.ok()) return s;
-    rt::event_record(local_start_.get(), stream_);
-    Status local = dilated::forward(work_, {stream_}, call_.backend);
-    rt::event_record(local_end_.get(), stream_);
-    if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
-      return s;
+    Status local;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      set_step(i);
+      pack_keys();
+      if (Status s = start_exchange(); !s.ok()) return s;
+      if (i == 0) {
+        rt::event_record(local_start_.get(), stream_);
+        local = dilated::forward(work_, {stream_}, call_.backend);
+        rt::event_record(local_end_.get(), stream_);
+      }
+      if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
+        return s;
+      }
+      if (local.ok()) local = remote_units(Direction::forward);
     }
-    if (local.ok()) local = remote_units(Direction::forward);
     rt::event_record(remote_end_.get(), stream_);
     return finish(local);
   }
 
   Status backward() {
     if (Status s = prepare_together(); !s.ok()) return s;
-    pack_keys();
-    if (Status s = start_exchange(); !s.ok()) return s;
-    rt::event_record(local_start_.get(), stream_);
-    Status local = dilated::backward(work_, {stream_}, call_.backend);
-    rt::event_record(local_end_.get(), stream_);
-    if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
-      return s;
+    Status local;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      set_step(i);
+      pack_keys();
+      if (Status s = start_exchange(); !s.ok()) return s;
+      if (i == 0) {
+        rt::event_record(local_start_.get(), stream_);
+        local = dilated::backward(work_, {stream_}, call_.backend);
+        rt::event_record(local_end_.get(), stream_);
+      }
+      if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
+        return s;
+      }
+      // The gradients of other ranks' keys go back even when this rank failed (zeros then).
+      rt::memset_async(arena_.ptr(returned_), reverse_.send_total, stream_);
+      if (local.ok()) local = remote_units(Direction::backward);
+      if (Status s = start_exchange(); !s.ok()) return s;  // after the returned rows are written
+      if (Status s = exchange(returned_, reverse_.send_bytes, gradients_, reverse_.recv_bytes);
+          !s.ok()) {
+        return s;
+      }
+      if (local.ok()) add_returned_gradients();
     }
-    // The gradients of other ranks' keys go back even when this rank failed (zeros then), so
-    // that every rank reaches the same collectives.
-    rt::memset_async(arena_.ptr(returned_), reverse_.send_total, stream_);
-    if (local.ok()) local = remote_units(Direction::backward);
-    if (Status s = start_exchange(); !s.ok()) return s;  // after the returned rows are written
-    if (Status s = exchange(returned_, reverse_.send_bytes, gradients_, reverse_.recv_bytes);
-        !s.ok()) {
-      return s;
-    }
-    if (local.ok()) add_returned_gradients();
     rt::event_record(remote_end_.get(), stream_);
     return finish(local);
   }
 
  private:
-  // The ring variant (Options::exchange_budget_bytes) runs on host tensors only so far; the
-  // decision comes from the plan, so every rank declines alike before any exchange.
-  Status check_budget() const {
-    const int64_t budget = call_.exchange_budget_bytes;
-    if (budget <= 0 || call_.shards->size() < 3) return {};
-    if (largest_one_shot_receive(plan_, *call_.shards, local_.batch, (d_ + dv_) * esize_) <=
-        budget) {
-      return {};
-    }
-    return Status::Unsupported("dist: exchange_budget_bytes = " + std::to_string(budget) +
-                               " needs the ring variant, which runs on host tensors only so far");
+  void set_step(size_t i) {
+    layout_ = layouts_[i];
+    reverse_ = reverses_[i];
   }
 
   // A rank that cannot get its memory (the likely failure on a GPU) must not leave the others
   // waiting in the exchange: every rank learns every rank's outcome first. Nothing is queued
   // on the GPU yet, so the staging buffer may overlap the arena.
   Status prepare_together() {
-    if (Status s = check_budget(); !s.ok()) return s;
     const Status mine = prepare();
     return agree_on_outcome(mine, *call_.host, call_.traffic);
   }
@@ -236,24 +253,32 @@ class DeviceRun {
     const Backend* backend = find_backend(call_.backend);
     const int64_t local_workspace = backend->workspace_bytes(work_, dir_);
     const int64_t local_ws = arena_.take(local_workspace);
-    send_ = arena_.take(layout_.send_total);
-    recv_ = arena_.take(layout_.recv_total);
-    if (dir_ == Direction::backward) {
-      returned_ = arena_.take(reverse_.send_total);
-      gradients_ = arena_.take(reverse_.recv_total);
-    }
+    int64_t max_send = 0, max_recv = 0, max_returned = 0, max_gradients = 0;
     int64_t max_k = 0, max_v = 0, max_out = 0, max_lse = 0, max_dq = 0, max_ws = 0;
     const int64_t b = local_.batch;
-    for (size_t ui = 0; ui < plan_.units.size(); ++ui) {
-      UnitProblem up;
-      if (!unit_problem(static_cast<int>(ui), &up)) continue;
-      const int64_t heads = up.c->heads;
-      max_k = std::max(max_k, b * up.keys * d_ * esize_);
-      max_v = std::max(max_v, b * up.keys * dv_ * esize_);
-      max_out = std::max(max_out, b * up.rows * heads * dv_ * esize_);
-      max_lse = std::max(max_lse, b * up.rows * heads * 4);
-      max_dq = std::max(max_dq, b * up.rows * heads * d_ * esize_);
-      max_ws = std::max(max_ws, backend->workspace_bytes(up.p, dir_));
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      set_step(i);
+      max_send = std::max(max_send, layout_.send_total);
+      max_recv = std::max(max_recv, layout_.recv_total);
+      max_returned = std::max(max_returned, reverse_.send_total);
+      max_gradients = std::max(max_gradients, reverse_.recv_total);
+      for (size_t ui = 0; ui < plan_.units.size(); ++ui) {
+        UnitProblem up;
+        if (!unit_problem(static_cast<int>(ui), &up)) continue;
+        const int64_t heads = up.c->heads;
+        max_k = std::max(max_k, b * up.keys * d_ * esize_);
+        max_v = std::max(max_v, b * up.keys * dv_ * esize_);
+        max_out = std::max(max_out, b * up.rows * heads * dv_ * esize_);
+        max_lse = std::max(max_lse, b * up.rows * heads * 4);
+        max_dq = std::max(max_dq, b * up.rows * heads * d_ * esize_);
+        max_ws = std::max(max_ws, backend->workspace_bytes(up.p, dir_));
+      }
+    }
+    send_ = arena_.take(max_send);
+    recv_ = arena_.take(max_recv);
+    if (dir_ == Direction::backward) {
+      returned_ = arena_.take(max_returned);
+      gradients_ = arena_.take(max_gradients);
     }
     unit_.k = arena_.take(max_k);
     unit_.v = arena_.take(max_v);
@@ -273,8 +298,8 @@ class DeviceRun {
     return {};
   }
 
-  // The windowed problem of unit ui on this rank (buffers unbound); false when this rank has
-  // no queries there or receives no keys for it.
+  // The windowed problem of unit ui on this rank in the current step (buffers unbound);
+  // false when this rank has no queries there or receives no keys for it in this step.
   bool unit_problem(int ui, UnitProblem* up) const {
     const Unit& u = plan_.units[at(ui)];
     const int me = call_.rank;
@@ -282,7 +307,7 @@ class DeviceRun {
     up->u = &u;
     up->c = &plan_.classes[at(u.key_class)];
     up->rows = u.count[at(me)];
-    up->keys = plan_.received_rows(u, me);
+    up->keys = received_rows(view_, layout_, ui);
     if (up->rows == 0 || up->keys == 0) return false;
     const KeyClass& c = *up->c;
     up->first_row = u.position(c.hp, u.first_selected[at(me)]) - call_.shards->begin(me);
@@ -386,6 +411,10 @@ class DeviceRun {
     const Status s = call_.comm->all_to_all(arena_.ptr(send), send_bytes.data(), arena_.ptr(recv),
                                             recv_bytes.data());
     call_.stats->exchange_seconds += seconds_since(start);
+    ++call_.stats->exchanges;
+    int64_t received = 0;
+    for (int64_t bytes : recv_bytes) received += bytes;
+    call_.stats->largest_receive_bytes = std::max(call_.stats->largest_receive_bytes, received);
     if (!s.ok()) *call_.communication_failed = true;
     for (int q = 0; q < call_.comm->size(); ++q) {
       if (q == call_.rank) continue;
@@ -516,7 +545,9 @@ class DeviceRun {
     if (s.ok()) {
       call_.stats->local_seconds = elapsed_seconds(local_start_, local_end_);
       call_.stats->remote_seconds = elapsed_seconds(local_end_, remote_end_);
-      call_.stats->remote_rows = layout_.recv_total / ((d_ + dv_) * esize_);
+      int64_t received = 0;
+      for (const MessageLayout& l : layouts_) received += l.recv_total;
+      call_.stats->remote_rows = received / ((d_ + dv_) * esize_);
     }
     return s;
   }
@@ -528,7 +559,9 @@ class DeviceRun {
   const int64_t esize_, d_, dv_;
   ExchangePlan plan_;
   RankView view_;
-  MessageLayout layout_, reverse_;
+  std::vector<ExchangeStep> steps_;
+  std::vector<MessageLayout> layouts_, reverses_;
+  MessageLayout layout_, reverse_;  // the current step's
   Params work_;
   Arena arena_;
   UnitBuffers unit_;

@@ -31,7 +31,7 @@ struct DeviceCall {
   Stats* stats = nullptr;
   Traffic* traffic = nullptr;
   bool* communication_failed = nullptr;  // set when a collective failed (group unusable)
-  int64_t exchange_budget_bytes = 0;     // Options::exchange_budget_bytes (no ring here yet)
+  int64_t exchange_budget_bytes = 0;     // Options::exchange_budget_bytes (the ring)
 };
 
 Status device_forward(const DeviceCall& call);
