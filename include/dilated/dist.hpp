@@ -114,7 +114,7 @@ struct Options {
   // exchange would give some rank more, the call runs as a ring instead (issue 6): P - 1
   // steps, step s sending to rank + s and receiving from rank - s (mod P), each step's keys
   // merged (lse rule) and their gradients returned before the next step; same results. Must
-  // be the same on every rank (checked). Host tensors only so far.
+  // be the same on every rank (checked).
   int64_t exchange_budget_bytes = 0;
 };
 
