@@ -23,6 +23,10 @@ class Communicator {
   virtual int size() const = 0;
   // Where the buffers handed to the collectives live.
   virtual Device device() const = 0;
+  // For device communicators: the stream (cudaStream_t) its collectives run on, so that a
+  // caller can order them after its own work with an event instead of a host wait. Null when
+  // there is none (host communicators).
+  virtual void* device_stream() const { return nullptr; }
 
   // Rank p sends send_bytes[q] bytes to every rank q (the blocks lie one after another in rank
   // order in `send`) and receives recv_bytes[q] bytes from every q into `recv` (same layout).
@@ -67,23 +71,58 @@ struct Stats {
   const char* backend = "";  // the backend that computed (Backend::name())
   int64_t bytes_sent = 0;    // every exchange of the call (configuration check included)
   int64_t bytes_received = 0;
-  int64_t remote_rows = 0;      // k/v rows received (per kv head and batch entry)
-  int64_t remote_problems = 0;  // calls of the backend on remote keys
-  double exchange_seconds = 0;  // waiting in collectives (overlapping the local part)
-  double local_seconds = 0;     // the shard against its own keys
-  double remote_seconds = 0;    // the shard against the other ranks' keys, and the merge
+  int64_t remote_rows = 0;            // k/v rows received (per kv head and batch entry)
+  int64_t exchanges = 0;              // all_to_all calls of k/v rows and their gradients
+  int64_t largest_receive_bytes = 0;  // the most k/v (or gradient) bytes one exchange received
+  int64_t remote_problems = 0;        // calls of the backend on remote keys
+  double exchange_seconds = 0;        // waiting in collectives (overlapping the local part)
+  double local_seconds = 0;           // the shard against its own keys
+  double remote_seconds = 0;          // the shard against the other ranks' keys, and the merge
   double total_seconds = 0;
 };
 
+// Device memory that one rank's sequence-parallel calls on device tensors reuse: it grows to
+// the largest call's need and stays, so that calls after the first allocate nothing. One per
+// rank, used by one call at a time; freed on destruction (on the device that allocated it).
+class DeviceScratch {
+ public:
+  // Memory from `memory`'s device services (null: the CUDA backend's).
+  explicit DeviceScratch(const Backend* memory = nullptr);
+  ~DeviceScratch();
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  // At least `bytes` bytes of device memory (contents undefined); earlier pointers die.
+  Status reserve(int64_t bytes, void** ptr);
+  int64_t capacity() const { return bytes_; }
+
+ private:
+  const Backend* memory_;
+  void* data_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
 struct Options {
-  std::string backend = "auto";  // a host backend that runs sequence windows
-  Stats* stats = nullptr;        // filled when given
+  // A backend that runs sequence windows on the tensors' device ("auto": the first one).
+  std::string backend = "auto";
+  Stats* stats = nullptr;  // filled when given
+  // Device tensors: the compute stream (cudaStream_t; null = the default stream). The call
+  // returns when its results are complete.
+  Stream stream;
+  // Device tensors: memory reused between calls; without it each call allocates its own.
+  DeviceScratch* scratch = nullptr;
+  // Bytes of other ranks' k/v rows a rank may hold at once (0: no limit). When the one-shot
+  // exchange would give some rank more, the call runs as a ring instead (issue 6): P - 1
+  // steps, step s sending to rank + s and receiving from rank - s (mod P), each step's keys
+  // merged (lse rule) and their gradients returned before the next step; same results. Must
+  // be the same on every rank (checked).
+  int64_t exchange_budget_bytes = 0;
 };
 
 // `local` describes this rank's shard: its tensors hold local rows (seqlen = this rank's row
-// count), every other field is the layer's (the same on every rank). Host tensors and a host
-// communicator; no varlen. forward writes out and lse (lse may be null), backward reads out,
-// lse and dout and writes dq, dk, dv, like dilated::forward / dilated::backward.
+// count), every other field is the layer's (the same on every rank). Host tensors with a host
+// communicator (MPI), or CUDA tensors with a device communicator (NCCL; the current CUDA
+// device is the rank's); no varlen. forward writes out and lse (lse may be null), backward reads
+// out, lse and dout and writes dq, dk, dv, like dilated::forward / dilated::backward.
 //
 // Every rank first checks the same configuration (sizes, patterns, mode, dtype, causal,
 // scale, backend, direction, global length and the shard layout): when a rank differs or its

@@ -57,8 +57,9 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
   const Tensor dq_acc =
       accumulation_target(p, backward_accumulates_dq(p), p.dq, ws.dq_acc, p.heads, p.head_dim);
   const bool dkdv = backward_accumulates_dkdv(p);
-  const Tensor dk_acc = accumulation_target(p, dkdv, p.dk, ws.dk_acc, p.heads_kv, p.head_dim);
-  const Tensor dv_acc = accumulation_target(p, dkdv, p.dv, ws.dv_acc, p.heads_kv, p.head_dim_v);
+  const Params keys = key_side(p);  // dk, dv have the key rows (Params::window)
+  const Tensor dk_acc = accumulation_target(keys, dkdv, p.dk, ws.dk_acc, p.heads_kv, p.head_dim);
+  const Tensor dv_acc = accumulation_target(keys, dkdv, p.dv, ws.dv_acc, p.heads_kv, p.head_dim_v);
   int sm = 0;
   if (Status s = device_sm(&sm); !s.ok()) return s;
   const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
@@ -77,8 +78,8 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
     delta_kernel<Elem>
         <<<blocks_for(tokens * p.heads * 32, 256), 256, 0, stream>>>(p, delta, tokens);
     zero_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
-    zero_gradient<Elem>(p, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
-    zero_gradient<Elem>(p, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+    zero_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
+    zero_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
     for (int k = 0; k < pass_count(p); ++k) {
       const int64_t tile = tensor_cores ? mma_backward_tile_rows(p) : kSimtRowsPerBlock;
       PassInfo pass = make_pass(p, k, tile);
@@ -93,13 +94,14 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
             <<<pass_grid(pass, pass.head_count, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(
                 p, pass);
         simt_backward_dkdv_kernel<Elem>
-            <<<pass_grid(pass, p.heads_kv, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(p, pass);
+            <<<key_pass_grid(pass, p.heads_kv, p.batch), 32 * kSimtRowsPerBlock, 0, stream>>>(p,
+                                                                                              pass);
       }
     }
     if (has_block_patterns(p)) block_backward_pass(p, blocks, stream);
     convert_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
-    convert_gradient<Elem>(p, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
-    convert_gradient<Elem>(p, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+    convert_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
+    convert_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
   });
   return last_launch_status("backward launch");
 }

@@ -37,10 +37,6 @@ class CudaBackend final : public Backend {
 
   std::string unsupported_reason(const Params& p, Direction) const override {
     if (p.dtype == DType::f64) return "float64 runs on the reference backend only";
-    if (p.window.global_seqlen > 0) {
-      return "sequence windows (Params::window, sequence parallelism) run on the host backends "
-             "only so far";
-    }
     if (const char* why = cuda::block_pass_unsupported(p); *why) return why;
     if (p.head_dim > kMaxHeadDim || p.head_dim_v > kMaxHeadDim) {
       return "head_dim = " + std::to_string(p.head_dim) +

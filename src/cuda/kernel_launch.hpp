@@ -30,8 +30,15 @@ void with_element_type(DType t, F&& f) {
   }
 }
 
+// Query-outer kernels (forward, dq).
 inline dim3 pass_grid(const PassInfo& pass, int64_t heads, int64_t batch) {
   return dim3(static_cast<unsigned>(pass.segments * pass.tiles_per_segment),
+              static_cast<unsigned>(heads), static_cast<unsigned>(batch));
+}
+
+// Key-outer kernels (dk/dv).
+inline dim3 key_pass_grid(const PassInfo& pass, int64_t heads, int64_t batch) {
+  return dim3(static_cast<unsigned>(pass.key_segments * pass.key_tiles_per_segment),
               static_cast<unsigned>(heads), static_cast<unsigned>(batch));
 }
 

@@ -2,6 +2,7 @@
 
 #include "core/block_sparse.hpp"
 #include "core/pattern_math.hpp"
+#include "core/segment_slice.hpp"
 #include "cuda/block_plan.hpp"
 #include "cuda/grid_plan.hpp"
 
@@ -81,8 +82,9 @@ WorkspaceLayout backward_workspace(const Params& p) {
   if (p.dtype == DType::f32) return w;  // fp32 gradients accumulate in place
   if (backward_accumulates_dq(p)) w.dq_acc = reserve(w, tokens(p) * p.heads * p.head_dim * 4);
   if (backward_accumulates_dkdv(p)) {
-    w.dk_acc = reserve(w, tokens(p) * p.heads_kv * p.head_dim * 4);
-    w.dv_acc = reserve(w, tokens(p) * p.heads_kv * p.head_dim_v * 4);
+    const int64_t key_tokens = tokens(key_side(p));
+    w.dk_acc = reserve(w, key_tokens * p.heads_kv * p.head_dim * 4);
+    w.dv_acc = reserve(w, key_tokens * p.heads_kv * p.head_dim_v * 4);
   }
   return w;
 }
@@ -98,9 +100,19 @@ PassInfo make_pass(const Params& p, int k, int64_t tile_rows) {
     pass.head_count = p.heads;
   }
   const Pattern pattern = p.patterns[k];
-  pass.segments = ceil_div(p.seqlen, pattern.segment);
+  const bool window = windowed(p);
+  const SegmentCover queries =
+      segment_cover(pattern.segment, pattern.dilation, window ? p.window.query_begin : 0, p.seqlen);
+  const SegmentCover keys = window ? segment_cover(pattern.segment, pattern.dilation,
+                                                   p.window.key_begin, p.window.key_rows)
+                                   : queries;
   pass.tile_rows = tile_rows;
-  pass.tiles_per_segment = ceil_div(ceil_div(pattern.segment, pattern.dilation), tile_rows);
+  pass.first_segment = queries.first_segment;
+  pass.segments = queries.segments;
+  pass.tiles_per_segment = ceil_div(queries.max_rows, tile_rows);
+  pass.key_first_segment = keys.first_segment;
+  pass.key_segments = keys.segments;
+  pass.key_tiles_per_segment = ceil_div(keys.max_rows, tile_rows);
   return pass;
 }
 
@@ -111,6 +123,12 @@ Tensor fp32_accumulator(const Params& p, int64_t offset, int64_t heads, int64_t 
   t.row_stride = heads * dim;
   t.batch_stride = p.seqlen * t.row_stride;  // ignored for varlen (tokens are packed)
   return t;
+}
+
+Params key_side(const Params& p) {
+  Params keys = p;
+  if (windowed(p)) keys.seqlen = p.window.key_rows;
+  return keys;
 }
 
 }  // namespace dilated::cuda

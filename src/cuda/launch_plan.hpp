@@ -17,9 +17,17 @@ struct PassInfo {
   int32_t k = 0;
   int64_t head_begin = 0;
   int64_t head_count = 0;
-  int64_t segments = 0;           // segments of the longest sequence
-  int64_t tiles_per_segment = 0;  // query (forward, dq) or key (dk/dv) tiles per segment
-  int64_t tile_rows = 0;          // selected rows per tile
+  // Query-outer kernels (forward, dq): blockIdx.x = (segment - first_segment) *
+  // tiles_per_segment + tile, over the segments the query rows hold (of the longest sequence).
+  int64_t first_segment = 0;
+  int64_t segments = 0;
+  int64_t tiles_per_segment = 0;
+  // Key-outer kernels (dk/dv): the same over the segments the key rows hold. Without a window
+  // (Params::window) both are the sequence's segments.
+  int64_t key_first_segment = 0;
+  int64_t key_segments = 0;
+  int64_t key_tiles_per_segment = 0;
+  int64_t tile_rows = 0;  // selected rows per tile
 
   // Forward: out_acc.data null -> write out (and lse, if any) directly; otherwise merge this
   // pass into the running fp32 (out_acc, lse) with the lse rule.
@@ -59,5 +67,10 @@ PassInfo make_pass(const Params& p, int k, int64_t tile_rows);
 
 // A contiguous fp32 [tokens, heads, dim] view of workspace memory at `offset`.
 Tensor fp32_accumulator(const Params& p, int64_t offset, int64_t heads, int64_t dim);
+
+// `p` as the key-side tensors (k, v, dk, dv) see it: seqlen = the key rows per sequence, so
+// that token counts and token offsets of row-wise kernels address key rows. `p` itself
+// without a window.
+Params key_side(const Params& p);
 
 }  // namespace dilated::cuda

@@ -1,5 +1,6 @@
 #include "dist/remote_part.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -151,7 +152,8 @@ void merge_remote_result(const RankView& view, const KeyClass& c, const RemotePr
 
 }  // namespace
 
-MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reverse) {
+MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reverse, int send_peer,
+                              int recv_peer) {
   const ExchangePlan& plan = *view.plan;
   const int ranks = view.shards->size(), me = view.rank;
   const int64_t batch = view.caller->batch;
@@ -166,13 +168,15 @@ MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reve
       const Unit& u = plan.units[i];
       // Forward: my rows to q, q's rows to me. Reverse: gradients of q's rows back to q, and
       // of my rows from q.
-      if (reverse ? plan.sends(u, q, me) : plan.sends(u, me, q)) {
+      const bool send_ok = send_peer < 0 || q == send_peer;
+      const bool recv_ok = recv_peer < 0 || q == recv_peer;
+      if (send_ok && (reverse ? plan.sends(u, q, me) : plan.sends(u, me, q))) {
         const int64_t bytes = batch * u.count[at(reverse ? q : me)] * row_bytes;
         m.send_at[i][at(q)] = m.send_total;
         m.send_total += bytes;
         m.send_bytes[at(q)] += bytes;
       }
-      if (reverse ? plan.sends(u, me, q) : plan.sends(u, q, me)) {
+      if (recv_ok && (reverse ? plan.sends(u, me, q) : plan.sends(u, q, me))) {
         const int64_t bytes = batch * u.count[at(reverse ? me : q)] * row_bytes;
         m.recv_at[i][at(q)] = m.recv_total;
         m.recv_total += bytes;
@@ -181,6 +185,39 @@ MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reve
     }
   }
   return m;
+}
+
+int64_t received_rows(const RankView& view, const MessageLayout& layout, int ui) {
+  const Unit& u = view.plan->units[at(ui)];
+  int64_t rows = 0;
+  for (int q = 0; q < view.shards->size(); ++q) {
+    if (layout.recv_at[at(ui)][at(q)] >= 0) rows += u.count[at(q)];
+  }
+  return rows;
+}
+
+int64_t largest_one_shot_receive(const ExchangePlan& plan, const ShardTable& shards, int64_t batch,
+                                 int64_t row_bytes) {
+  int64_t largest = 0;
+  for (int q = 0; q < shards.size(); ++q) {
+    int64_t rows = 0;
+    for (const Unit& u : plan.units) rows += u.count[at(q)] > 0 ? plan.received_rows(u, q) : 0;
+    largest = std::max(largest, rows * batch * row_bytes);
+  }
+  return largest;
+}
+
+std::vector<ExchangeStep> exchange_steps(const ExchangePlan& plan, const ShardTable& shards,
+                                         int rank, int64_t batch, int64_t row_bytes,
+                                         int64_t budget) {
+  const int ranks = shards.size();
+  if (budget <= 0 || ranks < 3 ||
+      largest_one_shot_receive(plan, shards, batch, row_bytes) <= budget) {
+    return {ExchangeStep{}};
+  }
+  std::vector<ExchangeStep> steps;
+  for (int s = 1; s < ranks; ++s) steps.push_back({(rank + s) % ranks, (rank - s + ranks) % ranks});
+  return steps;
 }
 
 void pack_keys(const RankView& view, const MessageLayout& layout, std::vector<unsigned char>* buf) {
@@ -215,7 +252,7 @@ Status remote_forward(const RankView& view, const MessageLayout& layout,
                       const std::vector<unsigned char>& received, int64_t* problems) {
   for (size_t ui = 0; ui < view.plan->units.size(); ++ui) {
     const Unit& u = view.plan->units[ui];
-    const int64_t keys = view.plan->received_rows(u, view.rank);
+    const int64_t keys = received_rows(view, layout, static_cast<int>(ui));
     if (u.count[at(view.rank)] == 0 || keys == 0) continue;
     const KeyClass& c = view.plan->classes[at(u.key_class)];
     RemoteProblem rp;
@@ -241,7 +278,7 @@ Status remote_backward(const RankView& view, const MessageLayout& layout,
   returned->assign(at(reverse.send_total), 0);
   for (size_t ui = 0; ui < view.plan->units.size(); ++ui) {
     const Unit& u = view.plan->units[ui];
-    const int64_t keys = view.plan->received_rows(u, view.rank);
+    const int64_t keys = received_rows(view, layout, static_cast<int>(ui));
     if (u.count[at(view.rank)] == 0 || keys == 0) continue;
     const KeyClass& c = view.plan->classes[at(u.key_class)];
     RemoteProblem rp;

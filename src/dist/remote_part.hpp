@@ -35,8 +35,31 @@ struct RankView {
 
 // Forward: this rank's selected k/v rows go to the ranks that need them, in the caller's type
 // (row = k then v). Backward sends the key gradients back the other way: `reverse` swaps the
-// roles, rows in the compute type.
-MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reverse);
+// roles, rows in the compute type. A ring step exchanges with two peers only: `send_peer` and
+// `recv_peer` (-1: every peer) keep the blocks sent to and received from them.
+MessageLayout layout_messages(const RankView& view, int64_t row_bytes, bool reverse,
+                              int send_peer = -1, int recv_peer = -1);
+
+// Rows of unit `ui` this rank receives in `layout` (from every sender the layout holds).
+int64_t received_rows(const RankView& view, const MessageLayout& layout, int ui);
+
+// The most bytes of k/v rows any rank receives in a one-shot exchange (the same on every rank:
+// it comes from the plan), for choosing between one exchange and the ring.
+int64_t largest_one_shot_receive(const ExchangePlan& plan, const ShardTable& shards, int64_t batch,
+                                 int64_t row_bytes);
+
+// The peers of one exchange: every peer at once (-1, -1), or one ring step.
+struct ExchangeStep {
+  int to = -1;
+  int from = -1;
+};
+
+// One exchange, or the ring (Options::exchange_budget_bytes) when the one-shot exchange would
+// give some rank more than `budget` bytes of k/v rows: P - 1 steps, step s sending to
+// rank + s and receiving from rank - s (mod P). Every rank decides alike (from the plan).
+std::vector<ExchangeStep> exchange_steps(const ExchangePlan& plan, const ShardTable& shards,
+                                         int rank, int64_t batch, int64_t row_bytes,
+                                         int64_t budget);
 
 // Packs this rank's k/v rows for every peer (forward layout).
 void pack_keys(const RankView& view, const MessageLayout& layout, std::vector<unsigned char>* buf);

@@ -2,8 +2,10 @@
 // the backend, overlapping the k/v exchange), then against the keys other ranks sent (one
 // windowed call per unit), merged with the union-softmax rule. docs/design.md "Sequence
 // parallelism" explains the decomposition and why it is exact.
+#include <algorithm>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,9 @@
 #include "dist/exchange_plan.hpp"
 #include "dist/remote_part.hpp"
 #include "dist/shard_tensors.hpp"
+#if DILATED_WITH_CUDA
+#include "dist/device/device_call.hpp"
+#endif
 
 namespace dilated::dist {
 namespace {
@@ -28,12 +33,17 @@ Status invalid(const std::string& message) {
 }
 
 // This rank's own arguments, checked before any exchange (the result travels with the
-// configuration, so that every rank reports the first bad rank).
+// configuration, so that every rank reports the first bad rank). `device`: where the
+// communicator exchanges, hence where the tensors must be.
 Status check_arguments(const Params& local, const ShardInfo& shard, Direction dir,
-                       const std::string& backend, const Backend** chosen) {
+                       const std::string& backend, Device device, const Backend** chosen) {
   if (Status s = validate(local, dir); !s.ok()) return s;
-  if (local.device != Device::host) {
-    return invalid("device = cuda: sequence parallelism runs on host tensors so far");
+  if (local.device != device) {
+    return invalid(device == Device::host
+                       ? "device = cuda: the communicator exchanges host memory (MPI); device "
+                         "tensors need a device communicator (NCCL)"
+                       : "device = host: the communicator exchanges device memory (NCCL); host "
+                         "tensors need a host communicator (MPI)");
   }
   if (local.cu_seqlens) return invalid("cu_seqlens: varlen problems cannot be sharded");
   if (windowed(local)) {
@@ -47,10 +57,12 @@ Status check_arguments(const Params& local, const ShardInfo& shard, Direction di
                    std::to_string(local.seqlen) + " rows: expected 0..global_seqlen - rows = " +
                    std::to_string(shard.global_seqlen - local.seqlen));
   }
-  // The backends run the shard as windows, in float32 for 16-bit inputs.
+  // The backends run the shard as windows: host ones in float32 for 16-bit inputs, device
+  // ones in the caller's dtype.
   Params probe = local;
   probe.window = {shard.global_seqlen, shard.offset, shard.offset, local.seqlen};
-  if (probe.dtype == DType::f16 || probe.dtype == DType::bf16) probe.dtype = DType::f32;
+  const bool widen = device == Device::host;
+  if (widen && (probe.dtype == DType::f16 || probe.dtype == DType::bf16)) probe.dtype = DType::f32;
   return select_backend(probe, dir, backend, chosen);
 }
 
@@ -62,19 +74,14 @@ class Call {
       : local_(local), shard_(shard), comm_(comm), options_(options), dir_(dir) {}
 
   Status run() {
-    // Checked before any collective: the configuration exchange itself uses host buffers.
-    // Every rank has the same kind of communicator, so every rank returns this.
-    if (comm_.device() != Device::host) {
-      return Status::Unsupported(
-          "dist: the communicator exchanges device memory (NCCL); the sequence-parallel "
-          "algorithm runs on host tensors with a host communicator (MPI) so far");
-    }
+    if (comm_.device() != Device::host) return run_on_device();
     const auto start = Clock::now();
     const Backend* chosen = nullptr;
-    const Status checks = check_arguments(local_, shard_, dir_, options_.backend, &chosen);
+    const Status checks =
+        check_arguments(local_, shard_, dir_, options_.backend, Device::host, &chosen);
     if (chosen) stats_.backend = chosen->name();
-    Status s = agree_on_configuration(local_, shard_, dir_, options_.backend, checks, comm_,
-                                      &shards_, &traffic_);
+    Status s =
+        agree_on_configuration(local_, shard_, dir_, method(), checks, comm_, &shards_, &traffic_);
     stats_.exchange_seconds += seconds_since(start);
     if (s.ok()) {
       s = dir_ == Direction::forward ? run_forward() : run_backward();
@@ -92,12 +99,68 @@ class Call {
   }
 
  private:
+  // What the ranks must agree on besides the problem: the backend and the exchange budget.
+  std::string method() const {
+    if (options_.exchange_budget_bytes <= 0) return options_.backend;
+    return options_.backend + " exchange_budget=" + std::to_string(options_.exchange_budget_bytes);
+  }
+
+  // Device tensors over a device communicator: the same checks and agreement (through host
+  // staging buffers), then the plan on the GPU (device/device_call.hpp).
+  Status run_on_device() {
+#if DILATED_WITH_CUDA
+    const auto start = Clock::now();
+    DeviceScratch own;  // per-call memory when the caller keeps none
+    DeviceScratch& scratch = options_.scratch ? *options_.scratch : own;
+    const std::unique_ptr<Communicator> host = host_staging(comm_, scratch);
+    const Backend* chosen = nullptr;
+    const Status checks =
+        check_arguments(local_, shard_, dir_, options_.backend, Device::cuda, &chosen);
+    if (chosen) stats_.backend = chosen->name();
+    Status s =
+        agree_on_configuration(local_, shard_, dir_, method(), checks, *host, &shards_, &traffic_);
+    stats_.exchange_seconds += seconds_since(start);
+    if (s.ok()) {
+      DeviceCall call;
+      call.local = &local_;
+      call.shards = &shards_;
+      call.rank = comm_.rank();
+      call.comm = &comm_;
+      call.host = host.get();
+      call.backend = chosen->name();
+      call.stream = options_.stream.handle;
+      call.scratch = &scratch;
+      call.stats = &stats_;
+      call.traffic = &traffic_;
+      call.communication_failed = &communication_failed_;
+      call.exchange_budget_bytes = options_.exchange_budget_bytes;
+      s = dir_ == Direction::forward ? device_forward(call) : device_backward(call);
+      if (!s.ok() && s.code() == StatusCode::runtime_error && communication_failed_) return s;
+      const auto agree = Clock::now();
+      s = agree_on_outcome(s, *host, &traffic_);
+      stats_.exchange_seconds += seconds_since(agree);
+    }
+    stats_.bytes_sent = traffic_.sent;
+    stats_.bytes_received = traffic_.received;
+    stats_.total_seconds = seconds_since(start);
+    if (options_.stats) *options_.stats = stats_;
+    return s;
+#else
+    // Every rank has the same kind of communicator, so every rank returns this.
+    return Status::Unsupported(
+        "dist: the communicator exchanges device memory, but this build has no CUDA backend");
+#endif
+  }
+
   Status exchange(const std::vector<unsigned char>& send, const std::vector<int64_t>& send_bytes,
                   std::vector<unsigned char>* recv, const std::vector<int64_t>& recv_bytes) {
     const auto start = Clock::now();
     const Status s =
         comm_.all_to_all(send.data(), send_bytes.data(), recv->data(), recv_bytes.data());
     stats_.exchange_seconds += seconds_since(start);
+    ++stats_.exchanges;
+    stats_.largest_receive_bytes =
+        std::max(stats_.largest_receive_bytes, static_cast<int64_t>(recv->size()));
     communication_failed_ = !s.ok();
     for (int q = 0; q < comm_.size(); ++q) {
       if (q == comm_.rank()) continue;
@@ -136,65 +199,89 @@ class Call {
     received->resize(static_cast<size_t>(layout.recv_total));
     const Status s = exchange(send, layout.send_bytes, received, layout.recv_bytes);
     const int64_t row_bytes = (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype);
-    stats_.remote_rows = layout.recv_total / row_bytes;
+    stats_.remote_rows += layout.recv_total / row_bytes;
     return s;
+  }
+
+  std::vector<ExchangeStep> steps(const ExchangePlan& plan, int64_t row_bytes) const {
+    return exchange_steps(plan, shards_, comm_.rank(), local_.batch, row_bytes,
+                          options_.exchange_budget_bytes);
   }
 
   Status run_forward() {
     const ExchangePlan plan = plan_exchange(local_, shards_);
     ShardTensors tensors(local_, shard_.global_seqlen, shard_.offset, Direction::forward);
     const RankView view = view_of(plan, tensors);
-    const MessageLayout layout = layout_messages(
-        view, (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype), false);
-
+    const int64_t row_bytes = (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype);
     std::future<Status> local_part = start_local_part(tensors.params());
-    std::vector<unsigned char> received;
-    const Status exchanged = exchange_keys(view, layout, &received);
-    const Status local = local_part.get();
-    if (!exchanged.ok()) return exchanged;
-    if (!local.ok()) return local;
-
-    const auto start = Clock::now();
-    Status s = remote_forward(view, layout, received, &stats_.remote_problems);
-    if (s.ok()) tensors.store_outputs(Direction::forward);
-    stats_.remote_seconds = seconds_since(start);
-    return s;
+    Status local;
+    bool local_done = false;
+    for (const ExchangeStep& step : steps(plan, row_bytes)) {
+      const MessageLayout layout = layout_messages(view, row_bytes, false, step.to, step.from);
+      std::vector<unsigned char> received;
+      const Status exchanged = exchange_keys(view, layout, &received);
+      if (!local_done) {
+        local = local_part.get();
+        local_done = true;
+      }
+      if (!exchanged.ok()) return exchanged;
+      // After a failure the ring's remaining steps still exchange (every rank reaches the same
+      // collectives); their keys are ignored.
+      if (!local.ok()) continue;
+      const auto start = Clock::now();
+      local = remote_forward(view, layout, received, &stats_.remote_problems);
+      stats_.remote_seconds += seconds_since(start);
+    }
+    if (!local_done) local = local_part.get();
+    if (local.ok()) tensors.store_outputs(Direction::forward);
+    return local;
   }
 
   Status run_backward() {
     const ExchangePlan plan = plan_exchange(local_, shards_);
     ShardTensors tensors(local_, shard_.global_seqlen, shard_.offset, Direction::backward);
     const RankView view = view_of(plan, tensors);
-    const MessageLayout layout = layout_messages(
-        view, (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype), false);
-    const MessageLayout reverse = layout_messages(
-        view, (local_.head_dim + local_.head_dim_v) * dtype_size(tensors.compute_type()), true);
-
+    const int64_t row_bytes = (local_.head_dim + local_.head_dim_v) * dtype_size(local_.dtype);
+    const int64_t gradient_bytes =
+        (local_.head_dim + local_.head_dim_v) * dtype_size(tensors.compute_type());
     std::future<Status> local_part = start_local_part(tensors.params());
-    std::vector<unsigned char> received;
-    const Status exchanged = exchange_keys(view, layout, &received);
-    Status local = local_part.get();
-    if (!exchanged.ok()) return exchanged;
+    Status local;
+    bool local_done = false;
+    for (const ExchangeStep& step : steps(plan, row_bytes)) {
+      const MessageLayout layout = layout_messages(view, row_bytes, false, step.to, step.from);
+      // Gradients of this step's received rows go back to their sender; those of this rank's
+      // rows come from the rank they were sent to.
+      const MessageLayout reverse = layout_messages(view, gradient_bytes, true, step.from, step.to);
+      std::vector<unsigned char> received;
+      const Status exchanged = exchange_keys(view, layout, &received);
+      if (!local_done) {
+        local = local_part.get();
+        local_done = true;
+      }
+      if (!exchanged.ok()) return exchanged;
 
-    // The gradients of other ranks' keys go back even when this rank failed (zeros then), so
-    // that every rank reaches the same collectives.
-    const auto start = Clock::now();
-    std::vector<unsigned char> returned(static_cast<size_t>(reverse.send_total), 0);
-    if (local.ok()) {
-      local = remote_backward(view, layout, received, reverse, &returned, &stats_.remote_problems);
+      // The gradients of other ranks' keys go back even when this rank failed (zeros then),
+      // so that every rank reaches the same collectives.
+      const auto start = Clock::now();
+      std::vector<unsigned char> returned(static_cast<size_t>(reverse.send_total), 0);
+      if (local.ok()) {
+        local =
+            remote_backward(view, layout, received, reverse, &returned, &stats_.remote_problems);
+      }
+      stats_.remote_seconds += seconds_since(start);
+      std::vector<unsigned char> gradients(static_cast<size_t>(reverse.recv_total));
+      if (Status s = exchange(returned, reverse.send_bytes, &gradients, reverse.recv_bytes);
+          !s.ok()) {
+        return s;
+      }
+      if (!local.ok()) continue;
+      const auto add = Clock::now();
+      add_returned_gradients(view, reverse, gradients);
+      stats_.remote_seconds += seconds_since(add);
     }
-    stats_.remote_seconds = seconds_since(start);
-    std::vector<unsigned char> gradients(static_cast<size_t>(reverse.recv_total));
-    if (Status s = exchange(returned, reverse.send_bytes, &gradients, reverse.recv_bytes);
-        !s.ok()) {
-      return s;
-    }
-    if (!local.ok()) return local;
-    const auto add = Clock::now();
-    add_returned_gradients(view, reverse, gradients);
-    tensors.store_outputs(Direction::backward);
-    stats_.remote_seconds += seconds_since(add);
-    return {};
+    if (!local_done) local = local_part.get();
+    if (local.ok()) tensors.store_outputs(Direction::backward);
+    return local;
   }
 
   const Params& local_;

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/pattern_math.hpp"
+#include "core/segment_slice.hpp"
 #include "cuda/kernels/mma.cuh"
 #include "cuda/launch_plan.hpp"
 #include "dilated/params.hpp"
@@ -18,14 +19,20 @@ __device__ __forceinline__ HeadPattern pass_pattern(const Params& p, const PassI
   return head_pattern(p, head, p.mode == Mode::longnet ? pass.k : 0);
 }
 
-// blockIdx.x numbers (segment, tile) pairs of the pass.
+// blockIdx.x numbers (segment, tile) pairs of the pass: segments the query rows hold for
+// query-outer kernels, those the key rows hold for key-outer ones. Tile t covers rows
+// [t * tile_rows, (t + 1) * tile_rows) of the segment's slice (segment_slice.hpp).
 struct TileCoord {
   int64_t segment;
   int64_t tile;
 };
 __device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass) {
-  return {static_cast<int64_t>(blockIdx.x) / pass.tiles_per_segment,
+  return {pass.first_segment + static_cast<int64_t>(blockIdx.x) / pass.tiles_per_segment,
           static_cast<int64_t>(blockIdx.x) % pass.tiles_per_segment};
+}
+__device__ __forceinline__ TileCoord key_tile_coord(const PassInfo& pass) {
+  return {pass.key_first_segment + static_cast<int64_t>(blockIdx.x) / pass.key_tiles_per_segment,
+          static_cast<int64_t>(blockIdx.x) % pass.key_tiles_per_segment};
 }
 
 template <typename Elem>

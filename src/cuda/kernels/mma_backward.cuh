@@ -40,10 +40,11 @@ struct DkdvSmem {
 };
 
 // Stores or accumulates the thread's part of a warp's 16 x D fp32 tile (m16n8 layout) into
-// gradient rows. `rows_ok[r]` says whether the thread's row r is a real row.
+// gradient rows row[0], row[1] of sequence b. `rows_ok[r]` says whether row r is a real row.
 template <typename Elem, int D>
 __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tensor& grad,
-                                                    const Tensor& acc, const int64_t (&token)[2],
+                                                    const Tensor& acc, int64_t b,
+                                                    const int64_t (&row)[2],
                                                     const bool (&rows_ok)[2], int64_t head,
                                                     const float (&x)[D / 8][4], float factor) {
   const int lane = threadIdx.x % 32;
@@ -51,7 +52,7 @@ __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tenso
   for (int r = 0; r < 2; ++r) {
     if (!rows_ok[r]) continue;
     if (acc.data) {
-      float* a = static_cast<float*>(acc.data) + token_offset(p, acc, token[r], head);
+      float* a = static_cast<float*>(acc.data) + row_offset(p, acc, b, row[r], head);
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) {
         float2* dst = reinterpret_cast<float2*>(a + d * 8 + 2 * (lane % 4));
@@ -59,7 +60,7 @@ __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tenso
         *dst = make_float2(old.x + factor * x[d][2 * r], old.y + factor * x[d][2 * r + 1]);
       }
     } else {
-      Elem* g = static_cast<Elem*>(grad.data) + token_offset(p, grad, token[r], head);
+      Elem* g = static_cast<Elem*>(grad.data) + row_offset(p, grad, b, row[r], head);
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) {
         *reinterpret_cast<uint32_t*>(g + d * 8 + 2 * (lane % 4)) =
@@ -85,11 +86,16 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t head = pass.head_begin + blockIdx.y;
   const HeadPattern hp = pass_pattern(p, pass, head);
   const TileCoord tc = tile_coord(pass);
-  const SegmentRows rows = segment_rows(hp, tc.segment, seq_length(p, b));
+  const SliceRows tr = slice_rows(p, hp, tc.segment, b);
+  const SegmentRows rows = tr.queries, key_rows = tr.keys;
   const int64_t q0 = tc.tile * kMmaRows;
   if (q0 >= rows.count) return;
   const int64_t kv_head = kv_head_of(p, head);
-  const int64_t num_keys = p.causal ? min(rows.count, q0 + kMmaRows) : rows.count;
+  const int key_count = static_cast<int>(key_rows.count);
+  const int shift = static_cast<int>(tr.shift);
+  // Keys the tile's last row sees; none (Params::window): dq keeps its zeros or accumulation.
+  const int64_t num_keys = visible_keys(p.causal, key_count, q0 + kMmaRows - 1, shift);
+  if (num_keys == 0) return;
   const int num_key_tiles = static_cast<int>((num_keys + kMmaRows - 1) / kMmaRows);
   const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
@@ -99,8 +105,8 @@ __global__ void __launch_bounds__(kMmaThreads)
       q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(q0)));
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
       do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(q0)));
-  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, rows, 0);
-  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, rows, 0);
+  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0);
+  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0);
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span);
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles, v_span);
   cp_async_commit();
@@ -112,12 +118,12 @@ __global__ void __launch_bounds__(kMmaThreads)
   const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
   // Tiles inside the segment and below the diagonal need no per-element visibility test.
   const bool rows_inside = q0 + kMmaRows <= count;
-  int64_t token[2];
+  int64_t query_row[2];
   float lse_log2[2], delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    token[r] = token_index(p, b, rows.first + row_idx[r] * hp.dilation);
-    const int64_t at = row_ok[r] ? token_lse_index(p, token[r], head) : 0;
+    query_row[r] = rows.first + row_idx[r] * hp.dilation;
+    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
   }
@@ -145,15 +151,15 @@ __global__ void __launch_bounds__(kMmaThreads)
                                                   v_tiles + buf * Tile::kElements, 0);
     const int key0 = kt * kMmaRows;
     const bool needs_mask =
-        !rows_inside || key0 + kMmaRows > count || (p.causal && key0 + kMmaRows > q0);
+        !rows_inside || key0 + kMmaRows > key_count || (p.causal && key0 + kMmaRows > q0 + shift);
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
         const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        const bool visible =
-            !needs_mask || (row_ok[r] && key < count && !(p.causal && key > row_idx[r]));
+        const bool visible = !needs_mask || (row_ok[r] && key < key_count &&
+                                             !(p.causal && key > row_idx[r] + shift));
         const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
         s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
       }
@@ -163,7 +169,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
     __syncthreads();
   }
-  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, token, row_ok, head, dq[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq[0], scale);
 }
 
 template <typename Elem, int D>
@@ -184,9 +190,8 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   const int64_t b = blockIdx.z;
   const int64_t kv_head = blockIdx.y;
-  const TileCoord tc = tile_coord(pass);
+  const TileCoord tc = key_tile_coord(pass);
   const int64_t k0 = tc.tile * kMmaRows;
-  const int64_t n = seq_length(p, b);
   const int64_t group = p.heads / p.heads_kv;
   const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
@@ -197,15 +202,20 @@ __global__ void __launch_bounds__(kMmaThreads)
   for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
     if (head < pass.head_begin || head >= head_end) continue;
     const HeadPattern hp = pass_pattern(p, pass, head);
-    const SegmentRows rows = segment_rows(hp, tc.segment, n);
-    if (k0 >= rows.count) continue;
+    const SliceRows tr = slice_rows(p, hp, tc.segment, b);
+    const SegmentRows rows = tr.queries, key_rows = tr.keys;
+    if (k0 >= key_rows.count) continue;
+    const int shift = static_cast<int>(tr.shift);
+    // Causal: query slice row i sees key row j iff i >= j - shift.
+    const int64_t first_q = p.causal ? max(k0 - shift, int64_t{0}) / BQ * BQ : 0;
+    // No query sees these keys (Params::window): dk, dv keep their zeros or accumulation.
+    if (first_q >= rows.count) continue;
+    const int num_query_tiles = static_cast<int>((rows.count - first_q + BQ - 1) / BQ);
     __syncthreads();  // the previous head's tiles are no longer read
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, rows, static_cast<int>(k0)));
+        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, static_cast<int>(k0)));
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, rows, static_cast<int>(k0)));
-    const int64_t first_q = p.causal ? k0 / BQ * BQ : 0;
-    const int num_query_tiles = static_cast<int>((rows.count - first_q + BQ - 1) / BQ);
+        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, static_cast<int>(k0)));
     RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(first_q));
     RowSpan do_span = make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q));
 
@@ -233,7 +243,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     const int count = static_cast<int>(rows.count);
     const int key_idx[2] = {static_cast<int>(k0) + warp * 16 + lane / 4,
                             static_cast<int>(k0) + warp * 16 + lane / 4 + 8};
-    const bool keys_inside = k0 + kMmaRows <= count;
+    const int key_count = static_cast<int>(key_rows.count);
+    const bool keys_inside = k0 + kMmaRows <= key_count;
     float dk[1][DT][4] = {}, dv[1][DT][4] = {};
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
@@ -258,7 +269,7 @@ __global__ void __launch_bounds__(kMmaThreads)
       warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
       const int query0 = static_cast<int>(first_q) + qt * BQ;
       const bool needs_mask =
-          query0 + BQ > count || !keys_inside || (p.causal && query0 < k0 + kMmaRows);
+          query0 + BQ > count || !keys_inside || (p.causal && query0 + shift < k0 + kMmaRows);
 #pragma unroll
       for (int j = 0; j < QT; ++j) {
 #pragma unroll
@@ -270,8 +281,8 @@ __global__ void __launch_bounds__(kMmaThreads)
           for (int r = 0; r < 2; ++r) {
             const int e = 2 * r + c;
             const int query = query0 + col;
-            const bool visible = !needs_mask || (query < count && key_idx[r] < count &&
-                                                 !(p.causal && key_idx[r] > query));
+            const bool visible = !needs_mask || (query < count && key_idx[r] < key_count &&
+                                                 !(p.causal && key_idx[r] > query + shift));
             const float prob = visible ? fast_exp2(st[0][j][e] * scale_log2 - lse_col) : 0.0f;
             st[0][j][e] = prob;                                             // P^T
             dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
@@ -285,15 +296,15 @@ __global__ void __launch_bounds__(kMmaThreads)
       warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
       __syncthreads();
     }
-    int64_t key_token[2];
+    int64_t key_row[2];
     bool key_ok[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      key_ok[r] = key_idx[r] < count;
-      key_token[r] = token_index(p, b, rows.first + key_idx[r] * hp.dilation);
+      key_ok[r] = key_idx[r] < key_count;
+      key_row[r] = key_rows.first + key_idx[r] * hp.dilation;
     }
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, key_token, key_ok, kv_head, dk[0], scale);
-    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, key_token, key_ok, kv_head, dv[0],
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale);
+    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_ok, kv_head, dv[0],
                                  dout_scale);
   }
 }

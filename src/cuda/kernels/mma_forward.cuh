@@ -48,18 +48,24 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t head = pass.head_begin + blockIdx.y;
   const HeadPattern hp = pass_pattern(p, pass, head);
   const TileCoord tc = tile_coord(pass);
-  const SegmentRows rows = segment_rows(hp, tc.segment, seq_length(p, b));
+  const SliceRows tr = slice_rows(p, hp, tc.segment, b);
+  const SegmentRows rows = tr.queries, key_rows = tr.keys;
   const int q0 = static_cast<int>(tc.tile) * kForwardRows;
   if (q0 >= rows.count) return;
   const int count = static_cast<int>(rows.count);
+  const int key_count = static_cast<int>(key_rows.count);
+  const int shift = static_cast<int>(tr.shift);
   const int64_t kv_head = kv_head_of(p, head);
-  const int num_keys = p.causal ? min(count, q0 + kForwardRows) : count;
+  // Keys the tile's last row sees; none (Params::window): the rows keep out 0, lse -inf.
+  const int num_keys =
+      static_cast<int>(visible_keys(p.causal, key_count, q0 + kForwardRows - 1, shift));
+  if (num_keys == 0) return;
   const int num_key_tiles = static_cast<int>((num_keys + BN - 1) / BN);
   const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
 
-  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, rows, 0);
-  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, rows, 0);
+  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0);
+  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0);
   load_tile_async<Elem, kForwardRows, D, kMmaThreads>(
       q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0));
   load_tile_async<Elem, BN, D, kMmaThreads>(k_tiles, k_span);
@@ -100,7 +106,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     warp_gemm_smem_nt<Elem, D, MT, NT, QueryTile, KeyTile>(s, q_tile, warp_row0,
                                                            k_tiles + buf * KeyTile::kElements, 0);
     const int key0 = kt * BN;
-    const bool needs_mask = key0 + BN > count || (p.causal && key0 + BN > q0 + warp_row0);
+    const bool needs_mask =
+        key0 + BN > key_count || (p.causal && key0 + BN > q0 + warp_row0 + shift);
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
 #pragma unroll
@@ -110,7 +117,7 @@ __global__ void __launch_bounds__(kMmaThreads)
           float x = s[m][n][e] * scale_log2;
           if (needs_mask) {
             const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-            if (key >= count || (p.causal && key > row_idx[m][e / 2])) x = -INFINITY;
+            if (key >= key_count || (p.causal && key > row_idx[m][e / 2] + shift)) x = -INFINITY;
           }
           s[m][n][e] = x;
         }
@@ -173,7 +180,9 @@ __global__ void __launch_bounds__(kMmaThreads)
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
-      const bool valid = row_idx[m][r] < count;
+      // Rows past the slice, and rows that see no key (their sum is 0), are not written.
+      const bool valid =
+          row_idx[m][r] < count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
       const int64_t token = token_index(p, b, rows.first + row_idx[m][r] * hp.dilation);
       const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
       const float inv = 1.0f / sum;

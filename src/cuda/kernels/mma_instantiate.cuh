@@ -28,7 +28,7 @@ template <typename Elem, int D>
 void backward_pass_d(const Params& p, const PassInfo& pass, cudaStream_t stream) {
   launch_with_smem(mma_backward_dq_kernel<Elem, D>, pass_grid(pass, pass.head_count, p.batch),
                    DqSmem<Elem, D>::kBytes, stream, p, pass);
-  launch_with_smem(mma_backward_dkdv_kernel<Elem, D>, pass_grid(pass, p.heads_kv, p.batch),
+  launch_with_smem(mma_backward_dkdv_kernel<Elem, D>, key_pass_grid(pass, p.heads_kv, p.batch),
                    DkdvSmem<Elem, D>::kBytes, stream, p, pass);
 }
 

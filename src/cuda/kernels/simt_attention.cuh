@@ -35,35 +35,36 @@ struct LaneRow {
   }
 };
 
-// Stores a row in the output dtype, or adds it to an fp32 accumulator.
+// Stores row `row` of sequence b in the output dtype, or adds it to an fp32 accumulator.
 template <typename Elem>
 __device__ __forceinline__ void store_or_accumulate(const Params& p, const Tensor& out,
-                                                    const Tensor& acc, int64_t token, int64_t head,
-                                                    int64_t dim, const LaneRow<Elem>& row,
-                                                    float factor) {
+                                                    const Tensor& acc, int64_t b, int64_t row,
+                                                    int64_t head, int64_t dim,
+                                                    const LaneRow<Elem>& x, float factor) {
   const int lane = threadIdx.x % 32;
   if (acc.data) {
-    float* a = static_cast<float*>(acc.data) + token_offset(p, acc, token, head);
+    float* a = static_cast<float*>(acc.data) + row_offset(p, acc, b, row, head);
 #pragma unroll
     for (int i = 0; i < kSimtPerLane; ++i) {
-      if (lane + 32 * i < dim) a[lane + 32 * i] += factor * row.x[i];
+      if (lane + 32 * i < dim) a[lane + 32 * i] += factor * x.x[i];
     }
   } else {
-    Elem* o = static_cast<Elem*>(out.data) + token_offset(p, out, token, head);
+    Elem* o = static_cast<Elem*>(out.data) + row_offset(p, out, b, row, head);
 #pragma unroll
     for (int i = 0; i < kSimtPerLane; ++i) {
-      if (lane + 32 * i < dim) o[lane + 32 * i] = from_float<Elem>(factor * row.x[i]);
+      if (lane + 32 * i < dim) o[lane + 32 * i] = from_float<Elem>(factor * x.x[i]);
     }
   }
 }
 
 // The selected query row this warp handles: (batch, head) from the grid, the row from the
-// (segment, tile) block index and the warp. valid is false past the segment's last row.
+// (segment, tile) block index and the warp. valid is false past the slice's last row; the
+// row sees key slice rows [0, num_keys).
 struct SimtQueryRow {
   bool valid;
-  int64_t b, head, kv_head, token, idx;
+  int64_t b, head, kv_head, row, token, idx, num_keys;
   HeadPattern hp;
-  SegmentRows rows;
+  SegmentSlice keys;
 };
 
 __device__ __forceinline__ SimtQueryRow simt_query_row(const Params& p, const PassInfo& pass) {
@@ -72,12 +73,22 @@ __device__ __forceinline__ SimtQueryRow simt_query_row(const Params& p, const Pa
   r.head = pass.head_begin + blockIdx.y;
   r.hp = pass_pattern(p, pass, r.head);
   const TileCoord tc = tile_coord(pass);
-  r.rows = segment_rows(r.hp, tc.segment, seq_length(p, r.b));
+  const SegmentSlice queries = query_slice(p, r.hp, tc.segment, r.b);
+  r.keys = key_slice(p, r.hp, tc.segment, r.b);
   r.idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
-  r.valid = r.idx < r.rows.count;
-  r.token = token_index(p, r.b, r.rows.first + r.idx * r.hp.dilation);
+  r.valid = r.idx < queries.count;
+  r.row = queries.first_row + r.idx * r.hp.dilation;
+  r.token = token_index(p, r.b, r.row);
   r.kv_head = kv_head_of(p, r.head);
+  r.num_keys = visible_keys(p.causal, r.keys.count, r.idx, causal_shift(queries, r.keys));
   return r;
+}
+
+// Element offset of key slice row j of (b, kv_head) in key-side tensor t.
+__device__ __forceinline__ int64_t key_offset(const Params& p, const Tensor& t, int64_t b,
+                                              const SegmentSlice& keys, const HeadPattern& hp,
+                                              int64_t j, int64_t kv_head) {
+  return row_offset(p, t, b, keys.first_row + j * hp.dilation, kv_head);
 }
 
 // Forward: one selected query row per warp, online softmax over its segment's keys.
@@ -85,20 +96,18 @@ template <typename Elem>
 __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
     simt_forward_kernel(const Params p, const PassInfo pass) {
   const SimtQueryRow row = simt_query_row(p, pass);
-  if (!row.valid) return;
-  const int64_t b = row.b, head = row.head, kv_head = row.kv_head, token = row.token, idx = row.idx;
+  // A row without keys here (Params::window) keeps out 0, lse -inf (or the running merge).
+  if (!row.valid || row.num_keys == 0) return;
+  const int64_t b = row.b, head = row.head, kv_head = row.kv_head, token = row.token;
   const HeadPattern hp = row.hp;
-  const SegmentRows rows = row.rows;
   const float scale = p.scale;  // resolved by the launcher
 
   LaneRow<Elem> q, k, v, acc{};
   q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, scale);
   float running_max = -INFINITY, sum = 0;
-  const int64_t num_keys = p.causal ? idx + 1 : rows.count;
-  for (int64_t j = 0; j < num_keys; ++j) {
-    const int64_t key = token_index(p, b, rows.first + j * hp.dilation);
-    k.load(p.k, token_offset(p, p.k, key, kv_head), p.head_dim, 1.0f);
-    v.load(p.v, token_offset(p, p.v, key, kv_head), p.head_dim_v, 1.0f);
+  for (int64_t j = 0; j < row.num_keys; ++j) {
+    k.load(p.k, key_offset(p, p.k, b, row.keys, hp, j, kv_head), p.head_dim, 1.0f);
+    v.load(p.v, key_offset(p, p.v, b, row.keys, hp, j, kv_head), p.head_dim_v, 1.0f);
     const float s = q.dot(k);
     const float new_max = fmaxf(running_max, s);
     const float correction = exp_diff(running_max, new_max);
@@ -110,7 +119,7 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
   const float lse = running_max + __logf(sum);
   const int64_t lse_at = token_lse_index(p, token, head);
   if (!pass.out_acc.data) {
-    store_or_accumulate<Elem>(p, p.out, Tensor{}, token, head, p.head_dim_v, acc,
+    store_or_accumulate<Elem>(p, p.out, Tensor{}, b, row.row, head, p.head_dim_v, acc,
                               output_scale(p) / sum);
     if (pass.lse && threadIdx.x % 32 == 0) pass.lse[lse_at] = lse;
     return;
@@ -133,10 +142,10 @@ template <typename Elem>
 __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
     simt_backward_dq_kernel(const Params p, const PassInfo pass) {
   const SimtQueryRow row = simt_query_row(p, pass);
-  if (!row.valid) return;
-  const int64_t b = row.b, head = row.head, kv_head = row.kv_head, token = row.token, idx = row.idx;
+  // Without keys the row's dq stays as zeroed (direct) or accumulated so far.
+  if (!row.valid || row.num_keys == 0) return;
+  const int64_t b = row.b, head = row.head, kv_head = row.kv_head, token = row.token;
   const HeadPattern hp = row.hp;
-  const SegmentRows rows = row.rows;
   const float scale = p.scale;  // resolved by the launcher
 
   LaneRow<Elem> q, dout, k, v, dq{};
@@ -144,16 +153,14 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
   dout.load(p.dout, token_offset(p, p.dout, token, head), p.head_dim_v, output_scale(p));
   const float lse = p.lse[token_lse_index(p, token, head)];
   const float delta = pass.delta[token_lse_index(p, token, head)];
-  const int64_t num_keys = p.causal ? idx + 1 : rows.count;
-  for (int64_t j = 0; j < num_keys; ++j) {
-    const int64_t key = token_index(p, b, rows.first + j * hp.dilation);
-    k.load(p.k, token_offset(p, p.k, key, kv_head), p.head_dim, 1.0f);
-    v.load(p.v, token_offset(p, p.v, key, kv_head), p.head_dim_v, 1.0f);
+  for (int64_t j = 0; j < row.num_keys; ++j) {
+    k.load(p.k, key_offset(p, p.k, b, row.keys, hp, j, kv_head), p.head_dim, 1.0f);
+    v.load(p.v, key_offset(p, p.v, b, row.keys, hp, j, kv_head), p.head_dim_v, 1.0f);
     const float prob = __expf(q.dot(k) - lse);
     const float ds = prob * (dout.dot(v) - delta);
     dq.scale_add(1.0f, ds, k);
   }
-  store_or_accumulate<Elem>(p, p.dq, pass.dq_acc, token, head, p.head_dim, dq, scale);
+  store_or_accumulate<Elem>(p, p.dq, pass.dq_acc, b, row.row, head, p.head_dim, dq, scale);
 }
 
 // Backward dk, dv: one selected key row per warp for each query head of its kv head that runs
@@ -163,23 +170,25 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
     simt_backward_dkdv_kernel(const Params p, const PassInfo pass) {
   const int64_t b = blockIdx.z;
   const int64_t kv_head = blockIdx.y;
-  const TileCoord tc = tile_coord(pass);
+  const TileCoord tc = key_tile_coord(pass);
   const int64_t idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
-  const int64_t n = seq_length(p, b);
   const int64_t group = p.heads / p.heads_kv;
   const float scale = p.scale;  // resolved by the launcher
   const int64_t head_end = pass.head_begin + pass.head_count;
   for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
     if (head < pass.head_begin || head >= head_end) continue;
     const HeadPattern hp = pass_pattern(p, pass, head);
-    const SegmentRows rows = segment_rows(hp, tc.segment, n);
-    if (idx >= rows.count) continue;
-    const int64_t key = token_index(p, b, rows.first + idx * hp.dilation);
+    const SegmentSlice keys = key_slice(p, hp, tc.segment, b);
+    if (idx >= keys.count) continue;
+    const SegmentSlice queries = query_slice(p, hp, tc.segment, b);
+    // Query slice row j sees this key iff j >= idx - shift (causal).
+    const int64_t first_query = p.causal ? max(idx - causal_shift(queries, keys), int64_t{0}) : 0;
+    const int64_t key_row = keys.first_row + idx * hp.dilation;
     LaneRow<Elem> k, v, q, dout, dk{}, dv{};
-    k.load(p.k, token_offset(p, p.k, key, kv_head), p.head_dim, scale);
-    v.load(p.v, token_offset(p, p.v, key, kv_head), p.head_dim_v, 1.0f);
-    for (int64_t j = p.causal ? idx : 0; j < rows.count; ++j) {
-      const int64_t token = token_index(p, b, rows.first + j * hp.dilation);
+    k.load(p.k, row_offset(p, p.k, b, key_row, kv_head), p.head_dim, scale);
+    v.load(p.v, row_offset(p, p.v, b, key_row, kv_head), p.head_dim_v, 1.0f);
+    for (int64_t j = first_query; j < queries.count; ++j) {
+      const int64_t token = token_index(p, b, queries.first_row + j * hp.dilation);
       q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, 1.0f);
       dout.load(p.dout, token_offset(p, p.dout, token, head), p.head_dim_v, output_scale(p));
       const float prob = __expf(q.dot(k) - p.lse[token_lse_index(p, token, head)]);
@@ -187,8 +196,8 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
       dv.scale_add(1.0f, prob, dout);
       dk.scale_add(1.0f, ds, q);
     }
-    store_or_accumulate<Elem>(p, p.dk, pass.dk_acc, key, kv_head, p.head_dim, dk, scale);
-    store_or_accumulate<Elem>(p, p.dv, pass.dv_acc, key, kv_head, p.head_dim_v, dv, 1.0f);
+    store_or_accumulate<Elem>(p, p.dk, pass.dk_acc, b, key_row, kv_head, p.head_dim, dk, scale);
+    store_or_accumulate<Elem>(p, p.dv, pass.dv_acc, b, key_row, kv_head, p.head_dim_v, dv, 1.0f);
     __syncwarp();
   }
 }

@@ -1,8 +1,7 @@
 // dilated::dist::Communicator over NCCL: grouped ncclSend/ncclRecv for all_to_all,
 // ncclAllGather, a one-float all-reduce for barrier, all on one stream, waited for by polling
 // (cudaStreamQuery, ncclCommGetAsyncError) so that a dead peer ends in an error after the
-// timeout (ncclCommAbort) instead of a hang. Compiled where CUDA and NCCL exist; it has not
-// run on GPUs yet (the sequence-parallel algorithm takes host communicators so far).
+// timeout (ncclCommAbort) instead of a hang. Compiled where CUDA and NCCL exist.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -44,6 +43,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   Device device() const override { return Device::cuda; }
+  void* device_stream() const override { return stream_; }
   void set_timeout(double seconds) override { timeout_ = seconds; }
   double timeout() const override { return timeout_; }
 
