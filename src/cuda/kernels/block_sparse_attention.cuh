@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
   if (!bp.out_acc.data) {
     // The only pass: rows without kept keys keep the initial out = 0, lse = -inf.
     if (keys == 0) return;
-    store_or_accumulate<Elem>(p, p.out, Tensor{}, token, head, p.head_dim_v, acc,
+    store_or_accumulate<Elem>(p, p.out, Tensor{}, b, t, head, p.head_dim_v, acc,
                               output_scale(p) / sum);
     if (bp.lse && lane == 0) bp.lse[lse_at] = running_max + __logf(sum);
     return;
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
       dq.scale_add(1.0f, ds, k);
     }
   });
-  store_or_accumulate<Elem>(p, p.dq, bp.dq_acc, token, head, p.head_dim, dq, scale);
+  store_or_accumulate<Elem>(p, p.dq, bp.dq_acc, b, t, head, p.head_dim, dq, scale);
 }
 
 // dk, dv of one key row: for every query head of its kv head, the column of its key block
@@ -161,8 +161,8 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
       }
     });
   }
-  store_or_accumulate<Elem>(p, p.dk, bp.dk_acc, key_token, kv_head, p.head_dim, dk, scale);
-  store_or_accumulate<Elem>(p, p.dv, bp.dv_acc, key_token, kv_head, p.head_dim_v, dv, 1.0f);
+  store_or_accumulate<Elem>(p, p.dk, bp.dk_acc, b, t_key, kv_head, p.head_dim, dk, scale);
+  store_or_accumulate<Elem>(p, p.dv, bp.dv_acc, b, t_key, kv_head, p.head_dim_v, dv, 1.0f);
 }
 
 }  // namespace dilated::cuda

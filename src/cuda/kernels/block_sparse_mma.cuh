@@ -362,7 +362,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     cur = next;
   }
   cp_async_wait<0>();
-  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, token, row_ok, head, dq[0], scale);
+  const int64_t rows[2] = {row_idx[0], row_idx[1]};
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, rows, row_ok, head, dq[0], scale);
 }
 
 template <typename Elem, int D>
@@ -471,11 +472,9 @@ __global__ void __launch_bounds__(kMmaThreads)
     cur = next;
   }
   cp_async_wait<0>();
-  int64_t key_token[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) key_token[r] = token_index(p, b, key_idx[r]);
-  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, key_token, key_ok, kv_head, dk[0], scale);
-  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, key_token, key_ok, kv_head, dv[0], dout_scale);
+  const int64_t key_rows[2] = {key_idx[0], key_idx[1]};
+  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_rows, key_ok, kv_head, dk[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_rows, key_ok, kv_head, dv[0], dout_scale);
 }
 
 }  // namespace dilated::cuda
