@@ -3,15 +3,16 @@
 # ctest labels, then the weak-scaling benchmark (P = 1, 2, 4 at 262,144 tokens per GPU, issue 6's
 # layer) and the longest N that runs forward+backward on the GPUs. Logs under $OUT.
 # Needs .deps from scripts/pack_gpu_deps.sh (Highway, GoogleTest, nlohmann-json, nccl.h).
-# Usage: bench/gpu/run_dist_gpu.sh [build|tests|bench|max|all]   (stages run in this order;
-#        each stage after build reuses build-dist, so they may run as separate commands on a
-#        machine that kept it). A first run on 4 x H100 of `all` should take 6-9 minutes:
-#        build 2-4, tests 2-4, bench and max about a minute each.
+# Usage: bench/gpu/run_dist_gpu.sh [STAGE...]   stages build, tests, bench, max, run in the
+#        order given; none or `all` = build tests bench max. Later stages reuse build-dist, so
+#        `build bench max tests` gets the numbers first when time is short. A first run of all
+#        on 4 x H100 should take 6-9 minutes: build 2-4, tests 2-4, bench and max ~1 each.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-what=${1:-all}
+stages="$*"
+[[ -z $stages || $stages == all ]] && stages="build tests bench max"
 BUILD=${BUILD:-build-dist}
 # NVLink multicast stays off (KINDS.md: it can take the host's GPUs out of service).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -32,7 +33,7 @@ fi
 echo "NCCL_HOME=${NCCL_HOME:-<CUDA toolkit>}" | tee "$OUT/dist_env.txt"
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv | tee -a "$OUT/dist_env.txt"
 
-if [[ $what == build || $what == all ]]; then
+stage_build() {
   start=$(date +%s)
   cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DDILATED_CUDA=ON \
     -DDILATED_CUDA_ARCHS=90-real -DCMAKE_CUDA_ARCHITECTURES=90-real -DDILATED_NCCL=ON \
@@ -46,28 +47,35 @@ if [[ $what == build || $what == all ]]; then
   ninja -C $BUILD $targets >"$OUT/dist_build.log" 2>&1 ||
     { grep -E "error" "$OUT/dist_build.log" | head -30; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
-fi
+}
 
-if [[ $what == tests || $what == all ]]; then
+stage_tests() {
   echo "== ctest -L gpu (CUDA backend, windows included)"
   ctest --test-dir $BUILD -L gpu -j 8 --output-on-failure --timeout 900 >"$OUT/dist_ctest_gpu.log" 2>&1
   grep -E "tests passed|tests failed|\(Failed\)|Skipped|Not Run" "$OUT/dist_ctest_gpu.log" | head -30
   echo "== ctest -L multigpu (dist over NCCL, one thread per GPU)"
   ctest --test-dir $BUILD -L multigpu --output-on-failure --timeout 900 >"$OUT/dist_ctest_multigpu.log" 2>&1
   grep -E "tests passed|tests failed|\(Failed\)|Skipped|Not Run|rank .*: " "$OUT/dist_ctest_multigpu.log" | head -40
-fi
+}
 
-if [[ $what == bench || $what == all ]]; then
+stage_bench() {
   echo "== weak scaling (262,144 tokens per GPU, H=16, D=128, bf16, LongNet patterns + (N, N/4096))"
   : >"$OUT/dist_weak_scaling.jsonl"
   timeout 900 ./$BUILD/bin/dist_weak_scaling --ranks 1,2,4 --tokens-per-gpu 262144 --heads 16 \
     --head-dim 128 --dtype bf16 --repeats 5 --json "$OUT/dist_weak_scaling.jsonl" 2>&1 |
     tee "$OUT/dist_weak_scaling.txt"
-fi
+}
 
-if [[ $what == max || $what == all ]]; then
+stage_max() {
   echo "== longest N that runs forward+backward on the GPUs (tokens per GPU stepped by 262,144)"
   timeout 900 ./$BUILD/bin/dist_weak_scaling --find-max --max-ranks 4 --tokens-per-gpu 262144 \
-    --step 262144 --heads 16 --head-dim 128 --dtype bf16 --json "$OUT/dist_weak_scaling.jsonl" 2>&1 |
+    --step 262144 --heads 16 --head-dim 128 --dtype bf16 --json "$OUT/dist_find_max.jsonl" 2>&1 |
     tee "$OUT/dist_find_max.txt"
-fi
+}
+
+for stage in $stages; do
+  case $stage in
+    build | tests | bench | max) stage_$stage || exit 1 ;;
+    *) echo "unknown stage $stage (build, tests, bench, max, all)"; exit 2 ;;
+  esac
+done

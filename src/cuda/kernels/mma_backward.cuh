@@ -128,6 +128,11 @@ __global__ void __launch_bounds__(kMmaThreads)
     delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
   }
   float dq[1][DT][4] = {};
+  // Causal: the last key each of the thread's rows sees, and the key tiles from which on some
+  // row of this CTA sees not every key (precomputed: the loop holds no more registers than
+  // without windows).
+  const int last_key[2] = {row_idx[0] + shift, row_idx[1] + shift};
+  const int masked_after = static_cast<int>(q0) + shift - kMmaRows;
 
   for (int kt = 0; kt < num_key_tiles; ++kt) {
     const int buf = kt % 2;
@@ -151,15 +156,15 @@ __global__ void __launch_bounds__(kMmaThreads)
                                                   v_tiles + buf * Tile::kElements, 0);
     const int key0 = kt * kMmaRows;
     const bool needs_mask =
-        !rows_inside || key0 + kMmaRows > key_count || (p.causal && key0 + kMmaRows > q0 + shift);
+        !rows_inside || key0 + kMmaRows > key_count || (p.causal && key0 > masked_after);
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
         const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        const bool visible = !needs_mask || (row_ok[r] && key < key_count &&
-                                             !(p.causal && key > row_idx[r] + shift));
+        const bool visible =
+            !needs_mask || (row_ok[r] && key < key_count && !(p.causal && key > last_key[r]));
         const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
         s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
       }
@@ -212,6 +217,9 @@ __global__ void __launch_bounds__(kMmaThreads)
     if (first_q >= rows.count) continue;
     const int num_query_tiles = static_cast<int>((rows.count - first_q + BQ - 1) / BQ);
     __syncthreads();  // the previous head's tiles are no longer read
+    // Needed again only by the epilogue; 32 bits (a key window's rows per sequence fit) to
+    // hold one register through the loop (this kernel is at the register limit at D = 128).
+    const int key_first_row = static_cast<int>(key_rows.first);
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
         k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, static_cast<int>(k0)));
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
@@ -221,13 +229,18 @@ __global__ void __launch_bounds__(kMmaThreads)
 
     // lse (log2 units) and delta of query tile `qt` into buffer `buf` (plain loads; the
     // barrier before use orders them).
+    // The lse index is linear in the row (both layouts), so the loop keeps just a base and a
+    // step (this kernel is at the register limit at D = 128).
+    const int64_t stats_base =
+        token_lse_index(p, token_index(p, b, rows.first + first_q * hp.dilation), head);
+    const int stats_rows = static_cast<int>(rows.count - first_q);
+    const int64_t stats_step = hp.dilation;
     auto load_row_stats = [&](int qt, int buf) {
       for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
-        const int64_t idx = first_q + static_cast<int64_t>(qt) * BQ + i;
+        const int idx = qt * BQ + i;  // from first_q
         float l = 0.0f, d = 0.0f;
-        if (idx < rows.count) {
-          const int64_t at =
-              token_lse_index(p, token_index(p, b, rows.first + idx * hp.dilation), head);
+        if (idx < stats_rows) {
+          const int64_t at = stats_base + idx * stats_step;
           l = p.lse[at] * kLog2e;
           d = pass.delta[at];
         }
@@ -241,10 +254,15 @@ __global__ void __launch_bounds__(kMmaThreads)
     cp_async_commit();
 
     const int count = static_cast<int>(rows.count);
-    const int key_idx[2] = {static_cast<int>(k0) + warp * 16 + lane / 4,
-                            static_cast<int>(k0) + warp * 16 + lane / 4 + 8};
     const int key_count = static_cast<int>(key_rows.count);
     const bool keys_inside = k0 + kMmaRows <= key_count;
+    // The thread's keys r = 0, 1: inside the slice, and the first query that sees each (causal);
+    // query tiles from `unmasked_from` on see every key of this tile. Kept as these few values
+    // so that the loop holds no more registers than without windows.
+    const int key_base = static_cast<int>(k0) + warp * 16 + lane / 4;
+    const bool key_real[2] = {key_base < key_count, key_base + 8 < key_count};
+    const int first_seeing[2] = {key_base - shift, key_base + 8 - shift};
+    const int unmasked_from = static_cast<int>(k0) + kMmaRows - shift;
     float dk[1][DT][4] = {}, dv[1][DT][4] = {};
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
@@ -269,7 +287,7 @@ __global__ void __launch_bounds__(kMmaThreads)
       warp_gemm_smem_nt<Elem, D, 1, QT, KeyTile, QueryTile>(dpt, v_tile, warp * 16, do_tile, 0);
       const int query0 = static_cast<int>(first_q) + qt * BQ;
       const bool needs_mask =
-          query0 + BQ > count || !keys_inside || (p.causal && query0 + shift < k0 + kMmaRows);
+          query0 + BQ > count || !keys_inside || (p.causal && query0 < unmasked_from);
 #pragma unroll
       for (int j = 0; j < QT; ++j) {
 #pragma unroll
@@ -281,8 +299,8 @@ __global__ void __launch_bounds__(kMmaThreads)
           for (int r = 0; r < 2; ++r) {
             const int e = 2 * r + c;
             const int query = query0 + col;
-            const bool visible = !needs_mask || (query < count && key_idx[r] < key_count &&
-                                                 !(p.causal && key_idx[r] > query + shift));
+            const bool visible = !needs_mask || (query < count && key_real[r] &&
+                                                 !(p.causal && query < first_seeing[r]));
             const float prob = visible ? fast_exp2(st[0][j][e] * scale_log2 - lse_col) : 0.0f;
             st[0][j][e] = prob;                                             // P^T
             dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
@@ -296,15 +314,10 @@ __global__ void __launch_bounds__(kMmaThreads)
       warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
       __syncthreads();
     }
-    int64_t key_row[2];
-    bool key_ok[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      key_ok[r] = key_idx[r] < key_count;
-      key_row[r] = key_rows.first + key_idx[r] * hp.dilation;
-    }
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale);
-    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_ok, kv_head, dv[0],
+    const int64_t key_row[2] = {key_first_row + key_base * hp.dilation,
+                                key_first_row + (key_base + 8) * hp.dilation};
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk[0], scale);
+    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv[0],
                                  dout_scale);
   }
 }
