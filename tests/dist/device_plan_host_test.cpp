@@ -6,6 +6,7 @@
 // oracle, as in sequence_parallel_test.cpp. What this cannot check, the GPU tests do: the
 // kernels themselves, streams and events, NCCL.
 #include <gtest/gtest.h>
+#include <cstdlib>
 
 #include <random>
 
@@ -15,6 +16,35 @@
 
 namespace dilated::testing {
 namespace {
+
+// A communicator that says it has a device stream (a token: the host runtime runs every
+// stream in order at once), so that the plan takes its path with remote units beside the
+// local part (device_call.cpp, choose_remote_stream).
+class WithStream final : public dist::Communicator {
+ public:
+  explicit WithStream(dist::Communicator& c) : c_(c) {}
+  int rank() const override { return c_.rank(); }
+  int size() const override { return c_.size(); }
+  Device device() const override { return c_.device(); }
+  void* device_stream() const override { return const_cast<WithStream*>(this); }
+  Status all_to_all(const void* send, const int64_t* send_bytes, void* recv,
+                    const int64_t* recv_bytes) override {
+    return c_.all_to_all(send, send_bytes, recv, recv_bytes);
+  }
+  Status all_gather(const void* send, int64_t bytes, void* recv) override {
+    return c_.all_gather(send, bytes, recv);
+  }
+  Status barrier() override { return c_.barrier(); }
+  void set_timeout(double seconds) override { c_.set_timeout(seconds); }
+  double timeout() const override { return c_.timeout(); }
+  [[noreturn]] void abort(const std::string& reason) override {
+    c_.abort(reason);
+    std::abort();  // not reached: Communicator::abort ends the process
+  }
+
+ private:
+  dist::Communicator& c_;
+};
 
 Status run_device_plan(const Params& local, const std::vector<int64_t>& cuts,
                        dist::Communicator& comm, Direction dir, dist::DeviceScratch& scratch,
@@ -48,12 +78,15 @@ std::vector<std::string> run_sharded(HostProblem& whole, const Outputs& oracle,
                                      const std::vector<int64_t>& cuts,
                                      const std::function<double(const std::string&)>& tolerance,
                                      bool from_oracle, int64_t budget = 0,
-                                     std::vector<dist::Stats>* forward_stats = nullptr) {
+                                     std::vector<dist::Stats>* forward_stats = nullptr,
+                                     bool side_stream = false) {
   const int ranks = static_cast<int>(cuts.size()) - 1;
   std::vector<std::string> failures(static_cast<size_t>(ranks));
   if (forward_stats) forward_stats->resize(static_cast<size_t>(ranks));
   ThreadGroup group(ranks, 30.0);
-  group.run([&](dist::Communicator& comm) {
+  group.run([&](dist::Communicator& thread_comm) {
+    WithStream with_stream(thread_comm);
+    dist::Communicator& comm = side_stream ? with_stream : thread_comm;
     const auto r = static_cast<size_t>(comm.rank());
     Shard shard(whole, cuts[r], cuts[r + 1]);
     dist::DeviceScratch scratch(find_backend("cpu"));  // host memory stands for the device's
@@ -91,8 +124,10 @@ TEST(DevicePlanOnHost, ShardsEqualTheOracle) {
     HostProblem whole(config, rng());
     const Outputs oracle = oracle_outputs(whole);
     const double tol = 4 * float32_tolerance(config);
+    // Odd cases: remote units beside the local part (a communicator with a stream).
     const std::vector<std::string> failures = run_sharded(
-        whole, oracle, cuts, [tol](const std::string&) { return tol; }, false);
+        whole, oracle, cuts, [tol](const std::string&) { return tol; }, false, 0, nullptr,
+        i % 2 == 1);
     for (int r = 0; r < ranks; ++r) EXPECT_EQ(failures[static_cast<size_t>(r)], "") << "rank " << r;
   }
 }

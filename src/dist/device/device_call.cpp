@@ -25,6 +25,16 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// DILATED_DIST_SERIAL_REMOTE=1 runs the remote units after the shard's own part on the compute
+// stream, as when they cannot overlap it (for measurements and as a fallback).
+bool serial_remote_requested() {
+  const char* v = std::getenv("DILATED_DIST_SERIAL_REMOTE");
+  return v && v[0] == '1';
+}
+
+// Above this, units keep sharing one set of result buffers (and run after the local part).
+constexpr int64_t kConcurrentUnitBytes = int64_t{512} << 20;
+
 // ---- the host view of a device communicator ----------------------------------------------
 
 class HostStaging final : public Communicator {
@@ -214,9 +224,13 @@ class DeviceRun {
         return s;
       }
       // The gradients of other ranks' keys go back even when this rank failed (zeros then).
-      rt::memset_async(arena_.ptr(returned_), reverse_.send_total, stream_);
+      rt::memset_async(arena_.ptr(returned_), reverse_.send_total, side_);
       if (local.ok()) local = remote_units(Direction::backward);
-      if (Status s = start_exchange(); !s.ok()) return s;  // after the returned rows are written
+      // After the returned rows are written (concurrent units wrote them on the communicator's
+      // own stream, which the exchange follows).
+      if (Status s = concurrent_ ? last_kernel_status("remote units") : start_exchange(); !s.ok()) {
+        return s;
+      }
       if (Status s = exchange(returned_, reverse_.send_bytes, gradients_, reverse_.recv_bytes);
           !s.ok()) {
         return s;
@@ -291,11 +305,48 @@ class DeviceRun {
     }
     unit_.workspace = arena_.take(max_ws);
     unit_.workspace_bytes = max_ws;
+    choose_remote_stream();
     if (Status s = arena_.bind(*call_.scratch); !s.ok()) return s;
     if (own_lse >= 0) work_.lse = static_cast<float*>(arena_.ptr(own_lse));
     work_.workspace = local_workspace > 0 ? arena_.ptr(local_ws) : nullptr;
     work_.workspace_bytes = local_workspace;
     return {};
+  }
+
+  // The remote units take few SMs each and would run after the local part, which fills the
+  // GPU for most of the call: with one exchange step and a communicator stream they run on that
+  // stream instead, right after the exchange and beside the local part, each unit keeping its
+  // results (forward: out and lse; backward: dq) apart until the compute stream merges them
+  // once the local part is done. Units still run one after another there, so k, v, dk, dv and
+  // the workspace stay shared.
+  void choose_remote_stream() {
+    side_ = stream_;
+    concurrent_ = false;
+    void* comm_stream = call_.comm->device_stream();
+    if (steps_.size() != 1 || !comm_stream || serial_remote_requested()) return;
+    set_step(0);
+    const int64_t b = local_.batch;
+    std::vector<int64_t> out_bytes(plan_.units.size(), 0), lse_bytes(plan_.units.size(), 0);
+    int64_t total = 0;
+    for (size_t ui = 0; ui < plan_.units.size(); ++ui) {
+      UnitProblem up;
+      if (!unit_problem(static_cast<int>(ui), &up)) continue;
+      const int64_t heads = up.c->heads;
+      out_bytes[ui] = dir_ == Direction::forward ? b * up.rows * heads * dv_ * esize_
+                                                 : b * up.rows * heads * d_ * esize_;
+      lse_bytes[ui] = dir_ == Direction::forward ? b * up.rows * heads * 4 : 0;
+      total += out_bytes[ui] + lse_bytes[ui];
+    }
+    if (total > kConcurrentUnitBytes) return;
+    unit_result_.assign(plan_.units.size(), -1);
+    unit_lse_.assign(plan_.units.size(), -1);
+    for (size_t ui = 0; ui < plan_.units.size(); ++ui) {
+      if (out_bytes[ui] == 0) continue;
+      unit_result_[ui] = arena_.take(out_bytes[ui]);
+      if (lse_bytes[ui] > 0) unit_lse_[ui] = arena_.take(lse_bytes[ui]);
+    }
+    concurrent_ = true;
+    side_ = comm_stream;
   }
 
   // The windowed problem of unit ui on this rank in the current step (buffers unbound);
@@ -356,6 +407,14 @@ class DeviceRun {
     }
     p.workspace = unit_.workspace_bytes > 0 ? arena_.ptr(unit_.workspace) : nullptr;
     p.workspace_bytes = unit_.workspace_bytes;
+    if (concurrent_) {
+      if (dir_ == Direction::forward) {
+        p.out.data = arena_.ptr(unit_result_[at(up->ui)]);
+        p.lse = static_cast<float*>(arena_.ptr(unit_lse_[at(up->ui)]));
+      } else {
+        p.dq.data = arena_.ptr(unit_result_[at(up->ui)]);
+      }
+    }
   }
 
   // Rows of one k or v block inside a message: `count` rows of (d + dv) elements per batch
@@ -435,9 +494,9 @@ class DeviceRun {
       k.data = static_cast<char*>(k.data) + r0 * k.row_stride * esize_;
       v.data = static_cast<char*>(v.data) + r0 * v.row_stride * esize_;
       copy_rows(local_.dtype, message_rows(recv_ + offset, count, false), k,
-                {local_.batch, count, 1, d_}, 1.0f, false, stream_);
+                {local_.batch, count, 1, d_}, 1.0f, false, side_);
       copy_rows(local_.dtype, message_rows(recv_ + offset, count, true), v,
-                {local_.batch, count, 1, dv_}, 1.0f, false, stream_);
+                {local_.batch, count, 1, dv_}, 1.0f, false, side_);
       r0 += count;
     }
   }
@@ -479,25 +538,45 @@ class DeviceRun {
       const RowBlock rows{local_.batch, up.rows, heads, dv_};
       Status s;
       if (dir == Direction::forward) {
-        s = dilated::forward(up.p, {stream_}, call_.backend);
+        s = dilated::forward(up.p, {side_}, call_.backend);
         if (!s.ok()) return s;
-        merge_rows(local_.dtype, shard_query_rows(local_.out, up), shard_lse(up), up.p.out,
-                   unit_lse(up), rows, share, stream_);
       } else {
         copy_rows(local_.dtype, shard_query_rows(local_.out, up), up.p.out, rows, 1.0f / share,
-                  false, stream_);
+                  false, side_);
         copy_rows(DType::f32, shard_lse(up), unit_lse(up), {local_.batch, up.rows, heads, 1}, 1.0f,
-                  false, stream_);
-        s = dilated::backward(up.p, {stream_}, call_.backend);
+                  false, side_);
+        s = dilated::backward(up.p, {side_}, call_.backend);
         if (!s.ok()) return s;
-        copy_rows(local_.dtype, up.p.dq, shard_query_rows(local_.dq, up),
-                  {local_.batch, up.rows, heads, d_}, share, true, stream_);
         return_gradients(up, share);
       }
+      if (!concurrent_) merge_unit(up, dir, share);
       ++call_.stats->remote_problems;
       if (Status k = last_kernel_status("remote unit"); !k.ok()) return k;
     }
-    return {};
+    if (!concurrent_) return {};
+    // The compute stream merges after its local part and after every unit.
+    if (Status s = rt::event_record(side_done_.get(), side_); !s.ok()) return s;
+    if (Status s = rt::stream_wait_event(stream_, side_done_.get()); !s.ok()) return s;
+    for (size_t ui = 0; ui < plan_.units.size(); ++ui) {
+      UnitProblem up;
+      if (!unit_problem(static_cast<int>(ui), &up)) continue;
+      bind_unit(&up);
+      merge_unit(up, dir, share);
+    }
+    return last_kernel_status("remote unit merges");
+  }
+
+  // A unit's results into the shard's, on the compute stream (after the local part): forward
+  // merges out and lse by the union-softmax rule, backward adds dq.
+  void merge_unit(const UnitProblem& up, Direction dir, float share) const {
+    const int64_t heads = up.c->heads;
+    if (dir == Direction::forward) {
+      merge_rows(local_.dtype, shard_query_rows(local_.out, up), shard_lse(up), up.p.out,
+                 unit_lse(up), {local_.batch, up.rows, heads, dv_}, share, stream_);
+    } else {
+      copy_rows(local_.dtype, up.p.dq, shard_query_rows(local_.dq, up),
+                {local_.batch, up.rows, heads, d_}, share, true, stream_);
+    }
   }
 
   // dk, dv of the received rows into the returned message, in the order they came.
@@ -511,9 +590,9 @@ class DeviceRun {
       dk.data = static_cast<char*>(dk.data) + r0 * dk.row_stride * esize_;
       dv.data = static_cast<char*>(dv.data) + r0 * dv.row_stride * esize_;
       copy_rows(local_.dtype, dk, message_rows(returned_ + offset, count, false),
-                {local_.batch, count, 1, d_}, share, false, stream_);
+                {local_.batch, count, 1, d_}, share, false, side_);
       copy_rows(local_.dtype, dv, message_rows(returned_ + offset, count, true),
-                {local_.batch, count, 1, dv_}, share, false, stream_);
+                {local_.batch, count, 1, dv_}, share, false, side_);
       r0 += count;
     }
   }
@@ -565,8 +644,13 @@ class DeviceRun {
   Params work_;
   Arena arena_;
   UnitBuffers unit_;
+  // Remote units beside the local part (choose_remote_stream): their stream, and per unit the
+  // arena offsets of its own results.
+  bool concurrent_ = false;
+  void* side_ = nullptr;
+  std::vector<int64_t> unit_result_, unit_lse_;
   int64_t send_ = 0, recv_ = 0, returned_ = 0, gradients_ = 0;
-  Event ready_, local_start_, local_end_, remote_end_;
+  Event ready_, local_start_, local_end_, remote_end_, side_done_;
 };
 
 }  // namespace
