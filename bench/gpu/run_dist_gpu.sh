@@ -3,7 +3,7 @@
 # ctest labels, then the weak-scaling benchmark (P = 1, 2, 4 at 262,144 tokens per GPU, issue 6's
 # layer) and the longest N that runs forward+backward on the GPUs. Logs under $OUT.
 # Needs .deps from scripts/pack_gpu_deps.sh (Highway, GoogleTest, nlohmann-json, nccl.h).
-# Usage: bench/gpu/run_dist_gpu.sh [STAGE...]   stages build, tests, bench, max, run in the
+# Usage: bench/gpu/run_dist_gpu.sh [STAGE...]   stages build, tests, bench, serial, max, run in the
 #        order given; none or `all` = build tests bench max. Later stages reuse build-dist, so
 #        `build bench max tests` gets the numbers first when time is short. A first run of all
 #        on 4 x H100 should take 6-9 minutes: build 2-4, tests 2-4, bench and max ~1 each.
@@ -43,7 +43,7 @@ stage_build() {
   # Only what the gpu and multigpu labels and the benchmark need (the CLI and the CPU suites
   # are not built here; ctest's -L filters leave them out).
   targets="cuda_tests dist_nccl_device_tests dist_weak_scaling"
-  ninja -C $BUILD -t targets all | grep -q "^dist_nccl_tests:" && targets="$targets dist_nccl_tests"
+  ninja -C $BUILD -t targets all | grep -Eq "(^|/)dist_nccl_tests:" && targets="$targets dist_nccl_tests"
   ninja -C $BUILD $targets >"$OUT/dist_build.log" 2>&1 ||
     { grep -E "error" "$OUT/dist_build.log" | head -30; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
@@ -66,6 +66,15 @@ stage_bench() {
     tee "$OUT/dist_weak_scaling.txt"
 }
 
+# The same with the remote units after the local part on the compute stream (as before they
+# ran beside it): the A/B of that change in one run.
+stage_serial() {
+  echo "== weak scaling, remote units serial (DILATED_DIST_SERIAL_REMOTE=1)"
+  DILATED_DIST_SERIAL_REMOTE=1 timeout 900 ./$BUILD/bin/dist_weak_scaling --ranks 1,2,4 \
+    --tokens-per-gpu 262144 --heads 16 --head-dim 128 --dtype bf16 --repeats 5 \
+    --json "$OUT/dist_weak_scaling_serial.jsonl" 2>&1 | tee "$OUT/dist_weak_scaling_serial.txt"
+}
+
 stage_max() {
   echo "== longest N that runs forward+backward on the GPUs (tokens per GPU stepped by 262,144)"
   timeout 900 ./$BUILD/bin/dist_weak_scaling --find-max --max-ranks 4 --tokens-per-gpu 262144 \
@@ -75,7 +84,7 @@ stage_max() {
 
 for stage in $stages; do
   case $stage in
-    build | tests | bench | max) stage_$stage || exit 1 ;;
+    build | tests | bench | serial | max) stage_$stage || exit 1 ;;
     *) echo "unknown stage $stage (build, tests, bench, max, all)"; exit 2 ;;
   esac
 done

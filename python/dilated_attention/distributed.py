@@ -117,9 +117,10 @@ def _dilated_layer_args(layer) -> dict:
     return args
 
 
-def _call_args(layer, group, rank, size, shard):
+def _call_args(layer, group, rank, size, shard, budget):
     c = _Collectives(group)
     return dict(
+        exchange_budget=budget,
         **_dilated_layer_args(layer), num_threads=torch.get_num_threads(), global_seqlen=shard[0],
         offset=shard[1], rank=rank, size=size, all_to_all=c.all_to_all,
         all_gather=c.all_gather, barrier=c.barrier,
@@ -128,24 +129,24 @@ def _call_args(layer, group, rank, size, shard):
 
 class _ShardedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, layer, group, rank, size, shard):
+    def forward(ctx, q, k, v, layer, group, rank, size, shard, budget):
         qc, kc, vc = (_last_dim_contiguous(t) for t in (q, k, v))
         b, n, h, _ = q.shape
         out = q.new_empty((b, n, h, v.shape[3]))
         lse = q.new_empty((b, h, n), dtype=torch.float32)
-        _C.dist_forward(qc, kc, vc, out, lse, **_call_args(layer, group, rank, size, shard))
+        _C.dist_forward(qc, kc, vc, out, lse, **_call_args(layer, group, rank, size, shard, budget))
         ctx.save_for_backward(qc, kc, vc, out, lse)
-        ctx.args = (layer, group, rank, size, shard)
+        ctx.args = (layer, group, rank, size, shard, budget)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        layer, group, rank, size, shard = ctx.args
+        layer, group, rank, size, shard, budget = ctx.args
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         _C.dist_backward(_last_dim_contiguous(dout), q, k, v, out, lse, dq, dk, dv,
-                         **_call_args(layer, group, rank, size, shard))
-        return dq, dk, dv, None, None, None, None, None
+                         **_call_args(layer, group, rank, size, shard, budget))
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def dilated_attention(
@@ -162,6 +163,7 @@ def dilated_attention(
     scale: Optional[float] = None,
     head_offsets: str = "paper",
     backend: str = "auto",
+    exchange_budget: int = 0,
 ) -> Tensor:
     """Dilated attention of the whole sequence, computed across the ranks of `group`.
 
@@ -173,7 +175,16 @@ def dilated_attention(
     shard: (global length N, this rank's offset); by default every rank's row count is
     gathered and shards follow each other in rank order. The other arguments are those of
     ``functional.dilated_attention``; segments and causal masking use global positions.
+
+    exchange_budget: the most k/v bytes a rank may receive in one exchange (0: no limit);
+    beyond it the exchange runs as a ring of P - 1 one-peer steps, with the same results up to
+    the order of floating-point sums.
     """
+    if isinstance(exchange_budget, bool) or not isinstance(exchange_budget, int) \
+            or exchange_budget < 0:
+        raise ValueError(
+            f"exchange_budget: {exchange_budget!r}, expected an int >= 0 (bytes; 0: no limit)"
+        )
     layer = make_layer(segment_lengths, dilation_rates, mode, is_causal, scale, head_offsets,
                        backend)
     check_tensors(q, k, v, layer)
@@ -185,4 +196,5 @@ def dilated_attention(
     rank, size = _group_rank_size(group)
     if shard is None:
         shard = _shard_layout(q.shape[1], group, rank, size)
-    return _ShardedAttention.apply(q, k, v, layer, group, rank, size, tuple(shard))
+    return _ShardedAttention.apply(q, k, v, layer, group, rank, size, tuple(shard),
+                                   exchange_budget)

@@ -118,6 +118,8 @@ nb::dict stats_dict(const dilated::dist::Stats& s) {
   d["bytes_received"] = s.bytes_received;
   d["remote_rows"] = s.remote_rows;
   d["remote_problems"] = s.remote_problems;
+  d["exchanges"] = s.exchanges;
+  d["largest_receive_bytes"] = s.largest_receive_bytes;
   d["exchange_seconds"] = s.exchange_seconds;
   d["local_seconds"] = s.local_seconds;
   d["remote_seconds"] = s.remote_seconds;
@@ -131,6 +133,7 @@ struct Group {
   int64_t global_seqlen;
   int64_t offset;
   nb::object all_to_all, all_gather, barrier;
+  int64_t exchange_budget;  // dist::Options::exchange_budget_bytes
 };
 
 nb::dict run(const dilated::Params& p, dilated::Direction dir, const Group& g,
@@ -139,6 +142,7 @@ nb::dict run(const dilated::Params& p, dilated::Direction dir, const Group& g,
   dilated::dist::Stats stats;
   dilated::dist::Options options;
   options.backend = backend;
+  options.exchange_budget_bytes = g.exchange_budget;
   options.stats = &stats;
   dilated::Status status;
   {
@@ -170,7 +174,8 @@ nb::dict dist_forward(const InArray& q, const InArray& k, const InArray& v, cons
                       std::vector<int64_t> dilation_rates, std::string mode, bool causal,
                       std::optional<double> scale, std::string head_offsets, std::string backend,
                       int32_t num_threads, int64_t global_seqlen, int64_t offset, int rank,
-                      int size, nb::object all_to_all, nb::object all_gather, nb::object barrier) {
+                      int size, nb::object all_to_all, nb::object all_gather, nb::object barrier,
+                      int64_t exchange_budget) {
   Arrays a;
   a.q = &q;
   a.k = &k;
@@ -182,7 +187,7 @@ nb::dict dist_forward(const InArray& q, const InArray& k, const InArray& v, cons
                            causal, scale, std::move(head_offsets), num_threads));
   return run(p, dilated::Direction::forward,
              {rank, size, global_seqlen, offset, std::move(all_to_all), std::move(all_gather),
-              std::move(barrier)},
+              std::move(barrier), exchange_budget},
              backend);
 }
 
@@ -192,7 +197,8 @@ nb::dict dist_backward(const InArray& dout, const InArray& q, const InArray& k, 
                        std::vector<int64_t> dilation_rates, std::string mode, bool causal,
                        std::optional<double> scale, std::string head_offsets, std::string backend,
                        int32_t num_threads, int64_t global_seqlen, int64_t offset, int rank,
-                       int size, nb::object all_to_all, nb::object all_gather, nb::object barrier) {
+                       int size, nb::object all_to_all, nb::object all_gather, nb::object barrier,
+                       int64_t exchange_budget) {
   Arrays a;
   a.q = &q;
   a.k = &k;
@@ -208,7 +214,7 @@ nb::dict dist_backward(const InArray& dout, const InArray& q, const InArray& k, 
                            causal, scale, std::move(head_offsets), num_threads));
   return run(p, dilated::Direction::backward,
              {rank, size, global_seqlen, offset, std::move(all_to_all), std::move(all_gather),
-              std::move(barrier)},
+              std::move(barrier), exchange_budget},
              backend);
 }
 
@@ -219,13 +225,14 @@ void register_distributed(nb::module_& m) {
   m.def("dist_forward", &dist_forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "segment_lengths"_a,
         "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(), "head_offsets"_a,
         "backend"_a, "num_threads"_a, "global_seqlen"_a, "offset"_a, "rank"_a, "size"_a,
-        "all_to_all"_a, "all_gather"_a, "barrier"_a,
+        "all_to_all"_a, "all_gather"_a, "barrier"_a, "exchange_budget"_a = 0,
         "Sequence-parallel forward of this rank's shard (dilated::dist::forward); the "
         "collectives are the given callables. Returns the call's statistics.");
   m.def("dist_backward", &dist_backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a,
         "dk"_a, "dv"_a, "segment_lengths"_a, "dilation_rates"_a, "mode"_a, "is_causal"_a,
         "scale"_a.none(), "head_offsets"_a, "backend"_a, "num_threads"_a, "global_seqlen"_a,
         "offset"_a, "rank"_a, "size"_a, "all_to_all"_a, "all_gather"_a, "barrier"_a,
+        "exchange_budget"_a = 0,
         "Sequence-parallel backward of this rank's shard (dilated::dist::backward).");
 }
 

@@ -123,12 +123,17 @@ TEST(CliDistributed, RunWritesTheSameFilesAsOneProcess) {
       multi.insert(multi.end(), layer.begin(), layer.end());
       single.insert(single.end(), {"--out-dir", out / "single"});
       multi.insert(multi.end(), {"--out-dir", out / "multi", "--distributed"});
+      // On 3 ranks a budget below one exchange's rows: the ring variant, same files.
+      if (ranks == 3) multi.insert(multi.end(), {"--exchange-budget", "512"});
       const CliResult a = dilated(single);
       ASSERT_EQ(a.exit_code, 0) << a.err;
       const CliResult b = mpirun(ranks, multi);
       ASSERT_EQ(b.exit_code, 0) << b.err;
       EXPECT_NE(b.out.find("cpu on " + std::to_string(ranks) + " ranks (MPI)"), std::string::npos)
           << b.out;
+      if (ranks == 3) {
+        EXPECT_NE(b.out.find("exchange budget 512 bytes"), std::string::npos) << b.out;
+      }
       EXPECT_EQ(entries(out.path() / "multi"), entries(out.path() / "single"));
       ProblemConfig config;  // for the tolerance: D = 16, default scale
       for (const char* name : {"out", "lse", "dq", "dk", "dv"}) {
@@ -179,6 +184,14 @@ TEST(CliDistributed, ErrorsComeOnceAndLeaveNoFiles) {
   lines = 0;
   for (const std::string& line : split(r.err, '\n')) lines += line.find("dilated run") == 0;
   EXPECT_EQ(lines, 1u) << r.err;
+  EXPECT_TRUE(entries(out.path() / "o").empty());
+
+  std::vector<std::string> budget = in.args;
+  budget.insert(budget.end(), {"--segments", "10", "--dilations", "1", "--out-dir", out / "o",
+                               "--distributed", "--exchange-budget", "-5"});
+  r = mpirun(2, budget);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--exchange-budget = -5: expected bytes >= 0"), std::string::npos) << r.err;
   EXPECT_TRUE(entries(out.path() / "o").empty());
 }
 

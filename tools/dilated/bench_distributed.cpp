@@ -83,6 +83,7 @@ struct Layer {
   bool backward = false;
   int repeats = 5, warmup = 1;
   uint64_t seed = 1;
+  int64_t exchange_budget = 0;  // --exchange-budget
 
   ProblemSpec at_length(int64_t n) const {
     ProblemSpec s = spec;
@@ -147,6 +148,7 @@ Layer parse_layer(const Args& args) {
   l.warmup = static_cast<int>(parse_integer("warmup", args.value_or("warmup", "1")));
   if (l.repeats < 1 || l.warmup < 0) throw UsageError("--repeats >= 1 and --warmup >= 0 expected");
   l.seed = static_cast<uint64_t>(parse_integer("seed", args.value_or("seed", "1")));
+  l.exchange_budget = distributed_exchange_budget(args);
   if (args.has("threads")) {
     l.spec.threads = static_cast<int32_t>(parse_integer("threads", args.required("threads")));
   }
@@ -222,6 +224,7 @@ void verify(dist::Communicator& comm, const Layer& layer, int64_t per_rank, Case
   shard.set_inputs(mine);
   dist::Options options;
   options.backend = layer.backend;
+  options.exchange_budget_bytes = layer.exchange_budget;
   check(comm, dist::forward(shard.params(), shard.info(), comm, options), "verify forward");
   if (layer.backward) {
     check(comm, dist::backward(shard.params(), shard.info(), comm, options), "verify backward");
@@ -292,6 +295,7 @@ void time_distributed(dist::Communicator& comm, const Layer& layer, int64_t per_
       random_inputs(mine, layer.seed + 101 * static_cast<uint64_t>(rank), layer.backward));
   dist::Options options;
   options.backend = layer.backend;
+  options.exchange_budget_bytes = layer.exchange_budget;
   Samples fwd, bwd, exchange, local, remote;
   RankResult r;
   for (int i = 0; i < layer.warmup + layer.repeats; ++i) {

@@ -108,6 +108,20 @@ void declare_distributed_options(Args& args) {
   args.option("timeout", "S",
               "with --distributed: seconds a rank waits for the others before the job fails "
               "(default 300)");
+  args.option("exchange-budget", "BYTES",
+              "with --distributed: the most k/v bytes a rank may receive in one exchange; "
+              "beyond it the exchange runs as a ring of P - 1 one-peer steps (default 0: no "
+              "limit)");
+}
+
+int64_t distributed_exchange_budget(const Args& args) {
+  if (!args.has("exchange-budget")) return 0;
+  const std::string text = args.required("exchange-budget");
+  const int64_t bytes = parse_integer("exchange-budget", text);
+  if (bytes < 0) {
+    throw UsageError("--exchange-budget = " + text + ": expected bytes >= 0 (0: no limit)");
+  }
+  return bytes;
 }
 
 double distributed_timeout(const Args& args) {
@@ -190,6 +204,7 @@ int run_distributed(const Args& args, const ProblemSpec& layer, const std::strin
 
   dist::Options options;
   options.backend = backend;
+  options.exchange_budget_bytes = distributed_exchange_budget(args);
   dist::Stats forward_stats, backward_stats;
   options.stats = &forward_stats;
   throw_or_end_job(comm, dist::forward(shard.params(), shard.info(), comm, options), "run");
@@ -221,6 +236,15 @@ int run_distributed(const Args& args, const ProblemSpec& layer, const std::strin
         forward_stats.backend, ranks, spec.describe().c_str(),
         backward ? " dq.npy dk.npy dv.npy" : "", out_dir.c_str(), clock.milliseconds(),
         static_cast<long long>(sent));
+    if (options.exchange_budget_bytes > 0) {
+      std::printf(
+          "exchange budget %lld bytes: rank 0 received at most %lld in one exchange (%lld "
+          "exchanges)\n",
+          static_cast<long long>(options.exchange_budget_bytes),
+          static_cast<long long>(
+              std::max(forward_stats.largest_receive_bytes, backward_stats.largest_receive_bytes)),
+          static_cast<long long>(forward_stats.exchanges + backward_stats.exchanges));
+    }
   }
   return kExitOk;
 }

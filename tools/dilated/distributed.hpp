@@ -33,6 +33,8 @@ void declare_distributed_options(Args& args);
 // --timeout (or the library's default).
 dist::Communicator& distributed_communicator();
 double distributed_timeout(const Args& args);
+// --exchange-budget (bytes, >= 0; 0 when not given: no limit).
+int64_t distributed_exchange_budget(const Args& args);
 // Host threads per rank when --threads is not given: the CPUs this process may run on, shared
 // with the other ranks of this host when they all may run everywhere (mpirun without binding),
 // so that P ranks do not start P times as many threads as there are cores.
