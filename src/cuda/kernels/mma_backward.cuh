@@ -102,14 +102,18 @@ __global__ void __launch_bounds__(kMmaThreads)
   const float dout_scale = output_scale(p);
 
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(q0)));
+      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(q0), pass.order));
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(q0)));
-  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0);
-  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0);
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span);
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles, v_span);
+      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(q0), pass.order));
+  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
+  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
+  TileRows<kMmaRows, D, kMmaThreads> key_rows_next;  // K and V: the same positions
+  key_rows_next.locate(k_span);
+  load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span, key_rows_next);
+  load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles, v_span, key_rows_next);
   cp_async_commit();
+  k_span.idx0 = v_span.idx0 = kMmaRows;
+  key_rows_next.locate(k_span);  // tile 1, one iteration ahead
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int count = static_cast<int>(rows.count);
@@ -122,7 +126,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   float lse_log2[2], delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    query_row[r] = rows.first + row_idx[r] * hp.dilation;
+    query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
     const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
@@ -132,12 +136,13 @@ __global__ void __launch_bounds__(kMmaThreads)
   for (int kt = 0; kt < num_key_tiles; ++kt) {
     const int buf = kt % 2;
     if (kt + 1 < num_key_tiles) {
-      k_span.idx0 = v_span.idx0 = (kt + 1) * kMmaRows;
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + (1 - buf) * Tile::kElements,
-                                                      k_span);
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + (1 - buf) * Tile::kElements,
-                                                      v_span);
+      load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + (1 - buf) * Tile::kElements,
+                                                           k_span, key_rows_next);
+      load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + (1 - buf) * Tile::kElements,
+                                                           v_span, key_rows_next);
       cp_async_commit();
+      k_span.idx0 = v_span.idx0 = (kt + 2) * kMmaRows;
+      key_rows_next.locate(k_span);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -213,11 +218,15 @@ __global__ void __launch_bounds__(kMmaThreads)
     const int num_query_tiles = static_cast<int>((rows.count - first_q + BQ - 1) / BQ);
     __syncthreads();  // the previous head's tiles are no longer read
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, static_cast<int>(k0)));
+        k_tile,
+        make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, static_cast<int>(k0), pass.order));
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, static_cast<int>(k0)));
-    RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(first_q));
-    RowSpan do_span = make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q));
+        v_tile,
+        make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, static_cast<int>(k0), pass.order));
+    RowSpan q_span =
+        make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(first_q), pass.order);
+    RowSpan do_span =
+        make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q), pass.order);
 
     // lse (log2 units) and delta of query tile `qt` into buffer `buf` (plain loads; the
     // barrier before use orders them).
@@ -226,8 +235,8 @@ __global__ void __launch_bounds__(kMmaThreads)
         const int64_t idx = first_q + static_cast<int64_t>(qt) * BQ + i;
         float l = 0.0f, d = 0.0f;
         if (idx < rows.count) {
-          const int64_t at =
-              token_lse_index(p, token_index(p, b, rows.first + idx * hp.dilation), head);
+          const int64_t at = token_lse_index(
+              p, token_index(p, b, grid_row(pass.order, rows.first + idx * hp.dilation)), head);
           l = p.lse[at] * kLog2e;
           d = pass.delta[at];
         }
@@ -235,10 +244,14 @@ __global__ void __launch_bounds__(kMmaThreads)
         delta_rows[buf * BQ + i] = d;
       }
     };
-    load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles, q_span);
-    load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles, do_span);
+    TileRows<BQ, D, kMmaThreads> query_rows_next;  // q and dout: the same positions
+    query_rows_next.locate(q_span);
+    load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles, q_span, query_rows_next);
+    load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles, do_span, query_rows_next);
     load_row_stats(0, 0);
     cp_async_commit();
+    q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + BQ;
+    query_rows_next.locate(q_span);  // tile 1, one iteration ahead
 
     const int count = static_cast<int>(rows.count);
     const int key_idx[2] = {static_cast<int>(k0) + warp * 16 + lane / 4,
@@ -249,13 +262,14 @@ __global__ void __launch_bounds__(kMmaThreads)
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
       if (qt + 1 < num_query_tiles) {
-        q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + (qt + 1) * BQ;
-        load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + (1 - buf) * QueryTile::kElements,
-                                                  q_span);
-        load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + (1 - buf) * QueryTile::kElements,
-                                                  do_span);
+        load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles + (1 - buf) * QueryTile::kElements,
+                                                       q_span, query_rows_next);
+        load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles + (1 - buf) * QueryTile::kElements,
+                                                       do_span, query_rows_next);
         load_row_stats(qt + 1, 1 - buf);
         cp_async_commit();
+        q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + (qt + 2) * BQ;
+        query_rows_next.locate(q_span);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
@@ -301,7 +315,7 @@ __global__ void __launch_bounds__(kMmaThreads)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       key_ok[r] = key_idx[r] < key_count;
-      key_row[r] = key_rows.first + key_idx[r] * hp.dilation;
+      key_row[r] = key_ok[r] ? grid_row(pass.order, key_rows.first + key_idx[r] * hp.dilation) : 0;
     }
     store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale);
     store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_ok, kv_head, dv[0],
