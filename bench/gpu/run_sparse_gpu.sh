@@ -44,6 +44,9 @@ fi
 if [[ $what == bench || $what == all ]]; then
   echo "== block_sparse_gpu_bench ${BENCH_ARGS:-}"
   ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/block_sparse_gpu_bench.md"
+  echo "== the density sweep with the block forward's old CTA shape (4 warps of 16 rows)"
+  DILATED_CUDA_BLOCK_FORWARD_M_TILES=1 ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} \
+    --skip-grid 2>&1 | tee "$OUT/block_sparse_gpu_bench_m1.md"
   echo "== the same density sweep on the warp-per-row block kernels (N 8192)"
   DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/block_sparse_gpu_bench --seq-len 8192 --skip-grid \
     2>&1 | tee "$OUT/block_sparse_gpu_bench_simt.md"
