@@ -228,30 +228,41 @@ __global__ void __launch_bounds__(kMmaThreads)
     RowSpan do_span =
         make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q), pass.order);
 
-    // lse (log2 units) and delta of query tile `qt` into buffer `buf` (plain loads; the
-    // barrier before use orders them).
-    auto load_row_stats = [&](int qt, int buf) {
-      for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
-        const int64_t idx = first_q + static_cast<int64_t>(qt) * BQ + i;
+    // The next query tile's rows, located one tile ahead (order[] reads with a grid): the tile
+    // rows this thread copies (q and dout cover the same positions) and its lse/delta row.
+    static_assert(BQ <= kMmaThreads, "one lse/delta row per thread");
+    TileRows<BQ, D, kMmaThreads> query_rows_next;
+    int64_t stat_row_next = -1;
+    auto locate = [&](int qt) {
+      q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + qt * BQ;
+      query_rows_next.locate(q_span);
+      const int64_t idx = first_q + static_cast<int64_t>(qt) * BQ + threadIdx.x;
+      stat_row_next = threadIdx.x < BQ && idx < rows.count
+                          ? grid_row(pass.order, rows.first + idx * hp.dilation)
+                          : -1;
+    };
+    // Query tile (located) into buffer `buf`, with its lse (log2 units) and delta rows (plain
+    // loads; the barrier before use orders them).
+    auto load_queries = [&](int buf) {
+      load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles + buf * QueryTile::kElements, q_span,
+                                                     query_rows_next);
+      load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles + buf * QueryTile::kElements, do_span,
+                                                     query_rows_next);
+      if (threadIdx.x < BQ) {
         float l = 0.0f, d = 0.0f;
-        if (idx < rows.count) {
-          const int64_t at = token_lse_index(
-              p, token_index(p, b, grid_row(pass.order, rows.first + idx * hp.dilation)), head);
+        if (stat_row_next >= 0) {
+          const int64_t at = token_lse_index(p, token_index(p, b, stat_row_next), head);
           l = p.lse[at] * kLog2e;
           d = pass.delta[at];
         }
-        lse_rows[buf * BQ + i] = l;
-        delta_rows[buf * BQ + i] = d;
+        lse_rows[buf * BQ + threadIdx.x] = l;
+        delta_rows[buf * BQ + threadIdx.x] = d;
       }
+      cp_async_commit();
     };
-    TileRows<BQ, D, kMmaThreads> query_rows_next;  // q and dout: the same positions
-    query_rows_next.locate(q_span);
-    load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles, q_span, query_rows_next);
-    load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles, do_span, query_rows_next);
-    load_row_stats(0, 0);
-    cp_async_commit();
-    q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + BQ;
-    query_rows_next.locate(q_span);  // tile 1, one iteration ahead
+    locate(0);
+    load_queries(0);
+    locate(1);  // one iteration ahead
 
     const int count = static_cast<int>(rows.count);
     const int key_idx[2] = {static_cast<int>(k0) + warp * 16 + lane / 4,
@@ -262,14 +273,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
       if (qt + 1 < num_query_tiles) {
-        load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles + (1 - buf) * QueryTile::kElements,
-                                                       q_span, query_rows_next);
-        load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles + (1 - buf) * QueryTile::kElements,
-                                                       do_span, query_rows_next);
-        load_row_stats(qt + 1, 1 - buf);
-        cp_async_commit();
-        q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + (qt + 2) * BQ;
-        query_rows_next.locate(q_span);
+        load_queries(1 - buf);
+        locate(qt + 2);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
