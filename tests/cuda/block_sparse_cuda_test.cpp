@@ -370,9 +370,12 @@ TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
     c.grid_width = 29;
     if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
   }
-  // The tensor-core block pass: blocks of 64, a partial last one, GQA, causal.
+  // The tensor-core block pass: blocks of 64, a partial last one, GQA, causal; on the grid
+  // (its loaders locate rows through the order a tile ahead).
   ProblemConfig c = block_case(BlockKind::random, DType::bf16, true, seed);
   c.block_size = 64;
+  c.grid_height = 7;
+  c.grid_width = 29;
   c.patterns = {{64, 1}};
   c.block_patterns = {
       {BlockKind::local, 1, 0, 0}, {BlockKind::random, 2, 0, seed}, {BlockKind::topk, 1, 0, 0}};
