@@ -1,10 +1,12 @@
 // Tensor-core block pass (fp16/bf16, head dims 32/64/128, block size a multiple of 64): the
-// tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions. A CTA of 4 warps owns
-// 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
-// column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
-// shared memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept
-// key tiles with a cursor and double-buffers them across blocks, and so do dq and dk/dv (whose
-// cursor walks the query heads of its kv head, their kept query blocks and their tiles).
+// tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions (curve positions with a
+// grid: rows order[t]). A CTA owns 64 query rows (forward: 2 warps of 32 rows, or 4 of 16; dq: 4
+// warps of 16) or 64 key rows (dk/dv, 4 warps), all inside one block, scans its row (or column)
+// of the multiplicity matrix and streams the kept blocks' key (query) tiles through shared
+// memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept key
+// tiles with a cursor and double-buffers them across blocks, locating the rows of the tile after
+// next meanwhile, and so do dq and dk/dv (whose cursor walks the query heads of its kv head,
+// their kept query blocks and their tiles).
 #pragma once
 
 #include "cuda/kernels/block_sparse_attention.cuh"
