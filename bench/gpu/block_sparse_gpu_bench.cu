@@ -4,8 +4,9 @@
 //      TFLOP/s from dilated::forward_flops (pairs with multiplicity, DESIGN 2.6) and each row's
 //      efficiency relative to the dense pattern's;
 //   2. a height x width grid in segments of w tokens: mean 2D distance between the tokens of a
-//      segment (row-major vs Hilbert), and the time of the reordering as a share of the
-//      attention time (the same problem timed with and without the grid).
+//      segment (row-major vs Hilbert), and what the curve order costs as a share of the
+//      attention time (the same problem timed without and with the grid; the kernels read
+//      order[] in their row mapping, no copies).
 // CUDA events, warm-up, median of --repeats. Markdown tables on stdout.
 // Usage: block_sparse_gpu_bench [--seq-len 16384] [--heads 8] [--head-dim 64] [--block 64]
 //        [--dtype bf16|fp16|fp32] [--causal] [--repeats 10] [--grid 256x256] [--segment 1024]
@@ -300,8 +301,8 @@ void grid_costs(const Options& o) {
               mean_segment_distance(order, o.grid_w, o.segment));
   Problem problem(o, n);
   std::printf(
-      "| problem | row-major fwd ms | Hilbert fwd ms | reorder share fwd | row-major "
-      "fwd+bwd ms | Hilbert fwd+bwd ms | reorder share fwd+bwd |\n"
+      "| problem | row-major fwd ms | Hilbert fwd ms | curve cost fwd | row-major "
+      "fwd+bwd ms | Hilbert fwd+bwd ms | curve cost fwd+bwd |\n"
       "|---|---|---|---|---|---|---|\n");
   struct Case {
     std::string name;
@@ -313,6 +314,8 @@ void grid_costs(const Options& o) {
       {"w=" + std::to_string(o.segment) + ", r=1 + local(1) blocks of " + std::to_string(o.block),
        {{o.segment, 1}},
        {BlockPattern{BlockKind::local, 1, 0, 0}}},
+      // Dilated rows along the curve: every 4th position of segments of 4w.
+      {"w=" + std::to_string(4 * o.segment) + ", r=4", {{4 * o.segment, 4}}, {}},
   };
   for (const Case& c : cases) {
     const Timing plain = time_problem(problem.with(c.patterns, c.blocks, o.block), o.repeats);

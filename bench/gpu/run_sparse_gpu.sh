@@ -33,6 +33,12 @@ if [[ $what == tests || $what == all ]]; then
     >"$OUT/sparse_tests_simt_forced.log" 2>&1
   echo "CudaBlockSparse.* with DILATED_CUDA_BLOCK_SIMT=1: exit $?"
   grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_simt_forced.log" | head -20
+  # The block forward's other CTA shape (4 warps of 16 rows), which the bench compares.
+  DILATED_CUDA_BLOCK_FORWARD_M_TILES=1 ./$BUILD/bin/cuda_tests \
+    --gtest_filter='CudaBlockSparse.TensorCoreBlockPass:CudaBlockSparse.Grids*' \
+    >"$OUT/sparse_tests_forward_m1.log" 2>&1
+  echo "TensorCoreBlockPass, Grids* with DILATED_CUDA_BLOCK_FORWARD_M_TILES=1: exit $?"
+  grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_forward_m1.log" | head -20
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 3 ./$BUILD/bin/cuda_tests \
       --gtest_filter='CudaBlockSparseSanitizer.*' >"$OUT/sparse_sanitizer_$tool.log" 2>&1
@@ -44,6 +50,9 @@ fi
 if [[ $what == bench || $what == all ]]; then
   echo "== block_sparse_gpu_bench ${BENCH_ARGS:-}"
   ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/block_sparse_gpu_bench.md"
+  echo "== the density sweep with the block forward's old CTA shape (4 warps of 16 rows)"
+  DILATED_CUDA_BLOCK_FORWARD_M_TILES=1 ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} \
+    --skip-grid 2>&1 | tee "$OUT/block_sparse_gpu_bench_m1.md"
   echo "== the same density sweep on the warp-per-row block kernels (N 8192)"
   DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/block_sparse_gpu_bench --seq-len 8192 --skip-grid \
     2>&1 | tee "$OUT/block_sparse_gpu_bench_simt.md"

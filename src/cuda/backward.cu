@@ -2,10 +2,12 @@
 // rows outer) and the dk/dv kernel (key rows outer). With the final union lse every pass's
 // contribution is additive; rows shared between passes or heads add into fp32 accumulators.
 // No atomics: the result is the same bit for bit on every run. Block patterns add one more
-// pass (block_sparse.cu); a token grid runs the problem on curve-ordered copies.
+// pass (block_sparse.cu). With a token grid the attention kernels map curve positions to rows
+// (grid_order.hpp); delta, the zeroing and the conversions treat all rows alike.
 #include "core/block_sparse.hpp"
 #include "cuda/block_launch.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/grid_order.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/elementwise.cuh"
 #include "cuda/kernels/simt_attention.cuh"
@@ -48,7 +50,6 @@ void convert_gradient(const Params& p, const Tensor& grad, const Tensor& acc, in
 }  // namespace
 
 Status launch_backward(const Params& params, cudaStream_t stream) {
-  if (has_grid(params)) return launch_backward_on_curve(params, stream);
   Params p = params;
   p.scale = softmax_scale(params);  // kernels read the resolved scale
   const WorkspaceLayout ws = backward_workspace(p);
@@ -63,9 +64,12 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
   int sm = 0;
   if (Status s = device_sm(&sm); !s.ok()) return s;
   const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
+  const int64_t* order = nullptr;
+  if (Status s = grid_order_on_device(p, &order); !s.ok()) return s;
   BlockPass blocks;
   if (has_block_patterns(p)) {
     blocks = make_block_pass(p, ws);
+    blocks.order = order;
     blocks.delta = delta;
     blocks.dq_acc = dq_acc;
     blocks.dk_acc = dk_acc;
@@ -83,6 +87,7 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
     for (int k = 0; k < pass_count(p); ++k) {
       const int64_t tile = tensor_cores ? mma_backward_tile_rows(p) : kSimtRowsPerBlock;
       PassInfo pass = make_pass(p, k, tile);
+      pass.order = order;
       pass.delta = delta;
       pass.dq_acc = dq_acc;
       pass.dk_acc = dk_acc;

@@ -1,5 +1,4 @@
-// Launchers of the block pass and of token grids (compiled by nvcc; called from forward.cu and
-// backward.cu).
+// Launchers of the block pass (compiled by nvcc; called from forward.cu and backward.cu).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,10 +22,5 @@ void block_backward_pass(const Params& p, const BlockPass& bp, cudaStream_t stre
 // DILATED_CUDA_BLOCK_SIMT=1 is set).
 bool block_pass_uses_tensor_cores(const Params& p);
 void block_mma_pass(const Params& p, const BlockPass& bp, bool backward, cudaStream_t stream);
-
-// A problem with a token grid: runs it on curve-ordered copies of its rows in the workspace
-// (gather, the plain launcher, scatter back); grid_plan.hpp lays the workspace out.
-Status launch_forward_on_curve(const Params& p, cudaStream_t stream);
-Status launch_backward_on_curve(const Params& p, cudaStream_t stream);
 
 }  // namespace dilated::cuda

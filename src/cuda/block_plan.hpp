@@ -31,6 +31,8 @@ struct BlockPass {
   int64_t block = 1;
   double* means_q = nullptr;  // topk: [B, H, nb, D]
   double* means_k = nullptr;  // topk: [B, Hkv, nb, D]
+  // Token grid: position t is row order[t] of every row-indexed buffer (PassInfo::order).
+  const int64_t* order = nullptr;
 
   // Forward, as PassInfo: out_acc null -> write out and lse directly, else merge.
   Tensor out_acc;

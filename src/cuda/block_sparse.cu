@@ -22,9 +22,9 @@ void build_block_lists(const Params& p, const BlockPass& bp, cudaStream_t stream
     using Elem = decltype(elem);
     const int64_t per_head = p.batch * bp.nb * p.head_dim;
     block_means_kernel<Elem><<<blocks_for(per_head * p.heads, 256), 256, 0, stream>>>(
-        p, p.q, p.heads, bp.means_q, bp.nb, bp.block);
+        p, p.q, p.heads, bp.means_q, bp.nb, bp.block, bp.order);
     block_means_kernel<Elem><<<blocks_for(per_head * p.heads_kv, 256), 256, 0, stream>>>(
-        p, p.k, p.heads_kv, bp.means_k, bp.nb, bp.block);
+        p, p.k, p.heads_kv, bp.means_k, bp.nb, bp.block, bp.order);
   });
   const int smem = static_cast<int>(bp.nb * static_cast<int64_t>(sizeof(double)));
   cudaFuncSetAttribute(block_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

@@ -1,5 +1,6 @@
 // Launches of the tensor-core block pass (block_sparse_mma.cuh) per element type and head dim.
 #include <cstdlib>
+#include <string>
 
 #include "cuda/block_launch.hpp"
 #include "cuda/kernel_launch.hpp"
@@ -11,11 +12,11 @@ namespace dilated::cuda {
 namespace {
 
 template <class Kernel>
-void launch(Kernel kernel, dim3 grid, int smem_bytes, cudaStream_t stream, const Params& p,
-            const BlockPass& bp) {
+void launch(Kernel kernel, dim3 grid, int threads, int smem_bytes, cudaStream_t stream,
+            const Params& p, const BlockPass& bp) {
   // Above 48 KiB a kernel must opt in; set on every launch so that none depends on another.
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-  kernel<<<grid, kMmaThreads, smem_bytes, stream>>>(p, bp);
+  kernel<<<grid, threads, smem_bytes, stream>>>(p, bp);
 }
 
 dim3 tile_grid(const Params& p, int64_t heads) {
@@ -23,16 +24,40 @@ dim3 tile_grid(const Params& p, int64_t heads) {
               static_cast<unsigned>(p.batch));
 }
 
+// The block forward's m16 tiles per warp: 2 (2 warps of 32 rows) for head dims up to 64, unless
+// the environment variable DILATED_CUDA_BLOCK_FORWARD_M_TILES=1 asks for 4 warps of 16 rows (to
+// compare the two in one build); 1 for D = 128.
+bool block_forward_one_m_tile() {
+  static const bool one = [] {
+    const char* v = std::getenv("DILATED_CUDA_BLOCK_FORWARD_M_TILES");
+    return v && std::string(v) == "1";
+  }();
+  return one;
+}
+
+template <typename Elem, int D, int MT>
+void forward_d(const Params& p, const BlockPass& bp, cudaStream_t stream) {
+  launch(block_mma_forward_kernel<Elem, D, MT>, tile_grid(p, p.heads), kBlockForwardThreads<MT>,
+         BlockMmaSmem<Elem, D>::kForwardBytes, stream, p, bp);
+}
+
 template <typename Elem, int D>
 void run_d(const Params& p, const BlockPass& bp, bool backward, cudaStream_t stream) {
   using Smem = BlockMmaSmem<Elem, D>;
   if (!backward) {
-    launch(block_mma_forward_kernel<Elem, D>, tile_grid(p, p.heads), Smem::kForwardBytes, stream, p,
-           bp);
+    if constexpr (D <= 64) {
+      if (!block_forward_one_m_tile()) {
+        forward_d<Elem, D, 2>(p, bp, stream);
+        return;
+      }
+    }
+    forward_d<Elem, D, 1>(p, bp, stream);
     return;
   }
-  launch(block_mma_dq_kernel<Elem, D>, tile_grid(p, p.heads), Smem::kDqBytes, stream, p, bp);
-  launch(block_mma_dkdv_kernel<Elem, D>, tile_grid(p, p.heads_kv), Smem::kDkdvBytes, stream, p, bp);
+  launch(block_mma_dq_kernel<Elem, D>, tile_grid(p, p.heads), kMmaThreads, Smem::kDqBytes, stream,
+         p, bp);
+  launch(block_mma_dkdv_kernel<Elem, D>, tile_grid(p, p.heads_kv), kMmaThreads, Smem::kDkdvBytes,
+         stream, p, bp);
 }
 
 template <typename Elem>

@@ -1,9 +1,12 @@
 // Forward: every row starts unselected (out 0, lse -inf); each pass writes its rows directly,
 // or merges them into running fp32 results when a row collects keys from several passes.
-// Block patterns run as one more pass; a token grid runs the problem on curve-ordered copies.
+// Block patterns run as one more pass. With a token grid every kernel maps curve positions to
+// rows through the device order (grid_order.hpp); the row-wise passes (fills, the final
+// conversion) treat all rows alike and need no order.
 #include "core/block_sparse.hpp"
 #include "cuda/block_launch.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/grid_order.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/elementwise.cuh"
 #include "cuda/kernels/simt_attention.cuh"
@@ -14,7 +17,6 @@
 namespace dilated::cuda {
 
 Status launch_forward(const Params& params, cudaStream_t stream) {
-  if (has_grid(params)) return launch_forward_on_curve(params, stream);
   Params p = params;
   p.scale = softmax_scale(params);  // kernels read the resolved scale
   const WorkspaceLayout ws = forward_workspace(p);
@@ -28,9 +30,12 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
   int sm = 0;
   if (Status s = device_sm(&sm); !s.ok()) return s;
   const bool tensor_cores = tensor_core_unsupported(p, sm)[0] == '\0';
+  const int64_t* order = nullptr;
+  if (Status s = grid_order_on_device(p, &order); !s.ok()) return s;
   BlockPass blocks;
   if (has_block_patterns(p)) {
     blocks = make_block_pass(p, ws);
+    blocks.order = order;
     blocks.out_acc = out_acc;
     blocks.lse = lse;
     build_block_lists(p, blocks, stream);
@@ -52,11 +57,13 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     for (int k = 0; k < pass_count(p); ++k) {
       if (tensor_cores) {
         PassInfo pass = make_pass(p, k, mma_forward_tile_rows(p));
+        pass.order = order;
         pass.out_acc = out_acc;
         pass.lse = lse;
         mma_forward_pass(p, pass, stream);
       } else {
         PassInfo pass = make_pass(p, k, kSimtRowsPerBlock);
+        pass.order = order;
         pass.out_acc = out_acc;
         pass.lse = lse;
         simt_forward_kernel<Elem>

@@ -4,7 +4,6 @@
 #include "core/pattern_math.hpp"
 #include "core/segment_slice.hpp"
 #include "cuda/block_plan.hpp"
-#include "cuda/grid_plan.hpp"
 
 namespace dilated::cuda {
 namespace {
@@ -60,10 +59,6 @@ void reserve_block_lists(const Params& p, WorkspaceLayout& w) {
 
 WorkspaceLayout forward_workspace(const Params& p) {
   WorkspaceLayout w;
-  if (has_grid(p)) {
-    w.bytes = grid_workspace_bytes(p, false);
-    return w;
-  }
   reserve_block_lists(p, w);
   if (!forward_merges(p)) return w;
   if (p.dtype != DType::f32) w.out_acc = reserve(w, tokens(p) * p.heads * p.head_dim_v * 4);
@@ -73,10 +68,6 @@ WorkspaceLayout forward_workspace(const Params& p) {
 
 WorkspaceLayout backward_workspace(const Params& p) {
   WorkspaceLayout w;
-  if (has_grid(p)) {
-    w.bytes = grid_workspace_bytes(p, true);
-    return w;
-  }
   reserve_block_lists(p, w);
   w.delta = reserve(w, tokens(p) * p.heads * 4);
   if (p.dtype == DType::f32) return w;  // fp32 gradients accumulate in place

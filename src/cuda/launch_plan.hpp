@@ -1,7 +1,7 @@
 // How a problem becomes CUDA launches (host-only, no CUDA headers): the passes, where each
 // pass writes (directly into the outputs, or merged/accumulated in fp32), and the workspace.
-// Block patterns add one more pass after the dilated ones (block_lists.hpp); a token grid runs
-// the whole problem on curve-ordered copies (grid_order.hpp).
+// Block patterns add one more pass after the dilated ones (block_plan.hpp); with a token grid
+// the kernels map curve positions to rows through the device order (PassInfo::order).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,9 @@ struct PassInfo {
   int64_t key_segments = 0;
   int64_t key_tiles_per_segment = 0;
   int64_t tile_rows = 0;  // selected rows per tile
+  // Token grid (docs/design.md 1.2): curve position t of a sequence is row order[t] of every
+  // row-indexed buffer (device memory, [seqlen]); null: no grid.
+  const int64_t* order = nullptr;
 
   // Forward: out_acc.data null -> write out (and lse, if any) directly; otherwise merge this
   // pass into the running fp32 (out_acc, lse) with the lse rule.

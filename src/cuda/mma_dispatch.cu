@@ -48,7 +48,7 @@ const char* tensor_core_unsupported(const Params& p, int sm) {
 }
 
 int64_t mma_forward_tile_rows(const Params&) {
-  return kMmaRows;
+  return kForwardRows;
 }
 int64_t mma_backward_tile_rows(const Params&) {
   return kMmaRows;

@@ -185,7 +185,8 @@ TEST(CudaBlockSparse, TensorCoreBlockPass) {
   std::printf("tensor-core block pass: worst 16-bit ratio %.2f\n", worst_ratio_seen);
 }
 
-// Token grids: whole problems on curve-ordered copies; rows return in row-major order.
+// Token grids: the kernels run on curve positions and address rows through the order; results
+// land in row-major order.
 TEST(CudaBlockSparse, GridsAloneAndWithBlocks) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
@@ -217,6 +218,50 @@ TEST(CudaBlockSparse, GridsAloneAndWithBlocks) {
       }
     }
   }
+}
+
+// Token grids on the tensor-core dilated kernels (forward: 128-row CTAs; dq, dk/dv: 64-row
+// tiles), which map curve positions to rows through the device order in their tile loaders and
+// epilogues: head dims 32/64/128, fp16 and bf16, dilations above 1 (strided selection along the
+// curve), partial segments and tiles, causal, GQA, both modes, other layouts. A 24 x 20 grid
+// (480 tokens) puts several 128-row forward tiles into one segment.
+TEST(CudaBlockSparse, GridsOnTensorCoreDilatedKernels) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  int case_number = 0;
+  for (int64_t d : {32, 64, 128}) {
+    for (DType dtype : {DType::f16, DType::bf16}) {
+      for (bool causal : {false, true}) {
+        ProblemConfig c;
+        c.batch = 2;
+        c.grid_height = case_number % 2 ? 24 : 17;
+        c.grid_width = case_number % 2 ? 20 : 23;  // 17 x 23: odd sides, a partial last tile
+        c.seqlen = c.grid_height * c.grid_width;
+        c.heads = 4;
+        c.heads_kv = case_number % 3 == 0 ? 1 : 2;
+        c.head_dim = c.head_dim_v = d;
+        c.dtype = dtype;
+        c.causal = causal;
+        c.mode = case_number % 4 == 3 ? Mode::head_groups : Mode::longnet;
+        c.patterns = {{300, 1}, {c.seqlen, 3}};
+        // head_major strides stay 16-byte aligned (tensor cores); padded rows are not, so those
+        // cases check the plain kernels' row mapping on the same shapes.
+        c.layout = case_number % 3 == 1
+                       ? Layout::head_major
+                       : (case_number % 3 == 2 ? Layout::padded : Layout::contiguous);
+        if (case_number % 5 == 2) {  // with blocks: the tensor-core block pass on the curve too
+          c.block_size = 64;
+          c.block_patterns = {{BlockKind::local, 1, 0, 0}, {BlockKind::topk, 1, 0, 0}};
+        }
+        ++case_number;
+        SCOPED_TRACE("grid " + std::to_string(c.grid_height) + "x" + std::to_string(c.grid_width) +
+                     " on tensor cores, d " + std::to_string(d) + ", seed " + std::to_string(seed));
+        if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+      }
+    }
+  }
+  std::printf("grids on the tensor-core dilated kernels: worst 16-bit ratio %.2f\n",
+              worst_ratio_seen);
 }
 
 RandomLimits sparse_limits() {
@@ -311,7 +356,7 @@ TEST(CudaBlockSparse, ForwardWithoutLse) {
 }
 
 // A small set for compute-sanitizer (memcheck, racecheck): every block kernel (rules, random,
-// mask, topk, attention forward/dq/dkdv on both paths) and the grid gather/scatter.
+// mask, topk, attention forward/dq/dkdv on both paths), on a token grid (rows through the order).
 TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
@@ -325,9 +370,12 @@ TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
     c.grid_width = 29;
     if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
   }
-  // The tensor-core block pass: blocks of 64, a partial last one, GQA, causal.
+  // The tensor-core block pass: blocks of 64, a partial last one, GQA, causal; on the grid
+  // (its loaders locate rows through the order a tile ahead).
   ProblemConfig c = block_case(BlockKind::random, DType::bf16, true, seed);
   c.block_size = 64;
+  c.grid_height = 7;
+  c.grid_width = 29;
   c.patterns = {{64, 1}};
   c.block_patterns = {
       {BlockKind::local, 1, 0, 0}, {BlockKind::random, 2, 0, seed}, {BlockKind::topk, 1, 0, 0}};

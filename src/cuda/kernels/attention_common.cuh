@@ -13,6 +13,14 @@
 
 namespace dilated::cuda {
 
+// Token grids (docs/design.md 1.2): the kernels work on curve positions, and position t of a
+// sequence is row order[t] of every row-indexed buffer (q, k, v, out, lse, dout, the gradients,
+// delta and the fp32 accumulators). A null order is the identity: problems without a grid pay a
+// uniform branch. Grids never meet windows or varlen (validate refuses both).
+__device__ __forceinline__ int64_t grid_row(const int64_t* order, int64_t t) {
+  return order ? __ldg(order + t) : t;
+}
+
 // The pattern (with this head's offset) that `head` runs in pass `pass`.
 __device__ __forceinline__ HeadPattern pass_pattern(const Params& p, const PassInfo& pass,
                                                     int64_t head) {

@@ -69,7 +69,7 @@ static __global__ void block_rule_rows_kernel(const Params p, const BlockPass bp
 // block, d), summing the block's positions in order like the host.
 template <typename Elem>
 __global__ void block_means_kernel(const Params p, const Tensor x, int64_t heads, double* means,
-                                   int64_t nb, int64_t block) {
+                                   int64_t nb, int64_t block, const int64_t* order) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t dim = p.head_dim;
   if (i >= p.batch * heads * nb * dim) return;
@@ -86,8 +86,8 @@ __global__ void block_means_kernel(const Params p, const Tensor x, int64_t heads
   const int64_t end = begin + block < n ? begin + block : n;
   double sum = 0.0;
   for (int64_t t = begin; t < end; ++t) {
-    sum = __dadd_rn(sum,
-                    static_cast<double>(load_as_float<Elem>(x, row_offset(p, x, b, t, head) + d)));
+    sum = __dadd_rn(sum, static_cast<double>(load_as_float<Elem>(
+                             x, row_offset(p, x, b, grid_row(order, t), head) + d)));
   }
   means[i] = __ddiv_rn(sum, static_cast<double>(end - begin));
 }

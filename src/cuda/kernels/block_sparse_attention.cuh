@@ -40,7 +40,8 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
   if (t >= n) return;
   const int lane = threadIdx.x % 32;
   const int64_t kv_head = kv_head_of(p, head);
-  const int64_t token = token_index(p, b, t);
+  const int64_t query_row = grid_row(bp.order, t);
+  const int64_t token = token_index(p, b, query_row);
   const int64_t I = t / bp.block;
   const int64_t nb = block_count(n, bp.block);
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
@@ -54,7 +55,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
     int64_t end = begin + bp.block < n ? begin + bp.block : n;
     if (p.causal && end > t + 1) end = t + 1;
     for (int64_t key = begin; key < end; ++key) {
-      const int64_t key_token = token_index(p, b, key);
+      const int64_t key_token = token_index(p, b, grid_row(bp.order, key));
       k.load(p.k, token_offset(p, p.k, key_token, kv_head), p.head_dim, 1.0f);
       v.load(p.v, token_offset(p, p.v, key_token, kv_head), p.head_dim_v, 1.0f);
       const float s = q.dot(k);
@@ -71,7 +72,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
   if (!bp.out_acc.data) {
     // The only pass: rows without kept keys keep the initial out = 0, lse = -inf.
     if (keys == 0) return;
-    store_or_accumulate<Elem>(p, p.out, Tensor{}, b, t, head, p.head_dim_v, acc,
+    store_or_accumulate<Elem>(p, p.out, Tensor{}, b, query_row, head, p.head_dim_v, acc,
                               output_scale(p) / sum);
     if (bp.lse && lane == 0) bp.lse[lse_at] = running_max + __logf(sum);
     return;
@@ -97,7 +98,8 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
   const int64_t n = seq_length(p, b);
   if (t >= n) return;
   const int64_t kv_head = kv_head_of(p, head);
-  const int64_t token = token_index(p, b, t);
+  const int64_t query_row = grid_row(bp.order, t);
+  const int64_t token = token_index(p, b, query_row);
   const int64_t I = t / bp.block;
   const int64_t nb = block_count(n, bp.block);
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
@@ -114,7 +116,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
     int64_t end = begin + bp.block < n ? begin + bp.block : n;
     if (p.causal && end > t + 1) end = t + 1;
     for (int64_t key = begin; key < end; ++key) {
-      const int64_t key_token = token_index(p, b, key);
+      const int64_t key_token = token_index(p, b, grid_row(bp.order, key));
       k.load(p.k, token_offset(p, p.k, key_token, kv_head), p.head_dim, 1.0f);
       v.load(p.v, token_offset(p, p.v, key_token, kv_head), p.head_dim_v, 1.0f);
       const float prob = multiplicity * __expf(q.dot(k) - lse);
@@ -122,7 +124,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
       dq.scale_add(1.0f, ds, k);
     }
   });
-  store_or_accumulate<Elem>(p, p.dq, bp.dq_acc, b, t, head, p.head_dim, dq, scale);
+  store_or_accumulate<Elem>(p, p.dq, bp.dq_acc, b, query_row, head, p.head_dim, dq, scale);
 }
 
 // dk, dv of one key row: for every query head of its kv head, the column of its key block
@@ -134,7 +136,8 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
   const int64_t t_key = static_cast<int64_t>(blockIdx.x) * kBlockRowsPerCta + threadIdx.x / 32;
   const int64_t n = seq_length(p, b);
   if (t_key >= n) return;
-  const int64_t key_token = token_index(p, b, t_key);
+  const int64_t key_row = grid_row(bp.order, t_key);
+  const int64_t key_token = token_index(p, b, key_row);
   const int64_t J = t_key / bp.block;
   const int64_t nb = block_count(n, bp.block);
   const int64_t group = p.heads / p.heads_kv;
@@ -150,7 +153,7 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
       const int64_t end = begin + bp.block < n ? begin + bp.block : n;
       if (p.causal && begin < t_key) begin = t_key;
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t token = token_index(p, b, t);
+        const int64_t token = token_index(p, b, grid_row(bp.order, t));
         q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, 1.0f);
         dout.load(p.dout, token_offset(p, p.dout, token, head), p.head_dim_v, output_scale(p));
         const int64_t lse_at = token_lse_index(p, token, head);
@@ -161,8 +164,8 @@ __global__ void __launch_bounds__(32 * kBlockRowsPerCta)
       }
     });
   }
-  store_or_accumulate<Elem>(p, p.dk, bp.dk_acc, b, t_key, kv_head, p.head_dim, dk, scale);
-  store_or_accumulate<Elem>(p, p.dv, bp.dv_acc, b, t_key, kv_head, p.head_dim_v, dv, 1.0f);
+  store_or_accumulate<Elem>(p, p.dk, bp.dk_acc, b, key_row, kv_head, p.head_dim, dk, scale);
+  store_or_accumulate<Elem>(p, p.dv, bp.dv_acc, b, key_row, kv_head, p.head_dim_v, dv, 1.0f);
 }
 
 }  // namespace dilated::cuda

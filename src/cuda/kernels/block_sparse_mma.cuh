@@ -1,10 +1,12 @@
 // Tensor-core block pass (fp16/bf16, head dims 32/64/128, block size a multiple of 64): the
-// tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions. A CTA of 4 warps owns
-// 64 query rows (forward, dq) or 64 key rows (dk/dv), all inside one block, scans its row (or
-// column) of the multiplicity matrix and streams the kept blocks' key (query) tiles through
-// shared memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept
-// key tiles with a cursor and double-buffers them across blocks, and so do dq and dk/dv (whose
-// cursor walks the query heads of its kv head, their kept query blocks and their tiles).
+// tiles of mma_forward.cuh / mma_backward.cuh over contiguous positions (curve positions with a
+// grid: rows order[t]). A CTA owns 64 query rows (forward: 2 warps of 32 rows, or 4 of 16; dq: 4
+// warps of 16) or 64 key rows (dk/dv, 4 warps), all inside one block, scans its row (or column)
+// of the multiplicity matrix and streams the kept blocks' key (query) tiles through shared
+// memory; the multiplicity c enters as the score bias log2(c). The forward walks its kept key
+// tiles with a cursor and double-buffers them across blocks, locating the rows of the tile after
+// next meanwhile, and so do dq and dk/dv (whose cursor walks the query heads of its kv head,
+// their kept query blocks and their tiles).
 #pragma once
 
 #include "cuda/kernels/block_sparse_attention.cuh"
@@ -12,11 +14,18 @@
 
 namespace dilated::cuda {
 
-// Positions idx0 .. of sequence b at `head` of tensor t; rows at or past `count` read as zero.
+// Positions idx0 .. of sequence b at `head` of tensor t (rows order[position] with a grid);
+// positions at or past `count` read as zero.
 template <typename Elem>
-__device__ __forceinline__ RowSpan position_span(const Params& p, const Tensor& t, int64_t b,
-                                                 int64_t head, int idx0, int count) {
-  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head), t.row_stride, idx0,
+__device__ __forceinline__ RowSpan position_span(const Params& p, const BlockPass& bp,
+                                                 const Tensor& t, int64_t b, int64_t head, int idx0,
+                                                 int count) {
+  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head),
+          t.row_stride,
+          0,
+          1,
+          bp.order,
+          idx0,
           count};
 }
 
@@ -118,10 +127,19 @@ struct BlockMmaSmem {
       4 * kDkdvQueryRows<D> * static_cast<int>(sizeof(float));
 };
 
-template <typename Elem, int D>
-__global__ void __launch_bounds__(kMmaThreads)
+// The forward's 64-row CTAs: MT m16 tiles per warp, 4 / MT warps. MT = 2 (2 warps of 32 rows)
+// lets every K and V fragment read from shared memory feed two products, as in the dilated
+// forward; D = 128 runs MT = 1 only (two m tiles' scores and outputs over 64-key tiles would not
+// stay in registers). The launcher picks MT (block_sparse_mma.cu).
+template <int MT>
+inline constexpr int kBlockForwardThreads = 32 * kMmaRows / (16 * MT);
+
+template <typename Elem, int D, int MT>
+__global__ void __launch_bounds__(kBlockForwardThreads<MT>)
     block_mma_forward_kernel(const Params p, const BlockPass bp) {
   using Tile = SmemTile<kMmaRows, D>;
+  static_assert(MT == 1 || (MT == 2 && D <= 64), "registers");
+  constexpr int kThreads = kBlockForwardThreads<MT>;
   constexpr int NT = kMmaRows / 8;
   constexpr int DT = D / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -140,32 +158,60 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int64_t limit = p.causal ? I + 1 : nb;  // key blocks past it hold no visible key
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
   const float scale_log2 = p.scale * kLog2e;
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
-                                                  position_span<Elem>(p, p.q, b, head, q0, count));
+  load_tile_async<Elem, kMmaRows, D, kThreads>(q_tile,
+                                               position_span<Elem>(p, bp, p.q, b, head, q0, count));
   cp_async_commit();  // waited for with the first key tile
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const int warp_row0 = warp * 16 * MT;
+  // Position of the thread's rows: m tile, then rows lane/4 and lane/4 + 8.
+  int row_idx[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    row_idx[m][0] = q0 + warp_row0 + m * 16 + lane / 4;
+    row_idx[m][1] = row_idx[m][0] + 8;
+  }
   const int last_row = min(q0 + kMmaRows, count) - 1;
-  float o[1][DT][4] = {};
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
-  RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
-  RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
+  float o[MT][DT][4] = {};
+  float row_max[MT][2], row_sum[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.0f;
+  }
+  RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
+  const RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
 
-  // Kept key tiles in order, double-buffered: tile t + 1 loads while tile t computes.
-  auto load_keys = [&](const KeyTileCursor& c, int buf) {
-    k_span.idx0 = v_span.idx0 = c.key0;
-    k_span.count = v_span.count = c.end;
-    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span);
-    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span);
+  // Kept key tiles in order, double-buffered: tile t + 1 loads while tile t computes, and the
+  // rows of tile t + 2 are located meanwhile (order[] reads with a grid). K and V tiles cover
+  // the same positions: one set of located rows serves both.
+  TileRows<kMmaRows, D, kThreads> next_rows;
+  auto locate = [&](const KeyTileCursor& c) {
+    k_span.idx0 = c.key0;
+    k_span.count = c.end;
+    next_rows.locate(k_span);
+  };
+  auto load_keys = [&](int buf) {
+    load_tile_rows_async<Elem, kMmaRows, D, kThreads>(k_tiles + buf * Tile::kElements, k_span,
+                                                      next_rows);
+    load_tile_rows_async<Elem, kMmaRows, D, kThreads>(v_tiles + buf * Tile::kElements, v_span,
+                                                      next_rows);
     cp_async_commit();
   };
   KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
-  if (cur.J < limit) load_keys(cur, 0);
+  KeyTileCursor next = cur;
+  if (cur.J < limit) {
+    locate(cur);
+    load_keys(0);
+    next = next_tile(p, bp, row, cur, limit, n, last_row);
+    if (next.J < limit) locate(next);
+  }
   for (int buf = 0; cur.J < limit; buf = 1 - buf) {
-    const KeyTileCursor next = next_tile(p, bp, row, cur, limit, n, last_row);
+    KeyTileCursor after = next;
     if (next.J < limit) {
-      load_keys(next, 1 - buf);
+      load_keys(1 - buf);
+      after = next_tile(p, bp, row, next, limit, n, last_row);
+      if (after.J < limit) locate(after);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -175,96 +221,115 @@ __global__ void __launch_bounds__(kMmaThreads)
     const Elem* v_tile = v_tiles + buf * Tile::kElements;
     const int key0 = cur.key0, end = cur.end;
     const float bias = cur.bias;
-    {
-      float s[1][NT][4] = {};
-      warp_gemm_smem_nt<Elem, D, 1, NT, Tile, Tile>(s, q_tile, warp * 16, k_tile, 0);
-      const bool needs_mask =
-          key0 + kMmaRows > end || (p.causal && key0 + kMmaRows > q0 + warp * 16);
+    float s[MT][NT][4] = {};
+    warp_gemm_smem_nt<Elem, D, MT, NT, Tile, Tile>(s, q_tile, warp_row0, k_tile, 0);
+    const bool needs_mask = key0 + kMmaRows > end || (p.causal && key0 + kMmaRows > q0 + warp_row0);
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          float x = s[0][j][e] * scale_log2 + bias;
+          float x = s[m][j][e] * scale_log2 + bias;
           if (needs_mask) {
             const int key = key0 + j * 8 + 2 * (lane % 4) + (e % 2);
-            if (key >= end || (p.causal && key > row_idx[e / 2])) x = -INFINITY;
+            if (key >= end || (p.causal && key > row_idx[m][e / 2])) x = -INFINITY;
           }
-          s[0][j][e] = x;
+          s[m][j][e] = x;
         }
       }
-      float corrections[2];
+    }
+    // Online softmax for the thread's rows; a row is spread over a quad of lanes.
+    float corrections[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = row_max[r];
+        float mx = row_max[m][r];
 #pragma unroll
-        for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[0][j][2 * r], s[0][j][2 * r + 1]));
+        for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[m][j][2 * r], s[m][j][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float ref = mx == -INFINITY ? 0.0f : mx;  // every key of the row masked so far
-        corrections[r] = fast_exp2(row_max[r] - ref);
-        row_max[r] = mx;
+        const float correction = fast_exp2(row_max[m][r] - ref);
+        row_max[m][r] = mx;
         float sum = 0;
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-          s[0][j][2 * r] = fast_exp2(s[0][j][2 * r] - ref);
-          s[0][j][2 * r + 1] = fast_exp2(s[0][j][2 * r + 1] - ref);
-          sum += s[0][j][2 * r] + s[0][j][2 * r + 1];
+          s[m][j][2 * r] = fast_exp2(s[m][j][2 * r] - ref);
+          s[m][j][2 * r + 1] = fast_exp2(s[m][j][2 * r + 1] - ref);
+          sum += s[m][j][2 * r] + s[m][j][2 * r + 1];
         }
-        row_sum[r] = row_sum[r] * corrections[r] + sum;
+        row_sum[m][r] = row_sum[m][r] * correction + sum;
+        corrections[m][r] = correction;
       }
-#pragma unroll
-      for (int d = 0; d < DT; ++d) {
-        o[0][d][0] *= corrections[0];
-        o[0][d][1] *= corrections[0];
-        o[0][d][2] *= corrections[1];
-        o[0][d][3] *= corrections[1];
-      }
-      uint32_t pa[1][1][NT / 2][4];
-      accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
-      warp_gemm_regs_kn<Elem, 1, 1, NT / 2, DT, Tile>(o, pa, v_tile, 0);
-      __syncthreads();  // the tile after next overwrites this buffer
     }
+    // Once the running maxima settle, most tiles change none of them: skip the rescale then.
+    bool rescale = false;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) rescale |= corrections[m][0] != 1.0f || corrections[m][1] != 1.0f;
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+          o[m][d][0] *= corrections[m][0];
+          o[m][d][1] *= corrections[m][0];
+          o[m][d][2] *= corrections[m][1];
+          o[m][d][3] *= corrections[m][1];
+        }
+      }
+    }
+    uint32_t pa[1][MT][NT / 2][4];
+    accumulators_to_a<Elem, 1, MT, NT / 2>(pa, s);
+    warp_gemm_regs_kn<Elem, 1, MT, NT / 2, DT, Tile>(o, pa, v_tile, 0);
+    __syncthreads();  // the tile after next overwrites this buffer
     cur = next;
+    next = after;
   }
   cp_async_wait<0>();  // the query tile, when no block was kept
 
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = row_sum[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const bool valid = row_idx[r] < count;
-    const bool any_key = sum != 0.0f;  // NaN sums propagate
-    const float lse = (row_max[r] + __log2f(sum)) * kLn2;
-    const int64_t token = token_index(p, b, row_idx[r]);
-    const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
-    const float inv = 1.0f / sum;
-    if (!bp.out_acc.data) {
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float sum = row_sum[m][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const bool valid = row_idx[m][r] < count;
+      const bool any_key = sum != 0.0f;  // NaN sums propagate
+      const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
+      const int64_t token = valid ? token_index(p, b, grid_row(bp.order, row_idx[m][r])) : 0;
+      const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
+      const float inv = 1.0f / sum;
+      if (!bp.out_acc.data) {
+        if (valid && any_key) {
+          Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+          const float f = inv * output_scale(p);
+#pragma unroll
+          for (int d = 0; d < DT; ++d) {
+            *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
+                pack2<Elem>(o[m][d][2 * r] * f, o[m][d][2 * r + 1] * f);
+          }
+          if (bp.lse && lane % 4 == 0) bp.lse[lse_at] = lse;
+        }
+        continue;
+      }
+      const MergeWeights mw = merge_weights(valid ? bp.lse[lse_at] : 0.0f, lse);
+      __syncwarp();  // every lane of the quad read the old lse before lane 0 writes it
       if (valid && any_key) {
-        Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
-        const float f = inv * output_scale(p);
+        float* acc =
+            static_cast<float*>(bp.out_acc.data) + token_offset(p, bp.out_acc, token, head);
+        const float f = mw.new_weight * inv;
 #pragma unroll
         for (int d = 0; d < DT; ++d) {
-          *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
-              pack2<Elem>(o[0][d][2 * r] * f, o[0][d][2 * r + 1] * f);
+          float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
+          const float2 old = *a;
+          *a = make_float2(mw.old_weight * old.x + f * o[m][d][2 * r],
+                           mw.old_weight * old.y + f * o[m][d][2 * r + 1]);
         }
-        if (bp.lse && lane % 4 == 0) bp.lse[lse_at] = lse;
+        if (lane % 4 == 0) bp.lse[lse_at] = mw.lse;
       }
-      continue;
-    }
-    const MergeWeights mw = merge_weights(valid ? bp.lse[lse_at] : 0.0f, lse);
-    __syncwarp();  // every lane of the quad read the old lse before lane 0 writes it
-    if (valid && any_key) {
-      float* acc = static_cast<float*>(bp.out_acc.data) + token_offset(p, bp.out_acc, token, head);
-      const float f = mw.new_weight * inv;
-#pragma unroll
-      for (int d = 0; d < DT; ++d) {
-        float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
-        const float2 old = *a;
-        *a = make_float2(mw.old_weight * old.x + f * o[0][d][2 * r],
-                         mw.old_weight * old.y + f * o[0][d][2 * r + 1]);
-      }
-      if (lane % 4 == 0) bp.lse[lse_at] = mw.lse;
     }
   }
 }
@@ -293,44 +358,58 @@ __global__ void __launch_bounds__(kMmaThreads)
   const float scale = p.scale;
   const float scale_log2 = scale * kLog2e;
   const float dout_scale = output_scale(p);
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(q_tile,
-                                                  position_span<Elem>(p, p.q, b, head, q0, count));
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      do_tile, position_span<Elem>(p, p.dout, b, head, q0, count));
+      q_tile, position_span<Elem>(p, bp, p.q, b, head, q0, count));
+  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
+      do_tile, position_span<Elem>(p, bp, p.dout, b, head, q0, count));
   cp_async_commit();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_idx[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
   const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
   const int last_row = min(q0 + kMmaRows, count) - 1;
-  int64_t token[2];
+  int64_t query_row[2];
   float lse_log2[2], delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    token[r] = token_index(p, b, row_idx[r]);
-    const int64_t at = row_ok[r] ? token_lse_index(p, token[r], head) : 0;
+    query_row[r] = row_ok[r] ? grid_row(bp.order, row_idx[r]) : 0;
+    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
   }
   float dq[1][DT][4] = {};
-  RowSpan k_span = position_span<Elem>(p, p.k, b, kv_head, 0, 0);
-  RowSpan v_span = position_span<Elem>(p, p.v, b, kv_head, 0, 0);
+  RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
+  const RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
 
-  // Kept key tiles in order, double-buffered as in the forward.
-  auto load_keys = [&](const KeyTileCursor& c, int buf) {
-    k_span.idx0 = v_span.idx0 = c.key0;
-    k_span.count = v_span.count = c.end;
-    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span);
-    load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span);
+  // Kept key tiles in order, double-buffered, rows located a tile ahead, as in the forward.
+  TileRows<kMmaRows, D, kMmaThreads> next_rows;
+  auto locate = [&](const KeyTileCursor& c) {
+    k_span.idx0 = c.key0;
+    k_span.count = c.end;
+    next_rows.locate(k_span);
+  };
+  auto load_keys = [&](int buf) {
+    load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + buf * Tile::kElements, k_span,
+                                                         next_rows);
+    load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + buf * Tile::kElements, v_span,
+                                                         next_rows);
     cp_async_commit();
   };
   const int64_t limit = p.causal ? I + 1 : nb;
   KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
-  if (cur.J < limit) load_keys(cur, 0);
+  KeyTileCursor next = cur;
+  if (cur.J < limit) {
+    locate(cur);
+    load_keys(0);
+    next = next_tile(p, bp, row, cur, limit, n, last_row);
+    if (next.J < limit) locate(next);
+  }
   for (int buf = 0; cur.J < limit; buf = 1 - buf) {
-    const KeyTileCursor next = next_tile(p, bp, row, cur, limit, n, last_row);
+    KeyTileCursor after = next;
     if (next.J < limit) {
-      load_keys(next, 1 - buf);
+      load_keys(1 - buf);
+      after = next_tile(p, bp, row, next, limit, n, last_row);
+      if (after.J < limit) locate(after);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -360,10 +439,10 @@ __global__ void __launch_bounds__(kMmaThreads)
     warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
     __syncthreads();  // the tile after next overwrites this buffer
     cur = next;
+    next = after;
   }
   cp_async_wait<0>();
-  const int64_t rows[2] = {row_idx[0], row_idx[1]};
-  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, rows, row_ok, head, dq[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, head, dq[0], scale);
 }
 
 template <typename Elem, int D>
@@ -394,9 +473,9 @@ __global__ void __launch_bounds__(kMmaThreads)
   const float scale_log2 = scale * kLog2e;
   const float dout_scale = output_scale(p);
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      k_tile, position_span<Elem>(p, p.k, b, kv_head, k0, count));
+      k_tile, position_span<Elem>(p, bp, p.k, b, kv_head, k0, count));
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      v_tile, position_span<Elem>(p, p.v, b, kv_head, k0, count));
+      v_tile, position_span<Elem>(p, bp, p.v, b, kv_head, k0, count));
   cp_async_commit();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -407,31 +486,51 @@ __global__ void __launch_bounds__(kMmaThreads)
   // Query tiles of every kept query block of every query head of this kv head, in order,
   // double-buffered (tiles, lse and delta rows).
   const QueryWalk walk{p, bp, b, J, nb, n, (kv_head + 1) * group, k0};
+  // Rows of the next query tile, located one tile ahead (order[] reads with a grid): the tile
+  // rows this thread copies (q and dout cover the same positions) and its lse/delta row.
+  static_assert(BQ <= kMmaThreads, "one lse/delta row per thread");
+  TileRows<BQ, D, kMmaThreads> next_rows;
+  int64_t next_stat_row = -1;
+  auto locate = [&](const QueryTileCursor& c) {
+    const RowSpan positions = position_span<Elem>(p, bp, p.q, b, c.head, c.query0, c.end);
+    next_rows.locate(positions);
+    const int query = c.query0 + static_cast<int>(threadIdx.x);
+    next_stat_row = threadIdx.x < BQ && query < c.end ? grid_row(bp.order, query) : -1;
+  };
   auto load_queries = [&](const QueryTileCursor& c, int buf) {
-    const RowSpan q_span = position_span<Elem>(p, p.q, b, c.head, c.query0, c.end);
-    const RowSpan do_span = position_span<Elem>(p, p.dout, b, c.head, c.query0, c.end);
-    load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + buf * QueryTile::kElements, q_span);
-    load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + buf * QueryTile::kElements, do_span);
+    const RowSpan q_span = position_span<Elem>(p, bp, p.q, b, c.head, c.query0, c.end);
+    const RowSpan do_span = position_span<Elem>(p, bp, p.dout, b, c.head, c.query0, c.end);
+    load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles + buf * QueryTile::kElements, q_span,
+                                                   next_rows);
+    load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles + buf * QueryTile::kElements, do_span,
+                                                   next_rows);
     cp_async_commit();
     // Plain loads; the barrier before use orders them.
-    for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
-      const int query = c.query0 + i;
+    if (threadIdx.x < BQ) {
       float l = 0.0f, d = 0.0f;
-      if (query < c.end) {
-        const int64_t at = token_lse_index(p, token_index(p, b, query), c.head);
+      if (next_stat_row >= 0) {
+        const int64_t at = token_lse_index(p, token_index(p, b, next_stat_row), c.head);
         l = p.lse[at] * kLog2e;
         d = bp.delta[at];
       }
-      lse_rows[buf * BQ + i] = l;
-      delta_rows[buf * BQ + i] = d;
+      lse_rows[buf * BQ + threadIdx.x] = l;
+      delta_rows[buf * BQ + threadIdx.x] = d;
     }
   };
   QueryTileCursor cur = walk.find(kv_head * group, p.causal ? J : 0);
-  if (cur.head < walk.head_end) load_queries(cur, 0);
+  QueryTileCursor next = cur;
+  if (cur.head < walk.head_end) {
+    locate(cur);
+    load_queries(cur, 0);
+    next = walk.next<BQ>(cur);
+    if (next.head < walk.head_end) locate(next);
+  }
   for (int buf = 0; cur.head < walk.head_end; buf = 1 - buf) {
-    const QueryTileCursor next = walk.next<BQ>(cur);
+    QueryTileCursor after = next;
     if (next.head < walk.head_end) {
       load_queries(next, 1 - buf);
+      after = walk.next<BQ>(next);
+      if (after.head < walk.head_end) locate(after);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -470,11 +569,14 @@ __global__ void __launch_bounds__(kMmaThreads)
     warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
     __syncthreads();  // the tile after next overwrites this buffer and its row stats
     cur = next;
+    next = after;
   }
   cp_async_wait<0>();
-  const int64_t key_rows[2] = {key_idx[0], key_idx[1]};
-  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_rows, key_ok, kv_head, dk[0], scale);
-  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_rows, key_ok, kv_head, dv[0], dout_scale);
+  int64_t key_row[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) key_row[r] = key_ok[r] ? grid_row(bp.order, key_idx[r]) : 0;
+  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_row, key_ok, kv_head, dv[0], dout_scale);
 }
 
 }  // namespace dilated::cuda

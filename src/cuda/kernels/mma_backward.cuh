@@ -102,14 +102,18 @@ __global__ void __launch_bounds__(kMmaThreads)
   const float dout_scale = output_scale(p);
 
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(q0)));
+      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(q0), pass.order));
   load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(q0)));
-  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0);
-  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0);
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span);
-  load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles, v_span);
+      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(q0), pass.order));
+  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
+  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
+  TileRows<kMmaRows, D, kMmaThreads> key_rows_next;  // K and V: the same positions
+  key_rows_next.locate(k_span);
+  load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles, k_span, key_rows_next);
+  load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles, v_span, key_rows_next);
   cp_async_commit();
+  k_span.idx0 = v_span.idx0 = kMmaRows;
+  key_rows_next.locate(k_span);  // tile 1, one iteration ahead
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int count = static_cast<int>(rows.count);
@@ -122,7 +126,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   float lse_log2[2], delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    query_row[r] = rows.first + row_idx[r] * hp.dilation;
+    query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
     const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
@@ -137,12 +141,13 @@ __global__ void __launch_bounds__(kMmaThreads)
   for (int kt = 0; kt < num_key_tiles; ++kt) {
     const int buf = kt % 2;
     if (kt + 1 < num_key_tiles) {
-      k_span.idx0 = v_span.idx0 = (kt + 1) * kMmaRows;
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + (1 - buf) * Tile::kElements,
-                                                      k_span);
-      load_tile_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + (1 - buf) * Tile::kElements,
-                                                      v_span);
+      load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(k_tiles + (1 - buf) * Tile::kElements,
+                                                           k_span, key_rows_next);
+      load_tile_rows_async<Elem, kMmaRows, D, kMmaThreads>(v_tiles + (1 - buf) * Tile::kElements,
+                                                           v_span, key_rows_next);
       cp_async_commit();
+      k_span.idx0 = v_span.idx0 = (kt + 2) * kMmaRows;
+      key_rows_next.locate(k_span);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -221,37 +226,51 @@ __global__ void __launch_bounds__(kMmaThreads)
     // hold one register through the loop (this kernel is at the register limit at D = 128).
     const int key_first_row = static_cast<int>(key_rows.first);
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        k_tile, make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, static_cast<int>(k0)));
+        k_tile,
+        make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, static_cast<int>(k0), pass.order));
     load_tile_async<Elem, kMmaRows, D, kMmaThreads>(
-        v_tile, make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, static_cast<int>(k0)));
-    RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(first_q));
-    RowSpan do_span = make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q));
+        v_tile,
+        make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, static_cast<int>(k0), pass.order));
+    RowSpan q_span =
+        make_span<Elem>(p, p.q, b, head, hp, rows, static_cast<int>(first_q), pass.order);
+    RowSpan do_span =
+        make_span<Elem>(p, p.dout, b, head, hp, rows, static_cast<int>(first_q), pass.order);
 
-    // lse (log2 units) and delta of query tile `qt` into buffer `buf` (plain loads; the
-    // barrier before use orders them).
-    // The lse index is linear in the row (both layouts), so the loop keeps just a base and a
-    // step (this kernel is at the register limit at D = 128).
-    const int64_t stats_base =
-        token_lse_index(p, token_index(p, b, rows.first + first_q * hp.dilation), head);
-    const int stats_rows = static_cast<int>(rows.count - first_q);
-    const int64_t stats_step = hp.dilation;
-    auto load_row_stats = [&](int qt, int buf) {
-      for (int i = threadIdx.x; i < BQ; i += kMmaThreads) {
-        const int idx = qt * BQ + i;  // from first_q
+    // The next query tile's rows, located one tile ahead (order[] reads with a grid): the tile
+    // rows this thread copies (q and dout cover the same positions) and its lse/delta row.
+    static_assert(BQ <= kMmaThreads, "one lse/delta row per thread");
+    TileRows<BQ, D, kMmaThreads> query_rows_next;
+    int64_t stat_row_next = -1;
+    auto locate = [&](int qt) {
+      q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + qt * BQ;
+      query_rows_next.locate(q_span);
+      const int64_t idx = first_q + static_cast<int64_t>(qt) * BQ + threadIdx.x;
+      stat_row_next = threadIdx.x < BQ && idx < rows.count
+                          ? grid_row(pass.order, rows.first + idx * hp.dilation)
+                          : -1;
+    };
+    // Query tile (located) into buffer `buf`, with its lse (log2 units) and delta rows (plain
+    // loads; the barrier before use orders them).
+    auto load_queries = [&](int buf) {
+      load_tile_rows_async<Elem, BQ, D, kMmaThreads>(q_tiles + buf * QueryTile::kElements, q_span,
+                                                     query_rows_next);
+      load_tile_rows_async<Elem, BQ, D, kMmaThreads>(do_tiles + buf * QueryTile::kElements, do_span,
+                                                     query_rows_next);
+      if (threadIdx.x < BQ) {
         float l = 0.0f, d = 0.0f;
-        if (idx < stats_rows) {
-          const int64_t at = stats_base + idx * stats_step;
+        if (stat_row_next >= 0) {
+          const int64_t at = token_lse_index(p, token_index(p, b, stat_row_next), head);
           l = p.lse[at] * kLog2e;
           d = pass.delta[at];
         }
-        lse_rows[buf * BQ + i] = l;
-        delta_rows[buf * BQ + i] = d;
+        lse_rows[buf * BQ + threadIdx.x] = l;
+        delta_rows[buf * BQ + threadIdx.x] = d;
       }
+      cp_async_commit();
     };
-    load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles, q_span);
-    load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles, do_span);
-    load_row_stats(0, 0);
-    cp_async_commit();
+    locate(0);
+    load_queries(0);
+    locate(1);  // one iteration ahead
 
     const int count = static_cast<int>(rows.count);
     const int key_count = static_cast<int>(key_rows.count);
@@ -267,13 +286,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     for (int qt = 0; qt < num_query_tiles; ++qt) {
       const int buf = qt % 2;
       if (qt + 1 < num_query_tiles) {
-        q_span.idx0 = do_span.idx0 = static_cast<int>(first_q) + (qt + 1) * BQ;
-        load_tile_async<Elem, BQ, D, kMmaThreads>(q_tiles + (1 - buf) * QueryTile::kElements,
-                                                  q_span);
-        load_tile_async<Elem, BQ, D, kMmaThreads>(do_tiles + (1 - buf) * QueryTile::kElements,
-                                                  do_span);
-        load_row_stats(qt + 1, 1 - buf);
-        cp_async_commit();
+        load_queries(1 - buf);
+        locate(qt + 2);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
@@ -314,8 +328,9 @@ __global__ void __launch_bounds__(kMmaThreads)
       warp_gemm_regs_kn<Elem, kBackwardParts, 1, QT / 2, DT, QueryTile>(dk, dsa, q_tile, 0);
       __syncthreads();
     }
-    const int64_t key_row[2] = {key_first_row + key_base * hp.dilation,
-                                key_first_row + (key_base + 8) * hp.dilation};
+    const int64_t key_row[2] = {
+        key_real[0] ? grid_row(pass.order, key_first_row + key_base * hp.dilation) : 0,
+        key_real[1] ? grid_row(pass.order, key_first_row + (key_base + 8) * hp.dilation) : 0};
     store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk[0], scale);
     store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv[0],
                                  dout_scale);

@@ -64,13 +64,18 @@ __global__ void __launch_bounds__(kMmaThreads)
   const float scale = p.scale;  // resolved by the launcher
   const float scale_log2 = scale * kLog2e;
 
-  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0);
-  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0);
+  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
+  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
   load_tile_async<Elem, kForwardRows, D, kMmaThreads>(
-      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0));
-  load_tile_async<Elem, BN, D, kMmaThreads>(k_tiles, k_span);
-  load_tile_async<Elem, BN, D, kMmaThreads>(v_tiles, v_span);
+      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
+  // K and V tiles cover the same positions: one set of located rows serves both.
+  TileRows<BN, D, kMmaThreads> key_rows_next;
+  key_rows_next.locate(k_span);
+  load_tile_rows_async<Elem, BN, D, kMmaThreads>(k_tiles, k_span, key_rows_next);
+  load_tile_rows_async<Elem, BN, D, kMmaThreads>(v_tiles, v_span, key_rows_next);
   cp_async_commit();
+  k_span.idx0 = v_span.idx0 = BN;
+  key_rows_next.locate(k_span);  // tile 1, one iteration ahead
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_row0 = warp * 16 * MT;
@@ -92,10 +97,13 @@ __global__ void __launch_bounds__(kMmaThreads)
   for (int kt = 0; kt < num_key_tiles; ++kt) {
     const int buf = kt % 2;
     if (kt + 1 < num_key_tiles) {
-      k_span.idx0 = v_span.idx0 = (kt + 1) * BN;
-      load_tile_async<Elem, BN, D, kMmaThreads>(k_tiles + (1 - buf) * KeyTile::kElements, k_span);
-      load_tile_async<Elem, BN, D, kMmaThreads>(v_tiles + (1 - buf) * KeyTile::kElements, v_span);
+      load_tile_rows_async<Elem, BN, D, kMmaThreads>(k_tiles + (1 - buf) * KeyTile::kElements,
+                                                     k_span, key_rows_next);
+      load_tile_rows_async<Elem, BN, D, kMmaThreads>(v_tiles + (1 - buf) * KeyTile::kElements,
+                                                     v_span, key_rows_next);
       cp_async_commit();
+      k_span.idx0 = v_span.idx0 = (kt + 2) * BN;
+      key_rows_next.locate(k_span);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -183,7 +191,9 @@ __global__ void __launch_bounds__(kMmaThreads)
       // Rows past the slice, and rows that see no key (their sum is 0), are not written.
       const bool valid =
           row_idx[m][r] < count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
-      const int64_t token = token_index(p, b, rows.first + row_idx[m][r] * hp.dilation);
+      const int64_t token =
+          valid ? token_index(p, b, grid_row(pass.order, rows.first + row_idx[m][r] * hp.dilation))
+                : 0;
       const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
       const float inv = 1.0f / sum;
       if (!pass.out_acc.data) {

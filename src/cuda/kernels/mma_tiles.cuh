@@ -7,13 +7,16 @@
 
 namespace dilated::cuda {
 
-// Rows idx0 .. idx0 + Rows - 1 of a segment's selected positions; rows at or past `count`
-// are zero-filled.
+// Rows idx0 .. idx0 + Rows - 1 of a run of selected positions (first, first + step, ...);
+// rows at or past `count` are zero-filled. Position t is tensor row grid_row(order, t).
 struct RowSpan {
-  const void* first_row;  // selected row 0 of the segment, at this (batch, head)
-  int64_t step;           // elements between consecutive selected rows
-  int idx0;               // first selected row of the tile
-  int count;              // selected rows in the segment (a segment is shorter than 2^31)
+  const void* base;      // tensor row 0 at this (batch, head)
+  int64_t row_stride;    // elements between tensor rows
+  int64_t first;         // position of selected row 0
+  int64_t step;          // positions between consecutive selected rows (the dilation)
+  const int64_t* order;  // token grid: position -> tensor row; null: identity
+  int idx0;              // first selected row of the tile
+  int count;             // selected rows in the run (a segment is shorter than 2^31)
 };
 
 // Element offset of (batch, head) in tensor t: positions then add position * row_stride.
@@ -22,35 +25,70 @@ __device__ __forceinline__ int64_t batch_head_offset(const Params& p, const Tens
   return row_offset(p, t, b, 0, head);
 }
 
+// A segment's selected rows of a head pattern.
 template <typename Elem>
 __device__ __forceinline__ RowSpan make_span(const Params& p, const Tensor& t, int64_t b,
                                              int64_t head, const HeadPattern& hp,
-                                             const SegmentRows& rows, int idx0) {
-  const Elem* first_row = static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head) +
-                          rows.first * t.row_stride;
-  return {first_row, hp.dilation * t.row_stride, idx0, static_cast<int>(rows.count)};
+                                             const SegmentRows& rows, int idx0,
+                                             const int64_t* order) {
+  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head),
+          t.row_stride,
+          rows.first,
+          hp.dilation,
+          order,
+          idx0,
+          static_cast<int>(rows.count)};
 }
 
-template <typename Elem, int Rows, int D, int Threads>
-__device__ __forceinline__ void load_tile_async(Elem* tile, const RowSpan& span) {
+// The tensor rows of the tile rows one thread copies (-1: past the run). With a grid these are
+// order[] reads: kernels that stream tiles locate the next tile's rows one iteration ahead, so
+// that the reads are in flight while the current tile computes.
+template <int Rows, int D, int Threads>
+struct TileRows {
   using Tile = SmemTile<Rows, D>;
   // Each thread copies one fixed chunk column of every kRowStep-th row; kRowStep is a
   // multiple of 8, so the destination swizzle stays the same for all of them.
   static_assert(Threads % Tile::kChunks == 0 && (Threads / Tile::kChunks) % 8 == 0, "layout");
-  constexpr int kRowStep = Threads / Tile::kChunks;
+  static constexpr int kRowStep = Threads / Tile::kChunks;
+  static constexpr int kLoads = (Rows + kRowStep - 1) / kRowStep;
+  int64_t row[kLoads];
+
+  __device__ __forceinline__ void locate(const RowSpan& span) {
+    const int row0 = threadIdx.x / Tile::kChunks;
+#pragma unroll
+    for (int j = 0; j < kLoads; ++j) {
+      const int r = row0 + j * kRowStep;
+      const bool valid = (Rows % kRowStep == 0 || r < Rows) && span.idx0 + r < span.count;
+      const int64_t position = span.first + static_cast<int64_t>(span.idx0 + r) * span.step;
+      row[j] = valid ? grid_row(span.order, position) : -1;
+    }
+  }
+};
+
+// Copies the rows located in `rows` of span's tensor into a swizzled tile (zeros past the run).
+template <typename Elem, int Rows, int D, int Threads>
+__device__ __forceinline__ void load_tile_rows_async(Elem* tile, const RowSpan& span,
+                                                     const TileRows<Rows, D, Threads>& rows) {
+  using Located = TileRows<Rows, D, Threads>;
+  using Tile = typename Located::Tile;
   const int chunk = threadIdx.x % Tile::kChunks;
   const int row0 = threadIdx.x / Tile::kChunks;
   const uint32_t dst = smem_address(tile) + Tile::chunk_offset(row0, chunk) * 2;
-  const Elem* src = static_cast<const Elem*>(span.first_row) +
-                    static_cast<int64_t>(span.idx0 + row0) * span.step + chunk * 8;
+  const Elem* base = static_cast<const Elem*>(span.base) + chunk * 8;
 #pragma unroll
-  for (int j = 0; j < (Rows + kRowStep - 1) / kRowStep; ++j) {
-    const int row = row0 + j * kRowStep;
-    if (Rows % kRowStep != 0 && row >= Rows) break;
-    const bool valid = span.idx0 + row < span.count;
-    cp_async_16(dst + j * kRowStep * Tile::kRowBytes,
-                valid ? src + j * kRowStep * span.step : span.first_row, valid);
+  for (int j = 0; j < Located::kLoads; ++j) {
+    if (Rows % Located::kRowStep != 0 && row0 + j * Located::kRowStep >= Rows) break;
+    const bool valid = rows.row[j] >= 0;
+    cp_async_16(dst + j * Located::kRowStep * Tile::kRowBytes,
+                base + (valid ? rows.row[j] * span.row_stride : 0), valid);
   }
+}
+
+template <typename Elem, int Rows, int D, int Threads>
+__device__ __forceinline__ void load_tile_async(Elem* tile, const RowSpan& span) {
+  TileRows<Rows, D, Threads> rows;
+  rows.locate(span);
+  load_tile_rows_async<Elem, Rows, D, Threads>(tile, span, rows);
 }
 
 // Fast 2^x (ex2.approx: ~2 ulp, flushes denormals to zero).

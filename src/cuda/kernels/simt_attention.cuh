@@ -77,7 +77,7 @@ __device__ __forceinline__ SimtQueryRow simt_query_row(const Params& p, const Pa
   r.keys = key_slice(p, r.hp, tc.segment, r.b);
   r.idx = tc.tile * kSimtRowsPerBlock + threadIdx.x / 32;
   r.valid = r.idx < queries.count;
-  r.row = queries.first_row + r.idx * r.hp.dilation;
+  r.row = r.valid ? grid_row(pass.order, queries.first_row + r.idx * r.hp.dilation) : 0;
   r.token = token_index(p, r.b, r.row);
   r.kv_head = kv_head_of(p, r.head);
   r.num_keys = visible_keys(p.causal, r.keys.count, r.idx, causal_shift(queries, r.keys));
@@ -85,10 +85,10 @@ __device__ __forceinline__ SimtQueryRow simt_query_row(const Params& p, const Pa
 }
 
 // Element offset of key slice row j of (b, kv_head) in key-side tensor t.
-__device__ __forceinline__ int64_t key_offset(const Params& p, const Tensor& t, int64_t b,
-                                              const SegmentSlice& keys, const HeadPattern& hp,
-                                              int64_t j, int64_t kv_head) {
-  return row_offset(p, t, b, keys.first_row + j * hp.dilation, kv_head);
+__device__ __forceinline__ int64_t key_offset(const Params& p, const PassInfo& pass,
+                                              const Tensor& t, int64_t b, const SegmentSlice& keys,
+                                              const HeadPattern& hp, int64_t j, int64_t kv_head) {
+  return row_offset(p, t, b, grid_row(pass.order, keys.first_row + j * hp.dilation), kv_head);
 }
 
 // Forward: one selected query row per warp, online softmax over its segment's keys.
@@ -106,8 +106,8 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
   q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, scale);
   float running_max = -INFINITY, sum = 0;
   for (int64_t j = 0; j < row.num_keys; ++j) {
-    k.load(p.k, key_offset(p, p.k, b, row.keys, hp, j, kv_head), p.head_dim, 1.0f);
-    v.load(p.v, key_offset(p, p.v, b, row.keys, hp, j, kv_head), p.head_dim_v, 1.0f);
+    k.load(p.k, key_offset(p, pass, p.k, b, row.keys, hp, j, kv_head), p.head_dim, 1.0f);
+    v.load(p.v, key_offset(p, pass, p.v, b, row.keys, hp, j, kv_head), p.head_dim_v, 1.0f);
     const float s = q.dot(k);
     const float new_max = fmaxf(running_max, s);
     const float correction = exp_diff(running_max, new_max);
@@ -154,8 +154,8 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
   const float lse = p.lse[token_lse_index(p, token, head)];
   const float delta = pass.delta[token_lse_index(p, token, head)];
   for (int64_t j = 0; j < row.num_keys; ++j) {
-    k.load(p.k, key_offset(p, p.k, b, row.keys, hp, j, kv_head), p.head_dim, 1.0f);
-    v.load(p.v, key_offset(p, p.v, b, row.keys, hp, j, kv_head), p.head_dim_v, 1.0f);
+    k.load(p.k, key_offset(p, pass, p.k, b, row.keys, hp, j, kv_head), p.head_dim, 1.0f);
+    v.load(p.v, key_offset(p, pass, p.v, b, row.keys, hp, j, kv_head), p.head_dim_v, 1.0f);
     const float prob = __expf(q.dot(k) - lse);
     const float ds = prob * (dout.dot(v) - delta);
     dq.scale_add(1.0f, ds, k);
@@ -183,12 +183,13 @@ __global__ void __launch_bounds__(32 * kSimtRowsPerBlock)
     const SegmentSlice queries = query_slice(p, hp, tc.segment, b);
     // Query slice row j sees this key iff j >= idx - shift (causal).
     const int64_t first_query = p.causal ? max(idx - causal_shift(queries, keys), int64_t{0}) : 0;
-    const int64_t key_row = keys.first_row + idx * hp.dilation;
+    const int64_t key_row = grid_row(pass.order, keys.first_row + idx * hp.dilation);
     LaneRow<Elem> k, v, q, dout, dk{}, dv{};
     k.load(p.k, row_offset(p, p.k, b, key_row, kv_head), p.head_dim, scale);
     v.load(p.v, row_offset(p, p.v, b, key_row, kv_head), p.head_dim_v, 1.0f);
     for (int64_t j = first_query; j < queries.count; ++j) {
-      const int64_t token = token_index(p, b, queries.first_row + j * hp.dilation);
+      const int64_t token =
+          token_index(p, b, grid_row(pass.order, queries.first_row + j * hp.dilation));
       q.load(p.q, token_offset(p, p.q, token, head), p.head_dim, 1.0f);
       dout.load(p.dout, token_offset(p, p.dout, token, head), p.head_dim_v, output_scale(p));
       const float prob = __expf(q.dot(k) - p.lse[token_lse_index(p, token, head)]);
