@@ -57,7 +57,8 @@ def test_cuda_side_stream_compile_and_retain_graph(seed):
     loss.backward()
     assert torch.equal(first, q.grad)
     torch.library.opcheck(torch.ops.dilated_attention.forward.default,
-                          (q, k, v, [64, 256], [1, 4], "longnet", True, None, "paper", "auto"))
+                          (q, k, v, [64, 256], [1, 4], "longnet", True, None, "paper", "auto",
+                           64, [], None, []))
 
 
 def test_cuda_errors_name_device(seed):
