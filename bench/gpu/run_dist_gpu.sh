@@ -43,7 +43,9 @@ stage_build() {
   # Only what the gpu and multigpu labels and the benchmark need (the CLI and the CPU suites
   # are not built here; ctest's -L filters leave them out).
   targets="cuda_tests dist_nccl_device_tests dist_weak_scaling"
-  ninja -C $BUILD -t targets all | grep -Eq "(^|/)dist_nccl_tests:" && targets="$targets dist_nccl_tests"
+  # (grep reads all of ninja's output: with -q it may exit first, and pipefail then fails.)
+  ninja -C $BUILD -t targets all | grep -E "(^|/)dist_nccl_tests:" >/dev/null &&
+    targets="$targets dist_nccl_tests"
   ninja -C $BUILD $targets >"$OUT/dist_build.log" 2>&1 ||
     { grep -E "error" "$OUT/dist_build.log" | head -30; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
