@@ -191,7 +191,11 @@ Status nccl_communicator_from_id(const ncclUniqueId& id, int rank, int size, int
                                " cannot be used");
   }
   cudaStream_t stream = nullptr;
-  if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+  // The highest priority: sequence parallelism runs its few-CTA remote units on this stream
+  // beside the local part, whose kernels would otherwise be handed the SMs first.
+  int least = 0, greatest = 0;
+  cudaDeviceGetStreamPriorityRange(&least, &greatest);
+  if (cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, greatest) != cudaSuccess) {
     return Status::Runtime("dist (NCCL): cudaStreamCreate failed");
   }
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
