@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sequence parallelism on one multi-GPU machine: build (Release, sm_90), the gpu and multigpu
-# ctest labels, then the weak-scaling benchmark (P = 1, 2, 4 at 262,144 tokens per GPU, issue 6's
+# ctest labels, then the weak-scaling benchmark (P = 1, 2, 4 (8) at 262,144 tokens per GPU, issue 6's
 # layer) and the longest N that runs forward+backward on the GPUs. Logs under $OUT.
 # Needs .deps from scripts/pack_gpu_deps.sh (Highway, GoogleTest, nlohmann-json, nccl.h).
 # Usage: bench/gpu/run_dist_gpu.sh [STAGE...]   stages build, tests, bench, serial, max, run in the
@@ -31,6 +31,13 @@ if [[ -z ${NCCL_HOME:-} ]] && ! { [[ -e /usr/local/cuda/include/nccl.h ]] &&
 fi
 [[ -n ${NCCL_HOME:-} ]] && export LD_LIBRARY_PATH="$NCCL_HOME/lib:${LD_LIBRARY_PATH:-}"
 echo "NCCL_HOME=${NCCL_HOME:-<CUDA toolkit>}" | tee "$OUT/dist_env.txt"
+# Weak scaling over 1, 2, 4 (and 8) GPUs, as many as the machine has; RANKS overrides.
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [[ -z ${RANKS:-} ]]; then
+  RANKS=1
+  for p in 2 4 8; do ((p <= gpus)) && RANKS="$RANKS,$p"; done
+fi
+MAX_RANKS=${RANKS##*,}
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv | tee -a "$OUT/dist_env.txt"
 
 stage_build() {
@@ -63,7 +70,7 @@ stage_tests() {
 stage_bench() {
   echo "== weak scaling (262,144 tokens per GPU, H=16, D=128, bf16, LongNet patterns + (N, N/4096))"
   : >"$OUT/dist_weak_scaling.jsonl"
-  timeout 900 ./$BUILD/bin/dist_weak_scaling --ranks 1,2,4 --tokens-per-gpu 262144 --heads 16 \
+  timeout 900 ./$BUILD/bin/dist_weak_scaling --ranks $RANKS --tokens-per-gpu 262144 --heads 16 \
     --head-dim 128 --dtype bf16 --repeats 5 --json "$OUT/dist_weak_scaling.jsonl" 2>&1 |
     tee "$OUT/dist_weak_scaling.txt"
 }
@@ -72,14 +79,14 @@ stage_bench() {
 # ran beside it): the A/B of that change in one run.
 stage_serial() {
   echo "== weak scaling, remote units serial (DILATED_DIST_SERIAL_REMOTE=1)"
-  DILATED_DIST_SERIAL_REMOTE=1 timeout 900 ./$BUILD/bin/dist_weak_scaling --ranks 1,2,4 \
+  DILATED_DIST_SERIAL_REMOTE=1 timeout 900 ./$BUILD/bin/dist_weak_scaling --ranks $RANKS \
     --tokens-per-gpu 262144 --heads 16 --head-dim 128 --dtype bf16 --repeats 5 \
     --json "$OUT/dist_weak_scaling_serial.jsonl" 2>&1 | tee "$OUT/dist_weak_scaling_serial.txt"
 }
 
 stage_max() {
   echo "== longest N that runs forward+backward on the GPUs (tokens per GPU stepped by 262,144)"
-  timeout 900 ./$BUILD/bin/dist_weak_scaling --find-max --max-ranks 4 --tokens-per-gpu 262144 \
+  timeout 900 ./$BUILD/bin/dist_weak_scaling --find-max --max-ranks $MAX_RANKS --tokens-per-gpu 262144 \
     --step 262144 --heads 16 --head-dim 128 --dtype bf16 --json "$OUT/dist_find_max.jsonl" 2>&1 |
     tee "$OUT/dist_find_max.txt"
 }

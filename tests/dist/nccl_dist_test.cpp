@@ -355,6 +355,12 @@ TEST(NcclSequenceParallel, FourGpus) {
   sweep(4, 12);
   tensor_core_cases(4);
 }
+// Issue 8's run (skipped below 8 GPUs).
+TEST(NcclSequenceParallel, EightGpus) {
+  REQUIRE_GPUS(8);
+  sweep(8, 12);
+  tensor_core_cases(8);
+}
 
 }  // namespace
 }  // namespace dilated::testing
