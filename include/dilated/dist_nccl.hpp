@@ -23,8 +23,8 @@ std::unique_ptr<Communicator> make_nccl_communicator(ncclComm_t comm, cudaStream
 
 // Creates (and owns) a non-blocking NCCL communicator of `size` ranks on CUDA device
 // `device` from `id` (made by ncclGetUniqueId on one rank and shared with the others, for
-// example through MPI). Its stream is created too, with the device's highest priority. The environment is left as it is: the
-// library never turns NVLink SHARP (NCCL_NVLS_ENABLE) on.
+// example through MPI). Its stream is created too, with the device's highest priority. The
+// environment is left as it is: the library never turns NVLink SHARP (NCCL_NVLS_ENABLE) on.
 Status nccl_communicator_from_id(const ncclUniqueId& id, int rank, int size, int device,
                                  double timeout_seconds, std::unique_ptr<Communicator>* out);
 
