@@ -1,7 +1,8 @@
 """Sequence parallelism over a torch.distributed process group.
 
 The sequence of N tokens is split into contiguous shards, one per rank of the group (rank 0
-first); every rank passes its rows of q, k, v ([B, n_rank, H, D], CPU tensors) and gets its
+first); every rank passes its rows of q, k, v ([B, n_rank, H, D]: CPU tensors with a gloo group, CUDA tensors with an NCCL
+group, one GPU per rank) and gets its
 rows of the single-device result, with autograd. Ranks exchange only the selected k/v rows of
 segments that cross a shard boundary (docs/design.md, "Sequence parallelism"):
 
@@ -21,6 +22,7 @@ same ValueError when they do not. The process group's timeout
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -61,23 +63,16 @@ def shard_sequence(x: Tensor, group=None, dim: int = 1) -> Tensor:
 def gather_sequence(x: Tensor, group=None, dim: int = 1) -> Tensor:
     """The full sequence from every rank's shard (shards may differ in length), on every rank."""
     _, size = _group_rank_size(group)
-    lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(size)]
-    dist.all_gather(lengths, torch.tensor([x.shape[dim]], dtype=torch.int64), group=group)
+    lengths = _all_lengths(x.shape[dim], group, size, x.device)
     x = x.contiguous()
-    parts = []
-    for n in lengths:
-        shape = list(x.shape)
-        shape[dim] = int(n.item())
-        parts.append(x.new_empty(shape))
     # all_gather needs equal sizes: pad every shard to the longest, then cut.
-    longest = max(p.shape[dim] for p in parts)
     pad = list(x.shape)
-    pad[dim] = longest
+    pad[dim] = max(lengths)
     padded = x.new_zeros(pad)
     padded.narrow(dim, 0, x.shape[dim]).copy_(x)
     gathered = [x.new_empty(pad) for _ in range(size)]
     dist.all_gather(gathered, padded, group=group)
-    return torch.cat([g.narrow(dim, 0, p.shape[dim]) for g, p in zip(gathered, parts)], dim=dim)
+    return torch.cat([g.narrow(dim, 0, n) for g, n in zip(gathered, lengths)], dim=dim)
 
 
 class _Collectives:
@@ -100,11 +95,46 @@ class _Collectives:
         dist.barrier(group=self.group)
 
 
-def _shard_layout(n_local: int, group, rank: int, size: int) -> Tuple[int, int]:
+class _DeviceCollectives:
+    """The library's collectives on an NCCL process group for CUDA tensors: uint8 CUDA tensor
+    views of its device buffers (None for no bytes). Each runs on a side stream, so that it
+    does not wait for the work queued on the compute stream (the library has waited for what
+    it sends), and is complete when it returns (the library reads the results next)."""
+
+    def __init__(self, group, device):
+        self.group = group
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+
+    def _tensor(self, x):
+        return x if x is not None else torch.empty(0, dtype=torch.uint8, device=self.device)
+
+    def all_to_all(self, send, send_counts, recv, recv_counts):
+        with torch.cuda.stream(self.stream):
+            dist.all_to_all_single(self._tensor(recv), self._tensor(send), list(recv_counts),
+                                   list(send_counts), group=self.group)
+        self.stream.synchronize()
+
+    def all_gather(self, send, recv):
+        with torch.cuda.stream(self.stream):
+            dist.all_gather_into_tensor(self._tensor(recv), self._tensor(send), group=self.group)
+        self.stream.synchronize()
+
+    def barrier(self):
+        dist.barrier(group=self.group)
+
+
+def _all_lengths(n_local: int, group, size: int, device) -> list:
+    """Every rank's n_local, in rank order (on `device`: NCCL groups exchange CUDA tensors)."""
+    lengths = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(size)]
+    dist.all_gather(lengths, torch.tensor([n_local], dtype=torch.int64, device=device),
+                    group=group)
+    return [int(t.item()) for t in lengths]
+
+
+def _shard_layout(n_local: int, group, rank: int, size: int, device) -> Tuple[int, int]:
     """(global length, offset) from every rank's row count, contiguous in rank order."""
-    lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(size)]
-    dist.all_gather(lengths, torch.tensor([n_local], dtype=torch.int64), group=group)
-    lengths = [int(t.item()) for t in lengths]
+    lengths = _all_lengths(n_local, group, size, device)
     return sum(lengths), sum(lengths[:rank])
 
 
@@ -117,14 +147,25 @@ def _dilated_layer_args(layer) -> dict:
     return args
 
 
-def _call_args(layer, group, rank, size, shard, budget):
-    c = _Collectives(group)
+def _call_args(layer, group, rank, size, shard, budget, device):
+    extra = {}
+    if device.type == "cuda":
+        c = _DeviceCollectives(group, device)
+        extra = dict(stream=torch.cuda.current_stream(device).cuda_stream, device_id=device.index)
+    else:
+        c = _Collectives(group)
     return dict(
+        **extra,
         exchange_budget=budget,
         **_dilated_layer_args(layer), num_threads=torch.get_num_threads(), global_seqlen=shard[0],
         offset=shard[1], rank=rank, size=size, all_to_all=c.all_to_all,
         all_gather=c.all_gather, barrier=c.barrier,
     )
+
+
+def _on_device(device):
+    """CUDA tensors: their device is the current one while the library runs (it uses it)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class _ShardedAttention(torch.autograd.Function):
@@ -134,7 +175,9 @@ class _ShardedAttention(torch.autograd.Function):
         b, n, h, _ = q.shape
         out = q.new_empty((b, n, h, v.shape[3]))
         lse = q.new_empty((b, h, n), dtype=torch.float32)
-        _C.dist_forward(qc, kc, vc, out, lse, **_call_args(layer, group, rank, size, shard, budget))
+        with _on_device(q.device):
+            _C.dist_forward(qc, kc, vc, out, lse,
+                            **_call_args(layer, group, rank, size, shard, budget, q.device))
         ctx.save_for_backward(qc, kc, vc, out, lse)
         ctx.args = (layer, group, rank, size, shard, budget)
         return out
@@ -144,8 +187,10 @@ class _ShardedAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         layer, group, rank, size, shard, budget = ctx.args
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        _C.dist_backward(_last_dim_contiguous(dout), q, k, v, out, lse, dq, dk, dv,
-                         **_call_args(layer, group, rank, size, shard, budget))
+        with _on_device(q.device):
+            _C.dist_backward(_last_dim_contiguous(dout), q, k, v, out, lse, dq, dk, dv,
+                             **_call_args(layer, group, rank, size, shard, budget,
+                                           q.device))
         return dq, dk, dv, None, None, None, None, None, None
 
 
@@ -167,8 +212,9 @@ def dilated_attention(
 ) -> Tensor:
     """Dilated attention of the whole sequence, computed across the ranks of `group`.
 
-    q [B, n, H, D], k and v [B, n, Hkv, D(v)]: this rank's rows (CPU tensors; float32, float16,
-    bfloat16 or float64 with backend="reference"). Returns this rank's rows of out, exactly the
+    q [B, n, H, D], k and v [B, n, Hkv, D(v)]: this rank's rows: CPU tensors with a gloo group
+    (float32, float16, bfloat16, or float64 with backend="reference"), or CUDA tensors with an
+    NCCL group (float16, bfloat16, float32; one GPU per rank). Returns this rank's rows of out, exactly the
     rows the single-process ``functional.dilated_attention`` gives for the whole sequence (up to
     rounding), with gradients for q, k and v.
 
@@ -188,13 +234,15 @@ def dilated_attention(
     layer = make_layer(segment_lengths, dilation_rates, mode, is_causal, scale, head_offsets,
                        backend)
     check_tensors(q, k, v, layer)
-    if q.device.type != "cpu":
-        raise ValueError(
-            f"q: device {q.device}, expected CPU tensors (sequence parallelism runs on the host "
-            "backends for now)"
-        )
     rank, size = _group_rank_size(group)
+    if q.device.type == "cuda" and dist.get_backend(group) != "nccl":
+        raise ValueError(
+            f"group: backend {dist.get_backend(group)}, expected nccl for CUDA tensors "
+            f"(q is on {q.device})"
+        )
+    if q.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"q: device {q.device}, expected CPU or CUDA tensors")
     if shard is None:
-        shard = _shard_layout(q.shape[1], group, rank, size)
+        shard = _shard_layout(q.shape[1], group, rank, size, q.device)
     return _ShardedAttention.apply(q, k, v, layer, group, rank, size, tuple(shard),
                                    exchange_budget)

@@ -9,6 +9,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -22,9 +23,19 @@ namespace dilated_python {
 namespace {
 
 using Bytes = nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>, nb::c_contig>;
+using DeviceBytes = nb::ndarray<nb::pytorch, uint8_t, nb::ndim<1>, nb::c_contig>;
 
-// A uint8 NumPy view (no copy) of `bytes` bytes at `data`, valid during the callback only.
-nb::object view(const void* data, int64_t bytes) {
+// A uint8 view (no copy) of `bytes` bytes at `data`, valid during the callback only: a NumPy
+// array of host memory, a torch tensor of CUDA memory on device `device_id`, or None for no
+// bytes of device memory (the callable makes an empty tensor).
+nb::object view(const void* data, int64_t bytes, dilated::Device device, int device_id) {
+  if (device == dilated::Device::cuda) {
+    if (bytes == 0) return nb::none();
+    const size_t shape[1] = {static_cast<size_t>(bytes)};
+    return nb::cast(DeviceBytes(const_cast<void*>(data), 1, shape, nb::handle(), nullptr,
+                                nb::dtype<uint8_t>(), nb::device::cuda::value, device_id),
+                    nb::rv_policy::reference);
+  }
   static unsigned char empty = 0;  // NumPy wants a pointer even for no bytes
   void* p = bytes > 0 ? const_cast<void*>(data) : &empty;
   return nb::cast(Bytes(p, {static_cast<size_t>(bytes)}), nb::rv_policy::reference);
@@ -36,17 +47,20 @@ std::vector<int64_t> counts(const int64_t* values, int size) {
 
 class PyCommunicator final : public dilated::dist::Communicator {
  public:
-  PyCommunicator(int rank, int size, nb::object all_to_all, nb::object all_gather,
-                 nb::object barrier)
+  PyCommunicator(int rank, int size, dilated::Device device, int device_id, nb::object all_to_all,
+                 nb::object all_gather, nb::object barrier)
       : rank_(rank),
         size_(size),
+        device_(device),
+        device_id_(device_id),
         all_to_all_(std::move(all_to_all)),
         all_gather_(std::move(all_gather)),
         barrier_(std::move(barrier)) {}
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  dilated::Device device() const override { return dilated::Device::host; }
+  // CUDA memory when the tensors are CUDA tensors (the process group is then NCCL's).
+  dilated::Device device() const override { return device_; }
   // The process group's own timeout governs (torch.distributed.init_process_group(timeout=));
   // this value is only reported.
   void set_timeout(double seconds) override { timeout_ = seconds; }
@@ -66,13 +80,16 @@ class PyCommunicator final : public dilated::dist::Communicator {
       received += recv_bytes[q];
     }
     return call("all_to_all", [&] {
-      all_to_all_(view(send, sent), counts(send_bytes, size_), view(recv, received),
-                  counts(recv_bytes, size_));
+      all_to_all_(view(send, sent, device_, device_id_), counts(send_bytes, size_),
+                  view(recv, received, device_, device_id_), counts(recv_bytes, size_));
     });
   }
 
   dilated::Status all_gather(const void* send, int64_t bytes, void* recv) override {
-    return call("all_gather", [&] { all_gather_(view(send, bytes), view(recv, bytes * size_)); });
+    return call("all_gather", [&] {
+      all_gather_(view(send, bytes, device_, device_id_),
+                  view(recv, bytes * size_, device_, device_id_));
+    });
   }
 
   dilated::Status barrier() override {
@@ -100,6 +117,8 @@ class PyCommunicator final : public dilated::dist::Communicator {
   }
 
   int rank_, size_;
+  dilated::Device device_;
+  int device_id_;
   nb::object all_to_all_, all_gather_, barrier_;
   double timeout_ = dilated::dist::kDefaultTimeoutSeconds;
   bool broken_ = false;
@@ -134,15 +153,18 @@ struct Group {
   int64_t offset;
   nb::object all_to_all, all_gather, barrier;
   int64_t exchange_budget;  // dist::Options::exchange_budget_bytes
+  uintptr_t stream;         // CUDA tensors: the compute stream (cudaStream_t), 0 = default
+  int device_id;            // CUDA tensors: their device
 };
 
 nb::dict run(const dilated::Params& p, dilated::Direction dir, const Group& g,
              const std::string& backend) {
-  PyCommunicator comm(g.rank, g.size, g.all_to_all, g.all_gather, g.barrier);
+  PyCommunicator comm(g.rank, g.size, p.device, g.device_id, g.all_to_all, g.all_gather, g.barrier);
   dilated::dist::Stats stats;
   dilated::dist::Options options;
   options.backend = backend;
   options.exchange_budget_bytes = g.exchange_budget;
+  options.stream.handle = reinterpret_cast<void*>(g.stream);
   options.stats = &stats;
   dilated::Status status;
   {
@@ -175,7 +197,7 @@ nb::dict dist_forward(const InArray& q, const InArray& k, const InArray& v, cons
                       std::optional<double> scale, std::string head_offsets, std::string backend,
                       int32_t num_threads, int64_t global_seqlen, int64_t offset, int rank,
                       int size, nb::object all_to_all, nb::object all_gather, nb::object barrier,
-                      int64_t exchange_budget) {
+                      int64_t exchange_budget, uintptr_t stream, int device_id) {
   Arrays a;
   a.q = &q;
   a.k = &k;
@@ -187,7 +209,7 @@ nb::dict dist_forward(const InArray& q, const InArray& k, const InArray& v, cons
                            causal, scale, std::move(head_offsets), num_threads));
   return run(p, dilated::Direction::forward,
              {rank, size, global_seqlen, offset, std::move(all_to_all), std::move(all_gather),
-              std::move(barrier), exchange_budget},
+              std::move(barrier), exchange_budget, stream, device_id},
              backend);
 }
 
@@ -198,7 +220,7 @@ nb::dict dist_backward(const InArray& dout, const InArray& q, const InArray& k, 
                        std::optional<double> scale, std::string head_offsets, std::string backend,
                        int32_t num_threads, int64_t global_seqlen, int64_t offset, int rank,
                        int size, nb::object all_to_all, nb::object all_gather, nb::object barrier,
-                       int64_t exchange_budget) {
+                       int64_t exchange_budget, uintptr_t stream, int device_id) {
   Arrays a;
   a.q = &q;
   a.k = &k;
@@ -214,7 +236,7 @@ nb::dict dist_backward(const InArray& dout, const InArray& q, const InArray& k, 
                            causal, scale, std::move(head_offsets), num_threads));
   return run(p, dilated::Direction::backward,
              {rank, size, global_seqlen, offset, std::move(all_to_all), std::move(all_gather),
-              std::move(barrier), exchange_budget},
+              std::move(barrier), exchange_budget, stream, device_id},
              backend);
 }
 
@@ -225,14 +247,15 @@ void register_distributed(nb::module_& m) {
   m.def("dist_forward", &dist_forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "segment_lengths"_a,
         "dilation_rates"_a, "mode"_a, "is_causal"_a, "scale"_a.none(), "head_offsets"_a,
         "backend"_a, "num_threads"_a, "global_seqlen"_a, "offset"_a, "rank"_a, "size"_a,
-        "all_to_all"_a, "all_gather"_a, "barrier"_a, "exchange_budget"_a = 0,
+        "all_to_all"_a, "all_gather"_a, "barrier"_a, "exchange_budget"_a = 0, "stream"_a = 0,
+        "device_id"_a = 0,
         "Sequence-parallel forward of this rank's shard (dilated::dist::forward); the "
         "collectives are the given callables. Returns the call's statistics.");
   m.def("dist_backward", &dist_backward, "dout"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dq"_a,
         "dk"_a, "dv"_a, "segment_lengths"_a, "dilation_rates"_a, "mode"_a, "is_causal"_a,
         "scale"_a.none(), "head_offsets"_a, "backend"_a, "num_threads"_a, "global_seqlen"_a,
         "offset"_a, "rank"_a, "size"_a, "all_to_all"_a, "all_gather"_a, "barrier"_a,
-        "exchange_budget"_a = 0,
+        "exchange_budget"_a = 0, "stream"_a = 0, "device_id"_a = 0,
         "Sequence-parallel backward of this rank's shard (dilated::dist::backward).");
 }
 

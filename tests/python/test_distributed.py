@@ -130,3 +130,68 @@ def test_needs_an_initialised_process_group():
     x = torch.randn(1, 8, 2, 8)
     with pytest.raises(RuntimeError, match="init_process_group"):
         distributed.dilated_attention(x, x, x, [8], [1])
+
+
+# ---- CUDA tensors over an NCCL group (skipped without 2 GPUs) -----------------------------------
+# Tolerances: float32 as above; bfloat16 against the single-GPU op in bfloat16: the merges of
+# the shard's own and the remote keys round each output once more (8 mantissa bits: 2^-8
+# relative to the largest element), gradients sum up to P partial sums: 2e-2.
+GPU_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+
+
+def _gpu_worker(rank, size, init_file, seed, failures):
+    faulthandler.enable()
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank,
+                            world_size=size, device_id=torch.device("cuda", rank))
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        device = torch.device("cuda", rank)
+        for dtype in (torch.float32, torch.bfloat16):
+            for b, n, h, hkv, d, segments, dilations, mode, causal in CASES:
+                d = max(d, 32)  # tensor-core head dims for bfloat16
+                full = [torch.randn(b, n, x, d, generator=gen) for x in (h, hkv, hkv)]
+                q, k, v = (t.to(device, dtype).requires_grad_() for t in full)
+                dout = torch.randn(b, n, h, d, generator=gen).to(device, dtype)
+                kwargs = dict(mode=mode, is_causal=causal)
+                whole = dilated_attention(q, k, v, segments, dilations, **kwargs)
+                whole.backward(dout)
+                first, last = distributed.shard_bounds(n, rank, size)
+                parts = [t.detach()[:, first:last].clone().requires_grad_() for t in (q, k, v)]
+                out = distributed.dilated_attention(*parts, segments, dilations, **kwargs)
+                out.backward(dout[:, first:last])
+                case = f"{dtype} case {(b, n, h, hkv, d, segments, dilations, mode, causal)}"
+                for name, got, want in (
+                    ("out", out, whole[:, first:last]),
+                    ("dq", parts[0].grad, q.grad[:, first:last]),
+                    ("dk", parts[1].grad, k.grad[:, first:last]),
+                    ("dv", parts[2].grad, v.grad[:, first:last]),
+                ):
+                    err = relative_error(got, want)
+                    if not err <= GPU_TOLERANCE[dtype]:
+                        failures.put(f"rank {rank}, {case}: {name} error {err:.3g}")
+                full_out = distributed.gather_sequence(out.detach())
+                if relative_error(full_out, whole) > GPU_TOLERANCE[dtype]:
+                    failures.put(f"rank {rank}, {case}: gather_sequence differs")
+    except Exception as e:  # reported through the queue, like the CPU workers
+        failures.put(f"rank {rank}: {type(e).__name__}: {e}")
+    finally:
+        dist.destroy_process_group()
+        failures.close()
+        failures.join_thread()
+        os._exit(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA GPUs")
+def test_cuda_shards_over_nccl_equal_the_single_gpu_op(seed):
+    ctx = mp.get_context("spawn")
+    failures = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "rendezvous")
+        mp.start_processes(_gpu_worker, args=(2, init_file, seed, failures), nprocs=2,
+                           join=True, start_method="spawn")
+    messages = []
+    while not failures.empty():
+        messages.append(failures.get())
+    assert not messages, "\n".join(messages)
