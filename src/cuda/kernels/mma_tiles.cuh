@@ -98,6 +98,55 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// One tile of an online softmax for the thread's MT x 2 rows (a row is spread over a quad of
+// lanes): the scores s (log2 units, -inf where masked) become exp2(s - running max), the running
+// maxima and sums advance, and the output accumulators o are rescaled when a maximum moved
+// (once the maxima settle, most tiles move none: the rescale is skipped then).
+template <int MT, int NT, int DT>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float (&row_max)[MT][2],
+                                                    float (&row_sum)[MT][2],
+                                                    float (&o)[MT][DT][4]) {
+  float corrections[MT][2];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = row_max[m][r];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float ref = mx == -INFINITY ? 0.0f : mx;  // a row with every key masked so far
+      const float correction = fast_exp2(row_max[m][r] - ref);
+      row_max[m][r] = mx;
+      float sum = 0;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        s[m][n][2 * r] = fast_exp2(s[m][n][2 * r] - ref);
+        s[m][n][2 * r + 1] = fast_exp2(s[m][n][2 * r + 1] - ref);
+        sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
+      }
+      row_sum[m][r] = row_sum[m][r] * correction + sum;
+      corrections[m][r] = correction;
+    }
+  }
+  bool rescale = false;
+#pragma unroll
+  for (int m = 0; m < MT; ++m) rescale |= corrections[m][0] != 1.0f || corrections[m][1] != 1.0f;
+  if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        o[m][d][0] *= corrections[m][0];
+        o[m][d][1] *= corrections[m][0];
+        o[m][d][2] *= corrections[m][1];
+        o[m][d][3] *= corrections[m][1];
+      }
+    }
+  }
+}
+
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;
 
