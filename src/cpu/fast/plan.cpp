@@ -51,8 +51,15 @@ ForwardPlan plan_forward(const Params& p) {
   int64_t dilation = 1;
   for (int i = 0; i < p.num_patterns; ++i) dilation = std::max(dilation, p.patterns[i].dilation);
   plan.chunk = plan.shape.query_tile * std::min<int64_t>(dilation, 16);
-  // Token grids: 4 query tiles per pattern share the keys a task gathers per segment.
-  if (has_grid(p)) plan.chunk *= 4;
+  // Token grids: a task gathers each segment's reordered keys once for all its query tiles, so
+  // tasks span a whole segment (up to 2048 positions; at least 4 query tiles per pattern).
+  if (has_grid(p)) {
+    int64_t segment = 0;
+    for (int i = 0; i < p.num_patterns; ++i) {
+      segment = std::max(segment, std::min<int64_t>(p.patterns[i].segment, 2048));
+    }
+    plan.chunk = std::max(plan.chunk * 4, round_up(segment, plan.shape.query_tile));
+  }
   plan.chunk = std::min(plan.chunk, p.seqlen);
   // Block patterns: tasks hold whole query blocks, which share their key blocks (up to blocks
   // of 1024 positions: the per-position state of a task grows with its chunk).
