@@ -155,10 +155,26 @@ namespace {
 BlockPhases block_phases(const Params& p, const TileShape& shape) {
   BlockPhases phases;
   const int64_t size = p.blocks.block_size;
-  // Super-blocks of about 1024 positions: a packed key tile serves every query tile of up to
-  // 1024 queries per head, a packed query tile every key tile of up to 1024 keys. (With 256,
-  // packing and scattering key tiles took ~30% of the backward: bench/NOTES.md.)
-  phases.super = std::max<int64_t>(1, 1024 / size);
+  // Super-blocks of up to 4096 positions: a packed key tile serves every kept query tile of
+  // the query super-block, a packed query tile every kept key tile of the key super-block, so
+  // larger ones pack and scatter less, the more so at low density (with 256 positions packing
+  // took ~30% of a dense backward; 4096 against 1024 measured 10-40% faster backward from 20%
+  // to 100% density: bench/NOTES.md). Halved while a phase would hold fewer than 2 tasks per
+  // thread (tasks of a phase own disjoint rows).
+  const int64_t threads = thread_count(p.num_threads);
+  auto tasks_per_phase = [&](int64_t super) {
+    int64_t tasks = 0;
+    for (int64_t b = 0; b < p.batch; ++b) {
+      tasks += ceil_div(block_count(seq_length(p, b), size), super) * p.heads_kv;
+    }
+    return tasks;
+  };
+  int64_t positions = 4096;
+  while (positions > 1024 &&
+         tasks_per_phase(std::max<int64_t>(1, positions / size)) < 2 * threads) {
+    positions /= 2;
+  }
+  phases.super = std::max<int64_t>(1, positions / size);
   phases.key_tiles =
       std::min(shape.bwd_block_key_tiles, phases.super * ceil_div(size, shape.bwd_key_tile));
   phases.tasks_before.assign(static_cast<size_t>(p.batch + 1), 0);
