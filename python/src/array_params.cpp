@@ -279,4 +279,18 @@ dilated::Params make_params(const Arrays& arrays, const LayerOptions& options) {
   return p;
 }
 
+LayerOptions dilated_options(std::vector<int64_t> segments, std::vector<int64_t> dilations,
+                             std::string mode, bool causal, std::optional<double> scale,
+                             std::string head_offsets, int32_t num_threads) {
+  LayerOptions o;
+  o.segment_lengths = std::move(segments);
+  o.dilation_rates = std::move(dilations);
+  o.mode = std::move(mode);
+  o.causal = causal;
+  o.scale = scale ? *scale : std::nan("");
+  o.head_offsets = std::move(head_offsets);
+  o.num_threads = num_threads;
+  return o;
+}
+
 }  // namespace dilated_python

@@ -49,6 +49,34 @@ struct Arrays {
   const OutArray* dv = nullptr;
 };
 
+// The dilated part of a layer's options (no block patterns, not deterministic), as both
+// bindings take it from Python (scale None: 1/sqrt(head_dim)).
+LayerOptions dilated_options(std::vector<int64_t> segments, std::vector<int64_t> dilations,
+                             std::string mode, bool causal, std::optional<double> scale,
+                             std::string head_offsets, int32_t num_threads);
+
+// A forward call's arrays (lse may be null) and a backward call's.
+inline Arrays forward_arrays(const InArray& q, const InArray& k, const InArray& v,
+                             const OutArray& out, const OutArray* lse) {
+  Arrays a;
+  a.q = &q;
+  a.k = &k;
+  a.v = &v;
+  a.out = &out;
+  a.lse = lse;
+  return a;
+}
+inline Arrays backward_arrays(const InArray& dout, const InArray& q, const InArray& k,
+                              const InArray& v, const OutArray& out, const OutArray& lse,
+                              const OutArray& dq, const OutArray& dk, const OutArray& dv) {
+  Arrays a = forward_arrays(q, k, v, out, &lse);
+  a.dout = &dout;
+  a.dq = &dq;
+  a.dk = &dk;
+  a.dv = &dv;
+  return a;
+}
+
 // Checks ranks, shapes, dtypes, devices and strides (raising TypeError / ValueError that name
 // the argument), then fills every Params field. The library's validate() runs afterwards.
 dilated::Params make_params(const Arrays& arrays, const LayerOptions& options);

@@ -177,20 +177,6 @@ nb::dict run(const dilated::Params& p, dilated::Direction dir, const Group& g,
   return stats_dict(stats);
 }
 
-LayerOptions layer(std::vector<int64_t> segments, std::vector<int64_t> dilations, std::string mode,
-                   bool causal, std::optional<double> scale, std::string head_offsets,
-                   int32_t num_threads) {
-  LayerOptions o;
-  o.segment_lengths = std::move(segments);
-  o.dilation_rates = std::move(dilations);
-  o.mode = std::move(mode);
-  o.causal = causal;
-  o.scale = scale ? *scale : std::nan("");
-  o.head_offsets = std::move(head_offsets);
-  o.num_threads = num_threads;
-  return o;
-}
-
 nb::dict dist_forward(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
                       const OutArray& lse, std::vector<int64_t> segment_lengths,
                       std::vector<int64_t> dilation_rates, std::string mode, bool causal,
@@ -198,15 +184,10 @@ nb::dict dist_forward(const InArray& q, const InArray& k, const InArray& v, cons
                       int32_t num_threads, int64_t global_seqlen, int64_t offset, int rank,
                       int size, nb::object all_to_all, nb::object all_gather, nb::object barrier,
                       int64_t exchange_budget, uintptr_t stream, int device_id) {
-  Arrays a;
-  a.q = &q;
-  a.k = &k;
-  a.v = &v;
-  a.out = &out;
-  a.lse = &lse;
-  const dilated::Params p =
-      make_params(a, layer(std::move(segment_lengths), std::move(dilation_rates), std::move(mode),
-                           causal, scale, std::move(head_offsets), num_threads));
+  const Arrays a = forward_arrays(q, k, v, out, &lse);
+  const dilated::Params p = make_params(
+      a, dilated_options(std::move(segment_lengths), std::move(dilation_rates), std::move(mode),
+                         causal, scale, std::move(head_offsets), num_threads));
   return run(p, dilated::Direction::forward,
              {rank, size, global_seqlen, offset, std::move(all_to_all), std::move(all_gather),
               std::move(barrier), exchange_budget, stream, device_id},
@@ -221,19 +202,10 @@ nb::dict dist_backward(const InArray& dout, const InArray& q, const InArray& k, 
                        int32_t num_threads, int64_t global_seqlen, int64_t offset, int rank,
                        int size, nb::object all_to_all, nb::object all_gather, nb::object barrier,
                        int64_t exchange_budget, uintptr_t stream, int device_id) {
-  Arrays a;
-  a.q = &q;
-  a.k = &k;
-  a.v = &v;
-  a.out = &out;
-  a.lse = &lse;
-  a.dout = &dout;
-  a.dq = &dq;
-  a.dk = &dk;
-  a.dv = &dv;
-  const dilated::Params p =
-      make_params(a, layer(std::move(segment_lengths), std::move(dilation_rates), std::move(mode),
-                           causal, scale, std::move(head_offsets), num_threads));
+  const Arrays a = backward_arrays(dout, q, k, v, out, lse, dq, dk, dv);
+  const dilated::Params p = make_params(
+      a, dilated_options(std::move(segment_lengths), std::move(dilation_rates), std::move(mode),
+                         causal, scale, std::move(head_offsets), num_threads));
   return run(p, dilated::Direction::backward,
              {rank, size, global_seqlen, offset, std::move(all_to_all), std::move(all_gather),
               std::move(barrier), exchange_budget, stream, device_id},

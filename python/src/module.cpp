@@ -81,18 +81,12 @@ LayerOptions options_of(std::vector<int64_t> segments, std::vector<int64_t> dila
                         std::string mode, bool causal, std::optional<double> scale,
                         std::string head_offsets, int32_t num_threads, bool deterministic,
                         const BlockArgs& blocks) {
-  LayerOptions o;
+  LayerOptions o = dilated_options(std::move(segments), std::move(dilations), std::move(mode),
+                                   causal, scale, std::move(head_offsets), num_threads);
   o.block_size = blocks.block_size;
   o.block_patterns = blocks.patterns;
   o.block_mask = blocks.mask ? &*blocks.mask : nullptr;
   o.grid = blocks.grid;
-  o.segment_lengths = std::move(segments);
-  o.dilation_rates = std::move(dilations);
-  o.mode = std::move(mode);
-  o.causal = causal;
-  o.scale = scale ? *scale : std::nan("");
-  o.head_offsets = std::move(head_offsets);
-  o.num_threads = num_threads;
   o.deterministic = deterministic;
   return o;
 }
@@ -106,12 +100,7 @@ void forward(const InArray& q, const InArray& k, const InArray& v, const OutArra
              std::optional<InArray> block_mask, std::vector<int64_t> grid) {
   const BlockArgs blocks{block_size, std::move(block_patterns), std::move(block_mask),
                          std::move(grid)};
-  Arrays a;
-  a.q = &q;
-  a.k = &k;
-  a.v = &v;
-  a.out = &out;
-  a.lse = lse ? &*lse : nullptr;
+  const Arrays a = forward_arrays(q, k, v, out, lse ? &*lse : nullptr);
   dilated::Params p = make_params(
       a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
                     scale, std::move(head_offsets), num_threads, false, blocks));
@@ -129,16 +118,7 @@ void backward(const InArray& dout, const InArray& q, const InArray& k, const InA
               std::vector<int64_t> grid) {
   const BlockArgs blocks{block_size, std::move(block_patterns), std::move(block_mask),
                          std::move(grid)};
-  Arrays a;
-  a.q = &q;
-  a.k = &k;
-  a.v = &v;
-  a.out = &out;
-  a.lse = &lse;
-  a.dout = &dout;
-  a.dq = &dq;
-  a.dk = &dk;
-  a.dv = &dv;
+  const Arrays a = backward_arrays(dout, q, k, v, out, lse, dq, dk, dv);
   dilated::Params p = make_params(
       a, options_of(std::move(segment_lengths), std::move(dilation_rates), std::move(mode), causal,
                     scale, std::move(head_offsets), num_threads, deterministic, blocks));
