@@ -22,33 +22,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_device.cuh"
 #include "dilated/dilated.hpp"
 
 namespace {
 
 using dilated::BlockKind;
 using dilated::BlockPattern;
-
-#define CHECK_CUDA(x)                                              \
-  do {                                                             \
-    cudaError_t e = (x);                                           \
-    if (e != cudaSuccess) {                                        \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                \
-    }                                                              \
-  } while (0)
-
-template <typename T>
-__global__ void fill_random_typed(T* data, int64_t count, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 16;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    data[i] = static_cast<T>(static_cast<float>(h & 0xffffff) / 8388608.0f - 1.0f);
-  }
-}
 
 struct Options {
   int64_t seqlen = 16384, heads = 8, head_dim = 64, block = 64, repeats = 10;
@@ -167,13 +147,7 @@ class Problem {
   }
   Tensor random_tensor(int64_t count, uint32_t seed) {
     void* ptr = alloc(count * dilated::dtype_size(p_.dtype));
-    if (p_.dtype == dilated::DType::bf16) {
-      fill_random_typed<<<1024, 256>>>(static_cast<__nv_bfloat16*>(ptr), count, seed);
-    } else if (p_.dtype == dilated::DType::f16) {
-      fill_random_typed<<<1024, 256>>>(static_cast<__half*>(ptr), count, seed);
-    } else {
-      fill_random_typed<<<1024, 256>>>(static_cast<float*>(ptr), count, seed);
-    }
+    bench::fill_random(p_.dtype, ptr, count, seed);
     return dilated::contiguous_tensor(p_, ptr, p_.heads, p_.head_dim);
   }
 

@@ -13,31 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_device.cuh"
 #include "dilated/dilated.hpp"
 
 namespace {
-
-#define CHECK_CUDA(x)                                              \
-  do {                                                             \
-    cudaError_t e = (x);                                           \
-    if (e != cudaSuccess) {                                        \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e)); \
-      std::exit(1);                                                \
-    }                                                              \
-  } while (0)
-
-// Deterministic pseudo-random values in [-1, 1).
-template <typename T>
-__global__ void fill_random_typed(T* data, int64_t count, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 16;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    data[i] = static_cast<T>(static_cast<float>(h & 0xffffff) / 8388608.0f - 1.0f);
-  }
-}
 
 std::vector<int64_t> parse_list(const std::string& s) {
   std::vector<int64_t> v;
@@ -118,13 +97,7 @@ int main(int argc, char** argv) {
   };
   auto random_tensor = [&](int64_t count, int64_t h, uint32_t seed) {
     void* ptr = alloc(count * elem);
-    if (p.dtype == dilated::DType::bf16) {
-      fill_random_typed<<<1024, 256>>>(static_cast<__nv_bfloat16*>(ptr), count, seed);
-    } else if (p.dtype == dilated::DType::f16) {
-      fill_random_typed<<<1024, 256>>>(static_cast<__half*>(ptr), count, seed);
-    } else {
-      fill_random_typed<<<1024, 256>>>(static_cast<float*>(ptr), count, seed);
-    }
+    bench::fill_random(p.dtype, ptr, count, seed);
     return dilated::contiguous_tensor(p, ptr, h, head_dim);
   };
   p.q = random_tensor(q_elems, heads, 1);

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_device.cuh"
 #include "dilated/dist.hpp"
 #include "dilated/dist_nccl.hpp"
 
@@ -127,28 +128,6 @@ std::vector<Pattern> patterns_for(const Config& c, int64_t n) {
   return p;
 }
 
-template <typename T>
-__global__ void fill_random(T* data, int64_t count, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 16;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    data[i] = static_cast<T>(static_cast<float>(h & 0xffffff) / 8388608.0f - 1.0f);
-  }
-}
-
-void fill(DType dtype, void* data, int64_t count, uint32_t seed) {
-  if (dtype == DType::bf16) {
-    fill_random<<<1024, 256>>>(static_cast<__nv_bfloat16*>(data), count, seed);
-  } else if (dtype == DType::f16) {
-    fill_random<<<1024, 256>>>(static_cast<__half*>(data), count, seed);
-  } else {
-    fill_random<<<1024, 256>>>(static_cast<float*>(data), count, seed);
-  }
-}
-
 // All threads of one P wait for each other (host side) and agree on a flag.
 class Rendezvous {
  public:
@@ -200,7 +179,7 @@ class RankTensors {
       ok_ = false;
       return;
     }
-    for (int i : {0, 1, 2, 4}) fill(c.dtype, ptrs_[i], sizes[i], seed + 17u * i);
+    for (int i : {0, 1, 2, 4}) bench::fill_random(c.dtype, ptrs_[i], sizes[i], seed + 17u * i);
     cudaDeviceSynchronize();
   }
   ~RankTensors() {
