@@ -2,10 +2,10 @@
 // poisoned with NaN before every run (DESIGN 5).
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cstdio>
 
 #include "cuda/device_problem.hpp"
+#include "cuda/oracle_check.hpp"
 
 namespace dilated::testing {
 namespace {
@@ -17,40 +17,9 @@ const Backend& cuda() {
 // Largest device / oracle error ratio of the 16-bit cases run so far (printed by the sweeps).
 double worst_ratio_seen = 0;
 
-// Runs `config` on the device and on the oracle (in its dtype and in float32) and checks
-// forward and backward. Returns false (after reporting) on a mismatch.
+// The shared check (oracle_check.hpp) on the CUDA backend, tracking the worst ratio.
 bool check_against_oracle(const ProblemConfig& config, uint64_t seed) {
-  HostProblem device(config, seed);
-  HostProblem oracle(config, seed);
-  std::unique_ptr<HostProblem> exact = exact_twin(oracle);
-  EXPECT_TRUE(forward(oracle.params(), {}, "reference").ok());
-  EXPECT_TRUE(forward(exact->params(), {}, "reference").ok());
-  EXPECT_TRUE(backward(exact->params(), {}, "reference").ok());
-
-  DeviceProblem on_device(cuda(), device);
-  const Status fwd = on_device.run(Direction::forward);
-  EXPECT_TRUE(fwd.ok()) << fwd.message() << "\n" << config.describe();
-  const Status bwd = on_device.run(Direction::backward);
-  EXPECT_TRUE(bwd.ok()) << bwd.message() << "\n" << config.describe();
-  on_device.copy_outputs_back();
-  // The backward reads the stored forward output (delta = <dout, out>, DESIGN 2.5): give the
-  // oracle's backward the very out the device's backward read, so that both start from the
-  // same rounded inputs; its forward output was compared above.
-  const std::vector<double> oracle_out = oracle.read("out");
-  oracle.set("out", device.read("out"));
-  EXPECT_TRUE(backward(oracle.params(), {}, "reference").ok());
-  AccuracyReport report = compare_with_oracle(device, oracle, *exact, {"lse", "dq", "dk", "dv"});
-  oracle.set("out", oracle_out);
-  const AccuracyReport forward_report = compare_with_oracle(device, oracle, *exact, {"out"});
-  report.lines.insert(report.lines.begin(), forward_report.lines.begin(),
-                      forward_report.lines.end());
-  report.ok = report.ok && forward_report.ok;
-  report.worst_ratio = std::max(report.worst_ratio, forward_report.worst_ratio);
-  worst_ratio_seen = std::max(worst_ratio_seen, report.worst_ratio);
-  std::string lines;
-  for (const std::string& l : report.lines) lines += "  " + l + "\n";
-  EXPECT_TRUE(report.ok) << config.describe() << " seed=" << seed << "\n" << lines;
-  return report.ok && fwd.ok() && bwd.ok();
+  return testing::check_against_oracle(cuda(), config, seed, &worst_ratio_seen);
 }
 
 RandomLimits gpu_limits() {
