@@ -101,10 +101,14 @@ class _DeviceCollectives:
     does not wait for the work queued on the compute stream (the library has waited for what
     it sends), and is complete when it returns (the library reads the results next)."""
 
+    _streams: dict = {}  # one side stream per device, made once
+
     def __init__(self, group, device):
         self.group = group
         self.device = device
-        self.stream = torch.cuda.Stream(device=device)
+        if device not in self._streams:
+            self._streams[device] = torch.cuda.Stream(device=device)
+        self.stream = self._streams[device]
 
     def _tensor(self, x):
         return x if x is not None else torch.empty(0, dtype=torch.uint8, device=self.device)
