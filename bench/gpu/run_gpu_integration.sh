@@ -18,5 +18,4 @@ echo "== dilated list / check / bench on the GPU"
 ./build-int/bin/dilated check --backend cuda 2>&1 | tail -8
 ./build-int/bin/dilated bench --suite seed --backend cuda --format table 2>"$OUT/int_bench_progress.log" | tee "$OUT/int_bench_seed.txt" | tail -12
 echo "== Python with CUDA"
-DILATED_CUDA=ON python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/pysite . >"$OUT/int_pip.log" 2>&1 || { tail -20 "$OUT/int_pip.log"; exit 1; }
-PYTHONPATH=/tmp/pysite python3 -m pytest tests/python -q -p no:cacheprovider 2>&1 | tail -15
+bench/gpu/run_python_gpu.sh install test
