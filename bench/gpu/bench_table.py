@@ -9,14 +9,14 @@ KEY = ("mode", "b", "n", "h", "d", "segments", "dilations", "dtype", "causal")
 
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.startswith("{")]
-    ours = [r for r in rows if r.get("impl") == "dilated-cuda"]
-    print("| mode | causal | N | H | D | ours fwd ms | bwd ms | fwd+bwd ms | fwd TFLOP/s | fwd+bwd TFLOP/s "
+    ours = [r for r in rows if r.get("impl", "").startswith("dilated-cuda")]
+    print("| impl | mode | causal | N | H | D | ours fwd ms | bwd ms | fwd+bwd ms | fwd TFLOP/s | fwd+bwd TFLOP/s "
           "| (a) fwd / fwd+bwd ms | (b) fwd / fwd+bwd ms | (c) fwd / fwd+bwd ms | (a)/ours fwd | (a)/ours fwd+bwd "
           "| ours/(b) fwd | ours/(b) fwd+bwd |")
-    print("|" + "---|" * 17)
+    print("|" + "---|" * 18)
     for r in ours:
         key = tuple(r[k] for k in KEY)
-        base = {b["impl"][-2]: b for b in rows if b.get("impl") != "dilated-cuda" and tuple(b.get(k) for k in KEY) == key}
+        base = {b["impl"][-2]: b for b in rows if not b.get("impl", "").startswith("dilated") and tuple(b.get(k) for k in KEY) == key}
 
         def pair(tag):
             b = base.get(tag)
@@ -27,7 +27,7 @@ def main(path):
             if not b:
                 return "-"
             return f"{(r[field] / b[field]) if invert else (b[field] / r[field]):.2f}"
-        print(f"| {r['mode']} | {r['causal']} | {r['n']} | {r['h']} | {r['d']} | {r['fwd_ms']:.3f} | {r['bwd_ms']:.3f} "
+        print(f"| {r['impl'].removeprefix('dilated-')} | {r['mode']} | {r['causal']} | {r['n']} | {r['h']} | {r['d']} | {r['fwd_ms']:.3f} | {r['bwd_ms']:.3f} "
               f"| {r['fwdbwd_ms']:.3f} | {r['fwd_tflops']:.0f} | {r['fwdbwd_tflops']:.0f} | {pair('a')} | {pair('b')} "
               f"| {pair('c')} | {ratio('a', 'fwd_ms')} | {ratio('a', 'fwdbwd_ms')} | {ratio('b', 'fwd_ms', True)} "
               f"| {ratio('b', 'fwdbwd_ms', True)} |")

@@ -161,17 +161,21 @@ int main(int argc, char** argv) {
   const double flops = dilated::forward_flops(p);
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  // DILATED_CUDA_HOPPER=0 keeps the portable kernels on a Hopper card: named apart.
+  const char* hopper_env = std::getenv("DILATED_CUDA_HOPPER");
+  const bool portable = hopper_env && std::string(hopper_env) == "0";
   std::printf(
-      "{\"impl\": \"dilated-cuda\", \"gpu\": \"%s\", \"mode\": \"%s\", \"b\": %lld, \"n\": %lld, "
+      "{\"impl\": \"%s\", \"gpu\": \"%s\", \"mode\": \"%s\", \"b\": %lld, \"n\": %lld, "
       "\"h\": %lld, \"h_kv\": %lld, \"d\": %lld, \"segments\": \"%s\", \"dilations\": \"%s\", "
       "\"dtype\": \"%s\", \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwdbwd_ms\": %.4f, "
       "\"fwd_tflops\": %.1f, \"fwdbwd_tflops\": %.1f, \"fwd_flops\": %.6e, \"workspace_bytes\": "
       "%lld, \"status\": \"ok\"}\n",
-      prop.name, mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seqlen),
-      static_cast<long long>(heads), static_cast<long long>(p.heads_kv),
-      static_cast<long long>(head_dim), segments.c_str(), dilations.c_str(), dtype.c_str(),
-      causal ? "true" : "false", fwd, bwd, both, flops / fwd * 1e-9, 3.5 * flops / both * 1e-9,
-      flops, static_cast<long long>(p.workspace_bytes));
+      portable ? "dilated-cuda-portable" : "dilated-cuda", prop.name, mode.c_str(),
+      static_cast<long long>(batch), static_cast<long long>(seqlen), static_cast<long long>(heads),
+      static_cast<long long>(p.heads_kv), static_cast<long long>(head_dim), segments.c_str(),
+      dilations.c_str(), dtype.c_str(), causal ? "true" : "false", fwd, bwd, both,
+      flops / fwd * 1e-9, 3.5 * flops / both * 1e-9, flops,
+      static_cast<long long>(p.workspace_bytes));
   for (void* ptr : owned) cudaFree(ptr);
   return 0;
 }

@@ -20,7 +20,10 @@ ninja -C $BUILD cuda_tests cuda_backend_timing >"$OUT/build.log" 2>&1 || { grep 
 echo "build: $(( $(date +%s) - start )) s"
 
 if [[ $what == tests || $what == all ]]; then
-  ./$BUILD/bin/cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^\[  (FAILED|PASSED|  OK|SKIPPED) |error|Failure|device error" | head -60
+  # ctest runs each test in its own process, 8 at a time (the suite takes ~5 min in one).
+  ctest --test-dir $BUILD -L gpu -j 8 --output-on-failure --timeout 900 >"$OUT/cuda_tests.log" 2>&1
+  grep -E "tests passed|tests failed|\(Failed\)|Skipped|Not Run" "$OUT/cuda_tests.log" | head -30
+  grep -E "Failure|error ratio|device error" "$OUT/cuda_tests.log" | head -30
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 3 ./$BUILD/bin/cuda_tests \
       --gtest_filter='CudaSanitizerSubset.*' >"$OUT/sanitizer_$tool.log" 2>&1
@@ -30,8 +33,9 @@ if [[ $what == tests || $what == all ]]; then
 fi
 
 if [[ $what == bench || $what == all ]]; then
-  run_case() {  # args for both programs
+  run_case() {  # args for both programs; on Hopper also the portable kernels (same run)
     ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
+    DILATED_CUDA_HOPPER=0 ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
     python3 bench/gpu/torch_baselines.py "$@" | tee -a "$OUT/bench.jsonl"
   }
   : >"$OUT/bench.jsonl"

@@ -9,6 +9,9 @@
 #include "cuda/kernels/mma_forward.cuh"
 #include "cuda/launchers.hpp"
 #include "cuda/mma_launch.hpp"
+#if DILATED_WITH_HOPPER
+#include "cuda/hopper/hopper_launch.hpp"
+#endif
 
 namespace dilated::cuda {
 namespace {
@@ -55,6 +58,13 @@ int64_t mma_backward_tile_rows(const Params&) {
 }
 
 void mma_forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+#if DILATED_WITH_HOPPER
+  int sm = 0;
+  if (device_sm(&sm).ok() && hopper::forward_unsupported(p, sm)[0] == '\0') {
+    hopper::forward_pass(p, pass, stream);
+    return;
+  }
+#endif
   if (p.dtype == DType::bf16) {
     mma_forward_pass_for<__nv_bfloat16>(p, pass, stream);
   } else {

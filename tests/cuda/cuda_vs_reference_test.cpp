@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "cuda/device_problem.hpp"
 #include "cuda/oracle_check.hpp"
@@ -56,6 +57,17 @@ TEST(CudaVsReference, HeadGroupsRandom) {
   sweep(Mode::head_groups, 100);
 }
 
+// On a Hopper card the forward runs the sm_90a kernels; the portable tensor-core forward (the
+// path of every other card) is checked there too. Each ctest test is its own process, so the
+// variable does not reach other tests.
+TEST(CudaVsReference, PortableForwardWhereHopperWouldRun) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  setenv("DILATED_CUDA_HOPPER", "0", 1);
+  sweep(Mode::longnet, 40);
+  sweep(Mode::head_groups, 40);
+  unsetenv("DILATED_CUDA_HOPPER");
+}
+
 // Sizes where the tensor-core kernels run several key and query tiles, causal and not.
 TEST(CudaVsReference, TensorCoreTiles) {
   DILATED_REQUIRE_BACKEND(cuda());
@@ -75,6 +87,26 @@ TEST(CudaVsReference, TensorCoreTiles) {
         c.mode = causal ? Mode::longnet : Mode::head_groups;
         if (!check_against_oracle(c, seed)) return;
       }
+    }
+  }
+}
+
+// Segments of many key tiles, so the double-buffered tiles are reused several times over.
+TEST(CudaVsReference, LongSegments) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (int64_t d : {64, 128}) {
+    for (bool causal : {false, true}) {
+      ProblemConfig c;
+      c.seqlen = 1500;
+      c.heads = 2;
+      c.heads_kv = 1;
+      c.head_dim = c.head_dim_v = d;
+      c.dtype = d == 64 ? DType::f16 : DType::bf16;
+      c.causal = causal;
+      c.patterns = {{1500, 1}, {1024, 2}};
+      c.mode = Mode::longnet;
+      if (!check_against_oracle(c, seed)) return;
     }
   }
 }

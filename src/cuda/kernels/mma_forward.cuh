@@ -5,6 +5,7 @@
 // running max, sum and output in registers.
 #pragma once
 
+#include "cuda/kernels/forward_rows.cuh"
 #include "cuda/kernels/mma_tiles.cuh"
 
 namespace dilated::cuda {
@@ -52,7 +53,6 @@ __global__ void __launch_bounds__(kMmaThreads)
   const SegmentRows rows = tr.queries, key_rows = tr.keys;
   const int q0 = static_cast<int>(tc.tile) * kForwardRows;
   if (q0 >= rows.count) return;
-  const int count = static_cast<int>(rows.count);
   const int key_count = static_cast<int>(key_rows.count);
   const int shift = static_cast<int>(tr.shift);
   const int64_t kv_head = kv_head_of(p, head);
@@ -116,21 +116,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     const int key0 = kt * BN;
     const bool needs_mask =
         key0 + BN > key_count || (p.causal && key0 + BN > q0 + warp_row0 + shift);
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[m][n][e] * scale_log2;
-          if (needs_mask) {
-            const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-            if (key >= key_count || (p.causal && key > row_idx[m][e / 2] + shift)) x = -INFINITY;
-          }
-          s[m][n][e] = x;
-        }
-      }
-    }
+    scale_and_mask_scores(s, scale_log2, needs_mask, key0, key_count, p.causal, row_idx, shift);
     online_softmax_tile<MT, NT, DT>(s, row_max, row_sum, o);
     uint32_t pa[1][MT][NT / 2][4];
     accumulators_to_a<Elem, 1, MT, NT / 2>(pa, s);
@@ -139,53 +125,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     __syncthreads();  // the next iteration's prefetch overwrites this buffer
   }
 
-  // Epilogue: rows -> out (or the running fp32 merge) and lse.
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[m][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
-      // Rows past the slice, and rows that see no key (their sum is 0), are not written.
-      const bool valid =
-          row_idx[m][r] < count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
-      const int64_t token =
-          valid ? token_index(p, b, grid_row(pass.order, rows.first + row_idx[m][r] * hp.dilation))
-                : 0;
-      const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
-      const float inv = 1.0f / sum;
-      if (!pass.out_acc.data) {
-        if (valid) {
-          Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
-          const float f = inv * output_scale(p);
-#pragma unroll
-          for (int d = 0; d < DT; ++d) {
-            *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
-                pack2<Elem>(o[m][d][2 * r] * f, o[m][d][2 * r + 1] * f);
-          }
-          if (pass.lse && lane % 4 == 0) pass.lse[lse_at] = lse;
-        }
-        continue;
-      }
-      const MergeWeights mw = merge_weights(valid ? pass.lse[lse_at] : 0.0f, lse);
-      __syncwarp();
-      if (valid) {
-        float* acc =
-            static_cast<float*>(pass.out_acc.data) + token_offset(p, pass.out_acc, token, head);
-        const float f = mw.new_weight * inv;
-#pragma unroll
-        for (int d = 0; d < DT; ++d) {
-          float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
-          const float2 old = *a;
-          *a = make_float2(mw.old_weight * old.x + f * o[m][d][2 * r],
-                           mw.old_weight * old.y + f * o[m][d][2 * r + 1]);
-        }
-        if (lane % 4 == 0) pass.lse[lse_at] = mw.lse;
-      }
-    }
-  }
+  store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
+                           row_sum);
 }
 
 }  // namespace dilated::cuda

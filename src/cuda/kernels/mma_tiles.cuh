@@ -42,10 +42,11 @@ __device__ __forceinline__ RowSpan make_span(const Params& p, const Tensor& t, i
 
 // The tensor rows of the tile rows one thread copies (-1: past the run). With a grid these are
 // order[] reads: kernels that stream tiles locate the next tile's rows one iteration ahead, so
-// that the reads are in flight while the current tile computes.
-template <int Rows, int D, int Threads>
+// that the reads are in flight while the current tile computes. TileLayout: SmemTile, or any
+// layout with kChunks, chunk_offset and kRowBytes (bytes between rows in one chunk column).
+template <int Rows, int D, int Threads, class TileLayout = SmemTile<Rows, D>>
 struct TileRows {
-  using Tile = SmemTile<Rows, D>;
+  using Tile = TileLayout;
   // Each thread copies one fixed chunk column of every kRowStep-th row; kRowStep is a
   // multiple of 8, so the destination swizzle stays the same for all of them.
   static_assert(Threads % Tile::kChunks == 0 && (Threads / Tile::kChunks) % 8 == 0, "layout");
@@ -66,10 +67,10 @@ struct TileRows {
 };
 
 // Copies the rows located in `rows` of span's tensor into a swizzled tile (zeros past the run).
-template <typename Elem, int Rows, int D, int Threads>
-__device__ __forceinline__ void load_tile_rows_async(Elem* tile, const RowSpan& span,
-                                                     const TileRows<Rows, D, Threads>& rows) {
-  using Located = TileRows<Rows, D, Threads>;
+template <typename Elem, int Rows, int D, int Threads, class TileLayout>
+__device__ __forceinline__ void load_tile_rows_async(
+    Elem* tile, const RowSpan& span, const TileRows<Rows, D, Threads, TileLayout>& rows) {
+  using Located = TileRows<Rows, D, Threads, TileLayout>;
   using Tile = typename Located::Tile;
   const int chunk = threadIdx.x % Tile::kChunks;
   const int row0 = threadIdx.x / Tile::kChunks;
@@ -84,9 +85,9 @@ __device__ __forceinline__ void load_tile_rows_async(Elem* tile, const RowSpan& 
   }
 }
 
-template <typename Elem, int Rows, int D, int Threads>
+template <typename Elem, int Rows, int D, int Threads, class TileLayout = SmemTile<Rows, D>>
 __device__ __forceinline__ void load_tile_async(Elem* tile, const RowSpan& span) {
-  TileRows<Rows, D, Threads> rows;
+  TileRows<Rows, D, Threads, TileLayout> rows;
   rows.locate(span);
   load_tile_rows_async<Elem, Rows, D, Threads>(tile, span, rows);
 }

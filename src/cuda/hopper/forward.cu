@@ -1,0 +1,54 @@
+// Launches of the Hopper forward, one instantiation per element type and head dim (64, 128).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/hopper/forward_kernel.cuh"
+#include "cuda/hopper/hopper_launch.hpp"
+#include "cuda/kernel_launch.hpp"
+#include "cuda/kernels/mma_forward.cuh"
+
+namespace dilated::cuda::hopper {
+namespace {
+
+static_assert(kRows == kForwardRows, "the Hopper forward shares the portable forward's tiles");
+
+template <typename Elem, int D>
+void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+  constexpr int smem = ForwardSmem<D>::kBytes;
+  // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
+  cudaFuncSetAttribute(forward_kernel<Elem, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  forward_kernel<Elem, D>
+      <<<pass_grid(pass, pass.head_count, p.batch), kThreads, smem, stream>>>(p, pass);
+}
+
+template <typename Elem>
+void launch_for(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+  if (p.head_dim == 64) {
+    launch<Elem, 64>(p, pass, stream);
+  } else {
+    launch<Elem, 128>(p, pass, stream);
+  }
+}
+
+}  // namespace
+
+const char* forward_unsupported(const Params& p, int sm) {
+  if (sm != 90) return "the Hopper kernels run on compute capability 9.0 only";
+  if (p.head_dim != 64 && p.head_dim != 128) return "the Hopper forward takes head dims 64, 128";
+  const char* env = std::getenv("DILATED_CUDA_HOPPER");
+  if (env && std::strcmp(env, "0") == 0) return "DILATED_CUDA_HOPPER=0";
+  return "";
+}
+
+void forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+  if (p.dtype == DType::bf16) {
+    launch_for<__nv_bfloat16>(p, pass, stream);
+  } else {
+    launch_for<__half>(p, pass, stream);
+  }
+}
+
+}  // namespace dilated::cuda::hopper

@@ -1,0 +1,94 @@
+// Hopper (sm_90a) warpgroup building blocks: the shared-memory tile layout wgmma reads, its
+// matrix descriptors, and the wgmma.mma_async / fence / commit / wait instructions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace dilated::cuda::hopper {
+
+// A [Rows x Cols] tile of 16-bit elements in the canonical 128-byte-swizzle layout: the columns
+// are cut into 64-wide halves (one 128-byte line per row), each half stored as its own
+// [Rows x 64] block, and the 16-byte chunks of a line XORed with row % 8. wgmma reads the same
+// bytes as a K-major operand (rows = M or N, columns = K) or, transposed, as an N-major one
+// (rows = K, columns = N). The tile must start at a 1024-byte boundary (the swizzle repeats
+// every 8 lines).
+template <int Rows, int Cols>
+struct GmmaTile {
+  static_assert(Cols % 64 == 0 && Rows % 8 == 0, "whole 64-column halves and 8-row groups");
+  static constexpr int kChunks = Cols / 8;  // 16-byte chunks per row
+  static constexpr int kElements = Rows * Cols;
+  static constexpr int kRowBytes = 128;          // between rows of one half
+  static constexpr int kHalfBytes = Rows * 128;  // between 64-column halves
+  __device__ __forceinline__ static int chunk_offset(int row, int chunk) {
+    return (chunk / 8) * Rows * 64 + row * 64 + ((chunk % 8) ^ (row % 8)) * 8;
+  }
+};
+
+// Matrix descriptor of a 128-byte-swizzled operand at shared address `address`:
+// leading and stride byte offsets as wgmma defines them for the operand's major-ness.
+__device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t leading_bytes,
+                                              uint32_t stride_bytes) {
+  return static_cast<uint64_t>((address & 0x3FFFF) >> 4) |
+         static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFF) << 16 |
+         static_cast<uint64_t>((stride_bytes >> 4) & 0x3FFF) << 32 |
+         static_cast<uint64_t>(1) << 62;  // layout type 1: 128-byte swizzle
+}
+
+// K-major operand (A, or B of A * B^T): rows at 128 bytes, 8-row groups at 1024; the leading
+// offset is unused for swizzled K-major layouts (1 by convention). Step kk of 16 columns of a
+// GmmaTile<Rows, ...> starting at row `row0`.
+template <int Rows>
+__device__ __forceinline__ uint64_t k_major_desc(uint32_t tile, int row0, int kk) {
+  const uint32_t address = tile + (kk / 4) * Rows * 128 + row0 * 128 + (kk % 4) * 32;
+  return make_desc(address, 16, 1024);
+}
+
+// N-major operand B [K x N] stored as a GmmaTile<K rows, N cols>: 8-row (K) groups at 1024
+// bytes (stride offset), 64-column (N) halves at Rows * 128 (leading offset). Step kk covers
+// rows 16 kk .. 16 kk + 15.
+template <int Rows>
+__device__ __forceinline__ uint64_t n_major_desc(uint32_t tile, int kk) {
+  return make_desc(tile + kk * 16 * 128, Rows * 128, 1024);
+}
+
+// Makes this thread's ordinary (and cp.async) shared-memory writes visible to the async proxy
+// that wgmma reads through; the barrier after it orders them across threads.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Orders register and shared-memory accesses before the warpgroup's next wgmma.
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
+// Keeps the compiler from moving accesses of accumulators across an asynchronous product.
+template <int N>
+__device__ __forceinline__ void pin_accumulators(float (&d)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+  }
+}
+
+template <typename Elem, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc,
+                                         int accumulate);
+template <typename Elem, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4],
+                                         uint64_t b_desc);
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#include "cuda/hopper/wgmma_ops.inc"
+#endif
+
+}  // namespace dilated::cuda::hopper

@@ -1,0 +1,91 @@
+// The per-row steps every tensor-core forward shares, whatever issues its matrix products
+// (mma.sync here, wgmma on Hopper): scores scaled and masked on m16n8 accumulator tiles, and
+// the finished rows written out (or merged into the pass's fp32 accumulators) with their lse.
+#pragma once
+
+#include "cuda/kernels/attention_common.cuh"
+#include "cuda/kernels/mma_tiles.cuh"
+
+namespace dilated::cuda {
+
+// s[m][n] holds scores of rows row_idx[m][0..1] (selected-row indices) and keys key0 + 8n + ..;
+// they become log2 units, -inf for keys past the slice or, causal, after the row (+ shift).
+template <int MT, int NT>
+__device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], float scale_log2,
+                                                      bool needs_mask, int key0, int key_count,
+                                                      bool causal, const int (&row_idx)[MT][2],
+                                                      int shift) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[m][n][e] * scale_log2;
+        if (needs_mask) {
+          const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+          if (key >= key_count || (causal && key > row_idx[m][e / 2] + shift)) x = -INFINITY;
+        }
+        s[m][n][e] = x;
+      }
+    }
+  }
+}
+
+// Epilogue of a forward pass for the thread's rows: out (or the running fp32 merge) and lse.
+template <typename Elem, int MT, int DT>
+__device__ __forceinline__ void store_forward_rows(
+    const Params& p, const PassInfo& pass, const HeadPattern& hp, const SegmentRows& rows,
+    int key_count, int shift, int64_t b, int64_t head, const int (&row_idx)[MT][2],
+    const float (&o)[MT][DT][4], const float (&row_max)[MT][2], const float (&row_sum)[MT][2]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float sum = row_sum[m][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
+      // Rows past the slice, and rows that see no key (their sum is 0), are not written.
+      const bool valid =
+          row_idx[m][r] < rows.count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
+      const int64_t token =
+          valid ? token_index(p, b, grid_row(pass.order, rows.first + row_idx[m][r] * hp.dilation))
+                : 0;
+      const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
+      const float inv = 1.0f / sum;
+      if (!pass.out_acc.data) {
+        if (valid) {
+          Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+          const float f = inv * output_scale(p);
+#pragma unroll
+          for (int d = 0; d < DT; ++d) {
+            *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
+                pack2<Elem>(o[m][d][2 * r] * f, o[m][d][2 * r + 1] * f);
+          }
+          if (pass.lse && lane % 4 == 0) pass.lse[lse_at] = lse;
+        }
+        continue;
+      }
+      const MergeWeights mw = merge_weights(valid ? pass.lse[lse_at] : 0.0f, lse);
+      __syncwarp();
+      if (valid) {
+        float* acc =
+            static_cast<float*>(pass.out_acc.data) + token_offset(p, pass.out_acc, token, head);
+        const float f = mw.new_weight * inv;
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+          float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
+          const float2 old = *a;
+          *a = make_float2(mw.old_weight * old.x + f * o[m][d][2 * r],
+                           mw.old_weight * old.y + f * o[m][d][2 * r + 1]);
+        }
+        if (lane % 4 == 0) pass.lse[lse_at] = mw.lse;
+      }
+    }
+  }
+}
+
+}  // namespace dilated::cuda
