@@ -21,7 +21,7 @@ echo "build: $(( $(date +%s) - start )) s"
 
 if [[ $what == tests || $what == all ]]; then
   # ctest runs each test in its own process, 8 at a time (the suite takes ~5 min in one).
-  ctest --test-dir $BUILD -L gpu -j 8 --output-on-failure --timeout 900 >"$OUT/cuda_tests.log" 2>&1
+  ctest --test-dir $BUILD -L '^gpu$' -j 8 --output-on-failure --timeout 900 >"$OUT/cuda_tests.log" 2>&1
   grep -E "tests passed|tests failed|\(Failed\)|Skipped|Not Run" "$OUT/cuda_tests.log" | head -30
   grep -E "Failure|error ratio|device error" "$OUT/cuda_tests.log" | head -30
   for tool in memcheck racecheck; do

@@ -1,44 +1,80 @@
-// Hopper forward (sm_90a): the portable forward's algorithm with warpgroup matrix products.
-// A CTA of two warpgroups takes the same 128 selected query rows of one segment of one head as
-// the portable kernel (so the launch plan is shared), 64 rows per warpgroup. K and V tiles of
-// 128 selected keys stream through shared memory in the layout wgmma reads, double-buffered
-// with cp.async (any row stride: the dilation costs nothing, and token grids keep their row
-// mapping). Per tile: S = Q K^T with both operands in shared memory, the online softmax on the
-// accumulators in registers, then O += P V with P taken from registers.
+// Hopper forward (sm_90a): the portable forward's algorithm with warpgroup matrix products
+// and a producer warpgroup. A CTA takes the same 128 selected query rows of one segment of one head
+// as the portable kernel (so the launch plan is shared): two consumer warpgroups of 64 rows
+// each, and a producer warpgroup that streams K and V tiles of 128 selected keys into a ring of
+// shared-memory stages with cp.async (any row stride: the dilation costs nothing, and token
+// grids keep their row mapping), in the layout wgmma reads. Stages pass between them through
+// mbarriers, so the two warpgroups are not held in step: one's softmax overlaps the other's
+// matrix products. Per tile a warpgroup computes S = Q K^T (both operands in shared memory),
+// the online softmax on the accumulators in registers, then O += P V with P from registers.
 #pragma once
 
+#include "cuda/hopper/barriers.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/forward_rows.cuh"
 #include "cuda/kernels/mma_tiles.cuh"
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kThreads = 256;  // two warpgroups
-inline constexpr int kRows = 128;     // query rows per CTA (64 per warpgroup)
-inline constexpr int kKeys = 128;     // keys per tile
+inline constexpr int kConsumerThreads = 256;             // two warpgroups
+inline constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup
+// Registers per thread after the split (setmaxnreg): the producer only computes addresses.
+// 128 x 40 + 256 x 232 fits the 64 Ki registers of an SM.
+inline constexpr int kProducerRegisters = 40;
+inline constexpr int kConsumerRegisters = 232;
+inline constexpr int kRows = 128;  // query rows per CTA (64 per warpgroup)
+inline constexpr int kKeys = 128;  // keys per tile
+inline constexpr int kStages = 3;  // K/V tiles in flight
 
 template <int D>
 struct ForwardSmem {
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
-  // Q, two K and two V buffers, and room to round the base up to 1024 bytes.
-  static constexpr int kBytes = (QueryTile::kElements + 4 * KeyTile::kElements) * 2 + 1024;
+  static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
+  // The tiles, a full and an empty mbarrier per stage, and room to round the base up to 1024.
+  static constexpr int kBytes = kTileBytes + 2 * kStages * 8 + 1024;
 };
+
+// The producer warpgroup's copy of key rows idx0 .. idx0 + kKeys - 1 of the K and V spans (the
+// same positions; rows past the run are zero-filled). Each thread keeps one chunk column.
+template <typename Elem, int D>
+__device__ __forceinline__ void copy_key_tile(Elem* k_tile, Elem* v_tile, const RowSpan& k_span,
+                                              const RowSpan& v_span) {
+  using Tile = GmmaTile<kKeys, D>;
+  constexpr int kRowStep = 128 / Tile::kChunks;
+  const int thread = threadIdx.x % 128;
+  const int chunk = thread % Tile::kChunks;
+  const uint32_t k_base = smem_address(k_tile), v_base = smem_address(v_tile);
+  const Elem* k_src = static_cast<const Elem*>(k_span.base) + chunk * 8;
+  const Elem* v_src = static_cast<const Elem*>(v_span.base) + chunk * 8;
+#pragma unroll 4
+  for (int row = thread / Tile::kChunks; row < kKeys; row += kRowStep) {
+    const int idx = k_span.idx0 + row;
+    const bool valid = idx < k_span.count;
+    const int64_t tensor_row =
+        valid ? grid_row(k_span.order, k_span.first + static_cast<int64_t>(idx) * k_span.step) : 0;
+    const uint32_t offset = Tile::chunk_offset(row, chunk) * 2;
+    cp_async_16(k_base + offset, k_src + tensor_row * k_span.row_stride, valid);
+    cp_async_16(v_base + offset, v_src + tensor_row * v_span.row_stride, valid);
+  }
+}
 
 template <typename Elem, int D>
 __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, const PassInfo pass) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
-  using QueryRows = TileRows<kRows, D, kThreads, QueryTile>;
-  using KeyRows = TileRows<kKeys, D, kThreads, KeyTile>;
   constexpr int NT = kKeys / 8;  // n8 column tiles of scores
   constexpr int DT = D / 8;      // n8 column tiles of output
+  constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
   extern __shared__ unsigned char smem_raw[];
   Elem* q_tile = reinterpret_cast<Elem*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
                                          ~static_cast<uintptr_t>(1023));
   Elem* k_tiles = q_tile + QueryTile::kElements;
-  Elem* v_tiles = k_tiles + 2 * KeyTile::kElements;
+  Elem* v_tiles = k_tiles + kStages * KeyTile::kElements;
+  const uint32_t bars = smem_address(v_tiles + kStages * KeyTile::kElements);
+  auto full = [&](int stage) { return bars + 8 * stage; };
+  auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
 
   const int64_t b = blockIdx.z;
   const int64_t head = pass.head_begin + blockIdx.y;
@@ -55,27 +91,55 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   const int num_keys = static_cast<int>(visible_keys(p.causal, key_count, q0 + kRows - 1, shift));
   if (num_keys == 0) return;
   const int num_key_tiles = (num_keys + kKeys - 1) / kKeys;
-  const float scale_log2 = p.scale * kLog2e;
+  const int lane = threadIdx.x % 32;
 
-  RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
-  RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
-  {
-    QueryRows query_rows;
-    const RowSpan q_span = make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order);
-    query_rows.locate(q_span);
-    load_tile_rows_async<Elem>(q_tile, q_span, query_rows);
+  if (threadIdx.x == 0) {
+    for (int stage = 0; stage < kStages; ++stage) {
+      mbarrier_init(full(stage), 4);  // the producer's warps
+      mbarrier_init(empty(stage), kConsumerThreads / 32);
+    }
   }
-  KeyRows key_rows_next;  // K and V tiles cover the same positions
-  key_rows_next.locate(k_span);
-  load_tile_rows_async<Elem>(k_tiles, k_span, key_rows_next);
-  load_tile_rows_async<Elem>(v_tiles, v_span, key_rows_next);
+  __syncthreads();
+
+  if (threadIdx.x >= kConsumerThreads) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+    // Producer: tile t goes to stage t % kStages once the consumers released that stage's
+    // previous tile; a stage is announced full after the next tile's copies are issued, so
+    // that two tiles' copies are in flight.
+    RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
+    RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
+    for (int t = 0; t < num_key_tiles; ++t) {
+      const int stage = t % kStages;
+      if (t >= kStages) mbarrier_wait(empty(stage), (t / kStages + 1) & 1);
+      k_span.idx0 = v_span.idx0 = t * kKeys;
+      copy_key_tile<Elem, D>(k_tiles + stage * KeyTile::kElements,
+                             v_tiles + stage * KeyTile::kElements, k_span, v_span);
+      cp_async_commit();
+      if (t > 0) {
+        cp_async_wait<1>();
+        fence_proxy_async();  // the copies are read by wgmma next
+        __syncwarp();
+        if (lane == 0) mbarrier_arrive(full((t - 1) % kStages));
+      }
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(full((num_key_tiles - 1) % kStages));
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+  load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
+      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
   cp_async_commit();
-  k_span.idx0 = v_span.idx0 = kKeys;
-  key_rows_next.locate(k_span);  // tile 1, one iteration ahead
+  cp_async_wait<0>();
+  fence_proxy_async();
+  named_barrier_sync(1, kConsumerThreads);
 
   const int warpgroup = threadIdx.x / 128;
   const int warp_row0 = warpgroup * 64 + (threadIdx.x % 128) / 32 * 16;
-  const int lane = threadIdx.x % 32;
+  const float scale_log2 = p.scale * kLog2e;
   int row_idx[1][2];  // selected-row index of the thread's two rows
   row_idx[0][0] = q0 + warp_row0 + lane / 4;
   row_idx[0][1] = row_idx[0][0] + 8;
@@ -85,39 +149,27 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   const uint32_t q_address = smem_address(q_tile);
   const uint32_t k_address = smem_address(k_tiles);
   const uint32_t v_address = smem_address(v_tiles);
-  constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
 
-  for (int kt = 0; kt < num_key_tiles; ++kt) {
-    const int buf = kt % 2;
-    if (kt + 1 < num_key_tiles) {
-      load_tile_rows_async<Elem>(k_tiles + (1 - buf) * KeyTile::kElements, k_span, key_rows_next);
-      load_tile_rows_async<Elem>(v_tiles + (1 - buf) * KeyTile::kElements, v_span, key_rows_next);
-      cp_async_commit();
-      k_span.idx0 = v_span.idx0 = (kt + 2) * kKeys;
-      key_rows_next.locate(k_span);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    fence_proxy_async();  // the copies are read by wgmma next
-    __syncthreads();
+  for (int t = 0; t < num_key_tiles; ++t) {
+    const int stage = t % kStages;
+    mbarrier_wait(full(stage), (t / kStages) & 1);
 
     float s[1][NT][4];
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       wgmma_ss<Elem, kKeys>(s[0], k_major_desc<kRows>(q_address, warpgroup * 64, kk),
-                            k_major_desc<kKeys>(k_address + buf * kKeyTileBytes, 0, kk), kk > 0);
+                            k_major_desc<kKeys>(k_address + stage * kKeyTileBytes, 0, kk), kk > 0);
     }
     wgmma_commit();
     wgmma_wait<0>();
     pin_accumulators(s[0]);
 
-    const int key0 = kt * kKeys;
+    const int key0 = t * kKeys;
     const bool needs_mask =
         key0 + kKeys > key_count || (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
     scale_and_mask_scores(s, scale_log2, needs_mask, key0, key_count, p.causal, row_idx, shift);
-    online_softmax_tile<1, NT, DT>(s, row_max, row_sum, o);
+    online_softmax_tile<1, NT, DT, Elem>(s, row_max, row_sum, o);
     uint32_t pa[1][1][NT / 2][4];
     accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
 
@@ -125,12 +177,13 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
       wgmma_rs<Elem, D>(o[0], pa[0][0][kk],
-                        n_major_desc<kKeys>(v_address + buf * kKeyTileBytes, kk));
+                        n_major_desc<kKeys>(v_address + stage * kKeyTileBytes, kk));
     }
     wgmma_commit();
     wgmma_wait<0>();
     pin_accumulators(o[0]);
-    __syncthreads();  // the next iteration's prefetch overwrites this buffer
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(empty(stage));  // this warp is done with the stage
   }
 
   store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,

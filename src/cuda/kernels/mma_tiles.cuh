@@ -103,7 +103,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // lanes): the scores s (log2 units, -inf where masked) become exp2(s - running max), the running
 // maxima and sums advance, and the output accumulators o are rescaled when a maximum moved
 // (once the maxima settle, most tiles move none: the rescale is skipped then).
-template <int MT, int NT, int DT>
+// RoundTo: the 16-bit type the probabilities enter the next product in, or float. With a
+// 16-bit type they are rounded here, so that the row sums add exactly the weights the product
+// uses: a row whose softmax is peaked then keeps its output close to the dominant value
+// (rounding the numerator's weights alone moves it by up to 2^-9 of that value).
+template <int MT, int NT, int DT, typename RoundTo = float>
 __device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float (&row_max)[MT][2],
                                                     float (&row_sum)[MT][2],
                                                     float (&o)[MT][DT][4]) {
@@ -123,8 +127,8 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float
       float sum = 0;
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        s[m][n][2 * r] = fast_exp2(s[m][n][2 * r] - ref);
-        s[m][n][2 * r + 1] = fast_exp2(s[m][n][2 * r + 1] - ref);
+        s[m][n][2 * r] = round_trip<RoundTo>(fast_exp2(s[m][n][2 * r] - ref));
+        s[m][n][2 * r + 1] = round_trip<RoundTo>(fast_exp2(s[m][n][2 * r + 1] - ref));
         sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
       }
       row_sum[m][r] = row_sum[m][r] * correction + sum;
