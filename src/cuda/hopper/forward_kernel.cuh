@@ -145,49 +145,95 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   row_idx[0][1] = row_idx[0][0] + 8;
   float o[1][DT][4] = {};
   float row_max[1][2] = {{-INFINITY, -INFINITY}};
-  float row_sum[1][2] = {{0.0f, 0.0f}};
+  float row_sum[1][2] = {{0.0f, 0.0f}};   // of the exact probabilities: lse
+  float row_norm[1][2] = {{0.0f, 0.0f}};  // of the rounded ones that reach o
   const uint32_t q_address = smem_address(q_tile);
   const uint32_t k_address = smem_address(k_tiles);
   const uint32_t v_address = smem_address(v_tiles);
 
-  for (int t = 0; t < num_key_tiles; ++t) {
-    const int stage = t % kStages;
-    mbarrier_wait(full(stage), (t / kStages) & 1);
-
-    float s[1][NT][4];
-    wgmma_fence();
+  // S = Q K^T of tile t into s (asynchronous; committed as one group).
+  auto issue_scores = [&](float(&s)[NT][4], int t) {
+    const uint32_t k_stage = k_address + (t % kStages) * kKeyTileBytes;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kKeys>(s[0], k_major_desc<kRows>(q_address, warpgroup * 64, kk),
-                            k_major_desc<kKeys>(k_address + stage * kKeyTileBytes, 0, kk), kk > 0);
+      wgmma_ss<Elem, kKeys>(s, k_major_desc<kRows>(q_address, warpgroup * 64, kk),
+                            k_major_desc<kKeys>(k_stage, 0, kk), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    pin_accumulators(s[0]);
-
+  };
+  // O += P V of tile t, P from registers (asynchronous; one group).
+  auto issue_values = [&](const uint32_t(&pa)[NT / 2][4], int t) {
+    const uint32_t v_stage = v_address + (t % kStages) * kKeyTileBytes;
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      wgmma_rs<Elem, D>(o[0], pa[kk], n_major_desc<kKeys>(v_stage, kk));
+    }
+    wgmma_commit();
+  };
+  // Scores of tile t -> probabilities in pa; the corrections o needs are returned.
+  float s[1][NT][4];
+  uint32_t pa[1][1][NT / 2][4];
+  float corrections[1][2];
+  auto softmax = [&](int t) {
     const int key0 = t * kKeys;
     const bool needs_mask =
         key0 + kKeys > key_count || (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
     scale_and_mask_scores(s, scale_log2, needs_mask, key0, key_count, p.causal, row_idx, shift);
-    online_softmax_tile<1, NT, DT, Elem>(s, row_max, row_sum, o);
-    uint32_t pa[1][1][NT / 2][4];
+    softmax_scores_tile(s, row_max, row_sum, corrections);
+  };
+  // The probabilities as the product's 16-bit A fragments, and their rounded sums.
+  auto pack = [&]() {
     accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
-
-    wgmma_fence();
+    float rounded[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      wgmma_rs<Elem, D>(o[0], pa[0][0][kk],
-                        n_major_desc<kKeys>(v_address + stage * kKeyTileBytes, kk));
+    for (int kk = 0; kk < NT / 2; ++kk) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 pair = unpack2<Elem>(pa[0][0][kk][e]);
+        rounded[e % 2] += pair.x + pair.y;  // registers 0, 2: row lane/4; 1, 3: row + 8
+      }
     }
-    wgmma_commit();
-    wgmma_wait<0>();
-    pin_accumulators(o[0]);
+    row_norm[0][0] = row_norm[0][0] * corrections[0][0] + rounded[0];
+    row_norm[0][1] = row_norm[0][1] * corrections[0][1] + rounded[1];
+  };
+  auto release = [&](int t) {
     __syncwarp();
-    if (lane == 0) mbarrier_arrive(empty(stage));  // this warp is done with the stage
+    if (lane == 0) mbarrier_arrive(empty(t % kStages));  // this warp is done with the stage
+  };
+
+  // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
+  // while the tensor cores compute tile t - 1's P V.
+  mbarrier_wait(full(0), 0);
+  wgmma_fence();
+  issue_scores(s[0], 0);
+  wgmma_wait<0>();
+  pin_accumulators(s[0]);
+  softmax(0);
+  pack();
+  for (int t = 1; t < num_key_tiles; ++t) {
+    mbarrier_wait(full(t % kStages), (t / kStages) & 1);
+    wgmma_fence();
+    issue_scores(s[0], t);
+    issue_values(pa[0][0], t - 1);
+    wgmma_wait<1>();  // the scores (committed first) are done; P V may still run
+    pin_accumulators(s[0]);
+    softmax(t);
+    wgmma_wait<0>();  // P V of tile t - 1 is done: o and pa may change, the stage is free
+    pin_accumulators(o[0]);
+    pin_fragments(pa[0][0]);
+    release(t - 1);
+    rescale_outputs(o, corrections);
+    pack();
   }
+  wgmma_fence();
+  issue_values(pa[0][0], num_key_tiles - 1);
+  wgmma_wait<0>();
+  pin_accumulators(o[0]);
+  pin_fragments(pa[0][0]);
+  release(num_key_tiles - 1);
 
   store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
-                           row_sum);
+                           row_sum, row_norm);
 #endif
 }
 

@@ -80,6 +80,17 @@ __device__ __forceinline__ void pin_accumulators(float (&d)[N][4]) {
   }
 }
 
+// The same for A fragments an asynchronous product reads from registers: keeps them live (and
+// unchanged) until after the wait that ends the product.
+template <int K>
+__device__ __forceinline__ void pin_fragments(uint32_t (&a)[K][4]) {
+#pragma unroll
+  for (int i = 0; i < K; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
+  }
+}
+
 template <typename Elem, int N>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc,
                                          int accumulate);

@@ -34,11 +34,14 @@ __device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], flo
 }
 
 // Epilogue of a forward pass for the thread's rows: out (or the running fp32 merge) and lse.
+// row_sum: the rows' (per-thread partial) softmax sums, for lse; row_norm: the sums of the
+// weights the output accumulators hold (the same, or those weights as rounded for the product).
 template <typename Elem, int MT, int DT>
 __device__ __forceinline__ void store_forward_rows(
     const Params& p, const PassInfo& pass, const HeadPattern& hp, const SegmentRows& rows,
     int key_count, int shift, int64_t b, int64_t head, const int (&row_idx)[MT][2],
-    const float (&o)[MT][DT][4], const float (&row_max)[MT][2], const float (&row_sum)[MT][2]) {
+    const float (&o)[MT][DT][4], const float (&row_max)[MT][2], const float (&row_sum)[MT][2],
+    const float (&row_norm)[MT][2]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
@@ -48,6 +51,9 @@ __device__ __forceinline__ void store_forward_rows(
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
+      float norm = row_norm[m][r];
+      norm += __shfl_xor_sync(0xffffffffu, norm, 1);
+      norm += __shfl_xor_sync(0xffffffffu, norm, 2);
       // Rows past the slice, and rows that see no key (their sum is 0), are not written.
       const bool valid =
           row_idx[m][r] < rows.count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
@@ -55,7 +61,7 @@ __device__ __forceinline__ void store_forward_rows(
           valid ? token_index(p, b, grid_row(pass.order, rows.first + row_idx[m][r] * hp.dilation))
                 : 0;
       const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
-      const float inv = 1.0f / sum;
+      const float inv = 1.0f / norm;
       if (!pass.out_acc.data) {
         if (valid) {
           Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);

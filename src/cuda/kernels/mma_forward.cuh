@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   }
 
   store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
-                           row_sum);
+                           row_sum, row_sum);
 }
 
 }  // namespace dilated::cuda

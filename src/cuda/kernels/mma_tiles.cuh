@@ -100,18 +100,13 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 // One tile of an online softmax for the thread's MT x 2 rows (a row is spread over a quad of
-// lanes): the scores s (log2 units, -inf where masked) become exp2(s - running max), the running
-// maxima and sums advance, and the output accumulators o are rescaled when a maximum moved
-// (once the maxima settle, most tiles move none: the rescale is skipped then).
-// RoundTo: the 16-bit type the probabilities enter the next product in, or float. With a
-// 16-bit type they are rounded here, so that the row sums add exactly the weights the product
-// uses: a row whose softmax is peaked then keeps its output close to the dominant value
-// (rounding the numerator's weights alone moves it by up to 2^-9 of that value).
-template <int MT, int NT, int DT, typename RoundTo = float>
-__device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float (&row_max)[MT][2],
+// lanes): the scores s (log2 units, -inf where masked) become exp2(s - running max), and the
+// running maxima and sums advance. Returns in `corrections` the factor the rows' output
+// accumulators must be multiplied by (1 where the maximum did not move).
+template <int MT, int NT>
+__device__ __forceinline__ void softmax_scores_tile(float (&s)[MT][NT][4], float (&row_max)[MT][2],
                                                     float (&row_sum)[MT][2],
-                                                    float (&o)[MT][DT][4]) {
-  float corrections[MT][2];
+                                                    float (&corrections)[MT][2]) {
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
@@ -127,14 +122,21 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float
       float sum = 0;
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        s[m][n][2 * r] = round_trip<RoundTo>(fast_exp2(s[m][n][2 * r] - ref));
-        s[m][n][2 * r + 1] = round_trip<RoundTo>(fast_exp2(s[m][n][2 * r + 1] - ref));
+        s[m][n][2 * r] = fast_exp2(s[m][n][2 * r] - ref);
+        s[m][n][2 * r + 1] = fast_exp2(s[m][n][2 * r + 1] - ref);
         sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
       }
       row_sum[m][r] = row_sum[m][r] * correction + sum;
       corrections[m][r] = correction;
     }
   }
+}
+
+// o *= corrections row by row; skipped when no row of the warp needs it (once the maxima
+// settle, most tiles move none).
+template <int MT, int DT>
+__device__ __forceinline__ void rescale_outputs(float (&o)[MT][DT][4],
+                                                const float (&corrections)[MT][2]) {
   bool rescale = false;
 #pragma unroll
   for (int m = 0; m < MT; ++m) rescale |= corrections[m][0] != 1.0f || corrections[m][1] != 1.0f;
@@ -150,6 +152,15 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float
       }
     }
   }
+}
+
+template <int MT, int NT, int DT>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[MT][NT][4], float (&row_max)[MT][2],
+                                                    float (&row_sum)[MT][2],
+                                                    float (&o)[MT][DT][4]) {
+  float corrections[MT][2];
+  softmax_scores_tile(s, row_max, row_sum, corrections);
+  rescale_outputs(o, corrections);
 }
 
 inline constexpr float kLog2e = 1.4426950408889634f;
