@@ -31,8 +31,9 @@ struct ForwardSmem {
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
-  // The tiles, a full and an empty mbarrier per stage, and room to round the base up to 1024.
-  static constexpr int kBytes = kTileBytes + 2 * kStages * 8 + 1024;
+  // The tiles, a full and an empty mbarrier per stage, a word per consumer thread
+  // (wgmma_wait_after), and room to round the base up to 1024.
+  static constexpr int kBytes = kTileBytes + 2 * kStages * 8 + 4 * kConsumerThreads + 1024;
 };
 
 // The producer warpgroup's copy of key rows idx0 .. idx0 + kKeys - 1 of the K and V spans (the
@@ -75,6 +76,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   const uint32_t bars = smem_address(v_tiles + kStages * KeyTile::kElements);
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
+  const uint32_t scratch = bars + 16 * kStages + 4 * threadIdx.x;  // see wgmma_wait_after
 
   const int64_t b = blockIdx.z;
   const int64_t head = pass.head_begin + blockIdx.y;
@@ -147,26 +149,27 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   float row_max[1][2] = {{-INFINITY, -INFINITY}};
   float row_sum[1][2] = {{0.0f, 0.0f}};   // of the exact probabilities: lse
   float row_norm[1][2] = {{0.0f, 0.0f}};  // of the rounded ones that reach o
-  const uint32_t q_address = smem_address(q_tile);
-  const uint32_t k_address = smem_address(k_tiles);
-  const uint32_t v_address = smem_address(v_tiles);
+  // Descriptors of this warpgroup's Q rows and of stage 0's K and V; steps are offsets.
+  const uint64_t q_desc = k_major_desc(smem_address(q_tile) + warpgroup * 64 * 128);
+  const uint64_t k_desc = k_major_desc(smem_address(k_tiles));
+  const uint64_t v_desc = n_major_desc<kKeys>(smem_address(v_tiles));
 
   // S = Q K^T of tile t into s (asynchronous; committed as one group).
   auto issue_scores = [&](float(&s)[NT][4], int t) {
-    const uint32_t k_stage = k_address + (t % kStages) * kKeyTileBytes;
+    const uint64_t k_stage = desc_plus(k_desc, (t % kStages) * kKeyTileBytes);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kKeys>(s, k_major_desc<kRows>(q_address, warpgroup * 64, kk),
-                            k_major_desc<kKeys>(k_stage, 0, kk), kk > 0);
+      wgmma_ss<Elem, kKeys>(s, desc_plus(q_desc, k_major_step<kRows>(kk)),
+                            desc_plus(k_stage, k_major_step<kKeys>(kk)), kk > 0);
     }
     wgmma_commit();
   };
   // O += P V of tile t, P from registers (asynchronous; one group).
   auto issue_values = [&](const uint32_t(&pa)[NT / 2][4], int t) {
-    const uint32_t v_stage = v_address + (t % kStages) * kKeyTileBytes;
+    const uint64_t v_stage = desc_plus(v_desc, (t % kStages) * kKeyTileBytes);
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      wgmma_rs<Elem, D>(o[0], pa[kk], n_major_desc<kKeys>(v_stage, kk));
+      wgmma_rs<Elem, D>(o[0], pa[kk], desc_plus(v_stage, n_major_step(kk)));
     }
     wgmma_commit();
   };
@@ -178,8 +181,13 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
     const int key0 = t * kKeys;
     const bool needs_mask =
         key0 + kKeys > key_count || (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
-    scale_and_mask_scores(s, scale_log2, needs_mask, key0, key_count, p.causal, row_idx, shift);
-    softmax_scores_tile(s, row_max, row_sum, corrections);
+    if (scale_log2 > 0.0f) {  // the usual case: the scale rides in the exponent's FFMA
+      mask_scores(s, needs_mask, key0, key_count, p.causal, row_idx, shift);
+      softmax_scores_tile(s, row_max, row_sum, corrections, scale_log2);
+    } else {
+      scale_and_mask_scores(s, scale_log2, needs_mask, key0, key_count, p.causal, row_idx, shift);
+      softmax_scores_tile(s, row_max, row_sum, corrections);
+    }
   };
   // The probabilities as the product's 16-bit A fragments, and their rounded sums.
   auto pack = [&]() {
@@ -218,7 +226,9 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
     wgmma_wait<1>();  // the scores (committed first) are done; P V may still run
     pin_accumulators(s[0]);
     softmax(t);
-    wgmma_wait<0>();  // P V of tile t - 1 is done: o and pa may change, the stage is free
+    // P V of tile t - 1 is done after this: o and pa may change, the stage is free. The
+    // softmax (all of it feeds the row sums) stays before the wait, beside the P V.
+    wgmma_wait_after<0>(row_sum[0][0] + row_sum[0][1], scratch);
     pin_accumulators(o[0]);
     pin_fragments(pa[0][0]);
     release(t - 1);

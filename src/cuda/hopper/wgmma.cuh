@@ -37,21 +37,34 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t leading
          static_cast<uint64_t>(1) << 62;  // layout type 1: 128-byte swizzle
 }
 
-// K-major operand (A, or B of A * B^T): rows at 128 bytes, 8-row groups at 1024; the leading
-// offset is unused for swizzled K-major layouts (1 by convention). Step kk of 16 columns of a
-// GmmaTile<Rows, ...> starting at row `row0`.
-template <int Rows>
-__device__ __forceinline__ uint64_t k_major_desc(uint32_t tile, int row0, int kk) {
-  const uint32_t address = tile + (kk / 4) * Rows * 128 + row0 * 128 + (kk % 4) * 32;
-  return make_desc(address, 16, 1024);
+// A descriptor moved by `bytes` (a multiple of 16): the address field holds address / 16 in its
+// low 14 bits, and shared addresses stay below 256 KiB, so a plain add cannot carry out of it.
+// Kernels build one descriptor per tile and step it by compile-time offsets.
+__device__ __forceinline__ uint64_t desc_plus(uint64_t desc, uint32_t bytes) {
+  return desc + (bytes >> 4);
 }
 
-// N-major operand B [K x N] stored as a GmmaTile<K rows, N cols>: 8-row (K) groups at 1024
-// bytes (stride offset), 64-column (N) halves at Rows * 128 (leading offset). Step kk covers
-// rows 16 kk .. 16 kk + 15.
+// K-major operand (A, or B of A * B^T) in a GmmaTile<Rows, ...>: rows at 128 bytes, 8-row
+// groups at 1024 (stride offset); the leading offset is unused for swizzled K-major layouts
+// (16 by convention).
+__device__ __forceinline__ uint64_t k_major_desc(uint32_t tile) {
+  return make_desc(tile, 16, 1024);
+}
+// Offset of the 16-column step kk of such a tile, from row 0.
 template <int Rows>
-__device__ __forceinline__ uint64_t n_major_desc(uint32_t tile, int kk) {
-  return make_desc(tile + kk * 16 * 128, Rows * 128, 1024);
+__host__ __device__ constexpr uint32_t k_major_step(int kk) {
+  return (kk / 4) * Rows * 128 + (kk % 4) * 32;
+}
+
+// N-major operand B [K x N] stored as a GmmaTile<Rows = K, N>: 8-row (K) groups at 1024 bytes
+// (stride offset), 64-column (N) halves at Rows * 128 (leading offset).
+template <int Rows>
+__device__ __forceinline__ uint64_t n_major_desc(uint32_t tile) {
+  return make_desc(tile, Rows * 128, 1024);
+}
+// Offset of rows 16 kk .. 16 kk + 15 (the K step kk).
+__host__ __device__ constexpr uint32_t n_major_step(int kk) {
+  return kk * 16 * 128;
 }
 
 // Makes this thread's ordinary (and cp.async) shared-memory writes visible to the async proxy
@@ -69,6 +82,15 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int Pending>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
+// wgmma_wait, ordered after the computation of `after`: ptxas may sink independent work below
+// a wait (it does not know the wait stalls), losing the overlap of that work with the products
+// still running. Storing `after` to shared memory first pins it: the store cannot pass the
+// wait, and `after` needs the work done. `scratch`: 4 bytes of shared memory per thread.
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait_after(float after, uint32_t scratch) {
+  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(scratch), "f"(after) : "memory");
+  wgmma_wait<Pending>();
 }
 // Keeps the compiler from moving accesses of accumulators across an asynchronous product.
 template <int N>

@@ -10,11 +10,23 @@ namespace dilated::cuda {
 
 // s[m][n] holds scores of rows row_idx[m][0..1] (selected-row indices) and keys key0 + 8n + ..;
 // they become log2 units, -inf for keys past the slice or, causal, after the row (+ shift).
+// Most tiles need no mask: that case is its own loop, without a branch per element.
 template <int MT, int NT>
 __device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], float scale_log2,
                                                       bool needs_mask, int key0, int key_count,
                                                       bool causal, const int (&row_idx)[MT][2],
                                                       int shift) {
+  if (!needs_mask) {
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[m][n][e] *= scale_log2;
+      }
+    }
+    return;
+  }
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
@@ -22,12 +34,29 @@ __device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], flo
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float x = s[m][n][e] * scale_log2;
-        if (needs_mask) {
-          const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-          if (key >= key_count || (causal && key > row_idx[m][e / 2] + shift)) x = -INFINITY;
-        }
-        s[m][n][e] = x;
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+        const bool masked = key >= key_count || (causal && key > row_idx[m][e / 2] + shift);
+        s[m][n][e] = masked ? -INFINITY : s[m][n][e] * scale_log2;
+      }
+    }
+  }
+}
+
+// The same masking without the scale (softmax_scores_tile applies it).
+template <int MT, int NT>
+__device__ __forceinline__ void mask_scores(float (&s)[MT][NT][4], bool needs_mask, int key0,
+                                            int key_count, bool causal, const int (&row_idx)[MT][2],
+                                            int shift) {
+  if (!needs_mask) return;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+        if (key >= key_count || (causal && key > row_idx[m][e / 2] + shift)) s[m][n][e] = -INFINITY;
       }
     }
   }

@@ -100,30 +100,33 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 // One tile of an online softmax for the thread's MT x 2 rows (a row is spread over a quad of
-// lanes): the scores s (log2 units, -inf where masked) become exp2(s - running max), and the
-// running maxima and sums advance. Returns in `corrections` the factor the rows' output
-// accumulators must be multiplied by (1 where the maximum did not move).
+// lanes): the scores s times `scale` (> 0; log2 units, -inf where masked) become
+// exp2(scale * s - running max), and the running maxima (scaled) and sums advance. Returns in
+// `corrections` the factor the rows' output accumulators must be multiplied by (1 where the
+// maximum did not move). Taking the scale here folds it into one FFMA per score.
 template <int MT, int NT>
 __device__ __forceinline__ void softmax_scores_tile(float (&s)[MT][NT][4], float (&row_max)[MT][2],
                                                     float (&row_sum)[MT][2],
-                                                    float (&corrections)[MT][2]) {
+                                                    float (&corrections)[MT][2],
+                                                    float scale = 1.0f) {
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = row_max[m][r];
+      float mx = -INFINITY;
 #pragma unroll
       for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx = fmaxf(row_max[m][r], mx * scale);
       const float ref = mx == -INFINITY ? 0.0f : mx;  // a row with every key masked so far
       const float correction = fast_exp2(row_max[m][r] - ref);
       row_max[m][r] = mx;
       float sum = 0;
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        s[m][n][2 * r] = fast_exp2(s[m][n][2 * r] - ref);
-        s[m][n][2 * r + 1] = fast_exp2(s[m][n][2 * r + 1] - ref);
+        s[m][n][2 * r] = fast_exp2(fmaf(s[m][n][2 * r], scale, -ref));
+        s[m][n][2 * r + 1] = fast_exp2(fmaf(s[m][n][2 * r + 1], scale, -ref));
         sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
       }
       row_sum[m][r] = row_sum[m][r] * correction + sum;
