@@ -96,6 +96,23 @@ std::unique_ptr<HostProblem> exact_twin(const HostProblem& problem) {
   return twin;
 }
 
+namespace {
+
+// relative_error, with the reference's magnitude floored at 1e-3: a gradient whose every row
+// has one key (N = 1, windows of single-key segments) is exactly 0, and its computed values
+// are rounding noise of dP - delta (~1e-8) that no two summation orders share. Inputs are
+// O(1), so a genuine gradient tensor is never that small everywhere.
+double error_against(const std::vector<double>& got, const std::vector<double>& ref) {
+  double max_ref = 0;
+  for (double x : ref) {
+    if (std::isfinite(x)) max_ref = std::max(max_ref, std::fabs(x));
+  }
+  const double error = relative_error(got, ref);
+  return max_ref > 0 && max_ref < 1e-3 ? error * max_ref / 1e-3 : error;
+}
+
+}  // namespace
+
 AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem& oracle,
                                    const HostProblem& exact,
                                    const std::vector<std::string>& outputs) {
@@ -107,8 +124,8 @@ AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem&
       device_error = relative_error(device.read_lse(), exact.read_lse());
       oracle_error = 0;
     } else {
-      device_error = relative_error(device.read(name), exact.read(name));
-      oracle_error = relative_error(oracle.read(name), exact.read(name));
+      device_error = error_against(device.read(name), exact.read(name));
+      oracle_error = error_against(oracle.read(name), exact.read(name));
     }
     // The floor covers outputs whose exact value is 0 (e.g. dq of one-key rows), where the
     // relative metric becomes absolute: fp32 sums of up to 128 products of O(1) values.
