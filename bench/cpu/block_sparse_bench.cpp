@@ -11,7 +11,10 @@
 //
 //   block_sparse_bench [--n 8192] [--heads 4] [--dim 64] [--block 64] [--grid 256x256]
 //                      [--segment 1024] [--grid-heads 4] [--repeats 3] [--threads 0]
-//                      [--fma-seconds 1] [--skip-density] [--skip-grid]
+//                      [--fma-seconds 1] [--skip-density] [--skip-grid] [--skip-local]
+//                      [--tenths 1,2,...,10]
+//   --tenths picks the density rows (tenths of the blocks) of the sweep, --skip-local drops
+//   the local(W) rows: shorter runs for A/B comparisons of the random rows.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -37,7 +40,8 @@ struct Options {
   int64_t grid_h = 256, grid_w = 256, segment = 1024, grid_heads = 4;
   int repeats = 3, threads = 0;
   double fma_seconds = 1.0;
-  bool density = true, grid = true;
+  bool density = true, grid = true, local = true;
+  std::vector<int> tenths{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
 };
 
 Options parse(int argc, char** argv) {
@@ -73,7 +77,17 @@ Options parse(int argc, char** argv) {
       o.density = false;
     else if (arg == "--skip-grid")
       o.grid = false;
-    else if (arg == "--grid") {
+    else if (arg == "--skip-local")
+      o.local = false;
+    else if (arg == "--tenths") {
+      o.tenths.clear();
+      std::string list = value();
+      for (size_t at = 0; at < list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        o.tenths.push_back(std::clamp(std::stoi(list.substr(at, comma - at)), 1, 10));
+        at = comma + 1;
+      }
+    } else if (arg == "--grid") {
       const std::string g = value();
       o.grid_h = std::stoll(g.substr(0, g.find('x')));
       o.grid_w = std::stoll(g.substr(g.find('x') + 1));
@@ -194,7 +208,7 @@ void density_sweep(const Options& o, int threads) {
     std::fflush(stdout);
   };
   row("dense (dilated w=N, r=1)", dense, dense_t);
-  for (int tenth = 1; tenth <= 10; ++tenth) {
+  for (const int tenth : o.tenths) {
     Params p = prob.p;
     dilated::set_patterns(p, {});
     const int64_t k = std::max<int64_t>(1, (tenth * nb + 5) / 10);
@@ -202,7 +216,8 @@ void density_sweep(const Options& o, int threads) {
     row_ceiling = ceiling_now();
     row("random(" + std::to_string(k) + ")", p, time_problem(p, o.repeats));
   }
-  for (int tenth = 1; tenth <= 10; ++tenth) {
+  for (const int tenth : o.tenths) {
+    if (!o.local) break;
     Params p = prob.p;
     dilated::set_patterns(p, {});
     // local(W) keeps about 2W + 1 of the nb blocks per row.

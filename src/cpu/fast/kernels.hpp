@@ -99,7 +99,9 @@ struct BackwardBuffers {
   float* dscores = nullptr;  // [bwd_query_tile][bwd_key_tile]
   float* lse2 = nullptr;     // [bwd_query_tile]: lse in log2 units
   float* delta = nullptr;    // [bwd_query_tile]: scale * <dout, out>
-  float* row = nullptr;      // [max(head_dim, head_dim_v)]
+  // [bwd_key_tile][max(padded head_dim, head_dim_v)]: a key tile's rows on their way between
+  // the tensors and the transposed tile buffers
+  float* stage = nullptr;
 };
 
 struct BackwardJob {

@@ -256,7 +256,7 @@ BackwardBuffers BackwardPlan::carve(const Params& p, Arena& arena) const {
   b.dscores = arena.floats(qt * kt);
   b.lse2 = arena.floats(qt);
   b.delta = arena.floats(qt);
-  b.row = arena.floats(std::max(dim, dim_v));
+  b.stage = arena.floats(kt * std::max(padded_head_dim, dim_v));
   return b;
 }
 
