@@ -14,7 +14,7 @@ cuobjdump -sass $BUILD/src/cuda/CMakeFiles/dilated_hopper.dir/hopper/forward.cu.
 python3 bench/gpu/sass_mix.py <"$OUT/hopper.sass"
 P="--batch 1 --seq-len 32768 --heads 16 --head-dim ${HEAD_DIM:-128} --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16 --mode head_groups --repeats 1"
 ncu --clock-control none --section SourceCounters --section WarpStateStats --section SpeedOfLight \
-  -k "regex:hopper.*forward_kernel" -s 2 -c 1 -o "$OUT/hopper_fwd" -f ./$BUILD/bin/cuda_backend_timing $P >"$OUT/ncu.log" 2>&1
+  -k forward_kernel -s 2 -c 1 -o "$OUT/hopper_fwd" -f ./$BUILD/bin/cuda_backend_timing $P >"$OUT/ncu.log" 2>&1
 ncu -i "$OUT/hopper_fwd.ncu-rep" --page source --csv --print-source sass >"$OUT/hopper_source.csv" 2>&1
 ncu -i "$OUT/hopper_fwd.ncu-rep" --page details 2>&1 | grep -E "Duration|Throughput|Warp Cycles|Issue|Stall|Executed" | head -30
 ls -la "$OUT"
