@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
 
   if (threadIdx.x == 0) {
     for (int stage = 0; stage < kStages; ++stage) {
-      mbarrier_init(full(stage), 4);  // the producer's warps
+      mbarrier_init(full(stage), 128);  // the producer's threads
       mbarrier_init(empty(stage), kConsumerThreads / 32);
     }
   }
@@ -106,8 +106,8 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   if (threadIdx.x >= kConsumerThreads) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     // Producer: tile t goes to stage t % kStages once the consumers released that stage's
-    // previous tile; a stage is announced full after the next tile's copies are issued, so
-    // that two tiles' copies are in flight.
+    // previous tile. Each thread's copies arrive on the stage's full barrier when they land
+    // (cp.async.mbarrier.arrive), so the producer runs ahead as far as the stages allow.
     RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
     RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
     for (int t = 0; t < num_key_tiles; ++t) {
@@ -116,18 +116,9 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
       k_span.idx0 = v_span.idx0 = t * kKeys;
       copy_key_tile<Elem, D>(k_tiles + stage * KeyTile::kElements,
                              v_tiles + stage * KeyTile::kElements, k_span, v_span);
-      cp_async_commit();
-      if (t > 0) {
-        cp_async_wait<1>();
-        fence_proxy_async();  // the copies are read by wgmma next
-        __syncwarp();
-        if (lane == 0) mbarrier_arrive(full((t - 1) % kStages));
-      }
+      cp_async_mbarrier_arrive(full(stage));
     }
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncwarp();
-    if (lane == 0) mbarrier_arrive(full((num_key_tiles - 1) % kStages));
+    cp_async_wait<0>();  // no copy outlives its thread
     return;
   }
 
@@ -212,6 +203,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
   // while the tensor cores compute tile t - 1's P V.
   mbarrier_wait(full(0), 0);
+  fence_proxy_async();
   wgmma_fence();
   issue_scores(s[0], 0);
   wgmma_wait<0>();
@@ -220,6 +212,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   pack();
   for (int t = 1; t < num_key_tiles; ++t) {
     mbarrier_wait(full(t % kStages), (t / kStages) & 1);
+    fence_proxy_async();  // the producer's copies are read through the async proxy next
     wgmma_fence();
     issue_scores(s[0], t);
     issue_values(pa[0][0], t - 1);
