@@ -98,17 +98,18 @@ std::unique_ptr<HostProblem> exact_twin(const HostProblem& problem) {
 
 namespace {
 
-// relative_error, with the reference's magnitude floored at 1e-3: a gradient whose every row
-// has one key (N = 1, windows of single-key segments) is exactly 0, and its computed values
-// are rounding noise of dP - delta (~1e-8) that no two summation orders share. Inputs are
-// O(1), so a genuine gradient tensor is never that small everywhere.
+// relative_error, with the reference's magnitude floored at 1e-2: a gradient whose rows have
+// one key (N = 1, windows of single-key segments) is exactly 0, and its computed values are
+// rounding noise of dP - delta (~1e-8) that no two summation orders share; with a few two-key
+// rows the tensor is small and dominated by the same cancellation. Inputs are O(1), so a
+// gradient with real content is not that small everywhere.
 double error_against(const std::vector<double>& got, const std::vector<double>& ref) {
   double max_ref = 0;
   for (double x : ref) {
     if (std::isfinite(x)) max_ref = std::max(max_ref, std::fabs(x));
   }
   const double error = relative_error(got, ref);
-  return max_ref > 0 && max_ref < 1e-3 ? error * max_ref / 1e-3 : error;
+  return max_ref > 0 && max_ref < 1e-2 ? error * max_ref / 1e-2 : error;
 }
 
 }  // namespace
@@ -129,7 +130,12 @@ AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem&
     }
     // The floor covers outputs whose exact value is 0 (e.g. dq of one-key rows), where the
     // relative metric becomes absolute: fp32 sums of up to 128 products of O(1) values.
-    const double bound = dtype == DType::f32 || name == "lse" ? 1e-4 : 2 * oracle_error + 1e-5;
+    // fp32 also passes within 2x of the oracle fed the device's out (as 16-bit types do):
+    // cancellation in dP - delta makes some gradients sensitive to out's last bit.
+    const double ratio_bound = 2 * oracle_error + 1e-5;
+    const double bound = name == "lse"         ? 1e-4
+                         : dtype == DType::f32 ? std::max(1e-4, ratio_bound)
+                                               : ratio_bound;
     std::ostringstream line;
     line << name << ": device error " << device_error << ", oracle error " << oracle_error
          << ", bound " << bound;
