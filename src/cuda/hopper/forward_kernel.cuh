@@ -183,29 +183,38 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   // The probabilities as the product's 16-bit A fragments, and their rounded sums.
   auto pack = [&]() {
     accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
-    float rounded[2] = {0.0f, 0.0f};
+    float rounded[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // registers 0, 2: row lane/4; 1, 3: row + 8
 #pragma unroll
     for (int kk = 0; kk < NT / 2; ++kk) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float2 pair = unpack2<Elem>(pa[0][0][kk][e]);
-        rounded[e % 2] += pair.x + pair.y;  // registers 0, 2: row lane/4; 1, 3: row + 8
+        rounded[e] += pair.x + pair.y;
       }
     }
-    row_norm[0][0] = row_norm[0][0] * corrections[0][0] + rounded[0];
-    row_norm[0][1] = row_norm[0][1] * corrections[0][1] + rounded[1];
+    row_norm[0][0] = row_norm[0][0] * corrections[0][0] + (rounded[0] + rounded[2]);
+    row_norm[0][1] = row_norm[0][1] * corrections[0][1] + (rounded[1] + rounded[3]);
   };
   auto release = [&](int t) {
     __syncwarp();
     if (lane == 0) mbarrier_arrive(empty(t % kStages));  // this warp is done with the stage
   };
 
+  // The two warpgroups take turns issuing their products (FlashAttention-3's ping-pong):
+  // named barriers 2 and 3 (warpgroup 0's and 1's turn) make one warpgroup's products run
+  // while the other computes its softmax, whose exponentials would otherwise compete.
+  auto wait_turn = [&]() { named_barrier_sync(2 + warpgroup, kConsumerThreads); };
+  auto pass_turn = [&]() { named_barrier_arrive(3 - warpgroup, kConsumerThreads); };
+  if (warpgroup == 1) pass_turn();  // warpgroup 0 goes first
+
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
   // while the tensor cores compute tile t - 1's P V.
   mbarrier_wait(full(0), 0);
   fence_proxy_async();
+  wait_turn();
   wgmma_fence();
   issue_scores(s[0], 0);
+  pass_turn();
   wgmma_wait<0>();
   pin_accumulators(s[0]);
   softmax(0);
@@ -213,9 +222,11 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   for (int t = 1; t < num_key_tiles; ++t) {
     mbarrier_wait(full(t % kStages), (t / kStages) & 1);
     fence_proxy_async();  // the producer's copies are read through the async proxy next
+    wait_turn();
     wgmma_fence();
     issue_scores(s[0], t);
     issue_values(pa[0][0], t - 1);
+    pass_turn();
     wgmma_wait<1>();  // the scores (committed first) are done; P V may still run
     pin_accumulators(s[0]);
     softmax(t);
@@ -228,8 +239,11 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
     rescale_outputs(o, corrections);
     pack();
   }
+  wait_turn();
   wgmma_fence();
   issue_values(pa[0][0], num_key_tiles - 1);
+  pass_turn();
+  if (warpgroup == 0) wait_turn();  // takes warpgroup 1's last turn: no arrival left pending
   wgmma_wait<0>();
   pin_accumulators(o[0]);
   pin_fragments(pa[0][0]);

@@ -113,22 +113,27 @@ __device__ __forceinline__ void softmax_scores_tile(float (&s)[MT][NT][4], float
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      // Four partial maxima and sums: short dependency chains for wide tiles.
+      float part[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
 #pragma unroll
-      for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
+      for (int n = 0; n < NT; ++n) {
+        part[n % 4] = fmaxf(part[n % 4], fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
+      }
+      float mx = fmaxf(fmaxf(part[0], part[1]), fmaxf(part[2], part[3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       mx = fmaxf(row_max[m][r], mx * scale);
       const float ref = mx == -INFINITY ? 0.0f : mx;  // a row with every key masked so far
       const float correction = fast_exp2(row_max[m][r] - ref);
       row_max[m][r] = mx;
-      float sum = 0;
+      part[0] = part[1] = part[2] = part[3] = 0.0f;
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         s[m][n][2 * r] = fast_exp2(fmaf(s[m][n][2 * r], scale, -ref));
         s[m][n][2 * r + 1] = fast_exp2(fmaf(s[m][n][2 * r + 1], scale, -ref));
-        sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
+        part[n % 4] += s[m][n][2 * r] + s[m][n][2 * r + 1];
       }
+      const float sum = (part[0] + part[1]) + (part[2] + part[3]);
       row_sum[m][r] = row_sum[m][r] * correction + sum;
       corrections[m][r] = correction;
     }
