@@ -190,10 +190,6 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
       if (index < items) load_q(first);
     }
     int g = 0;  // tiles of this CTA so far: stage g % kStages, parity (g / kStages) & 1
-    // The turns alternate across items: per item each warpgroup issues the same T + 1 times.
-    // An arrival the other side has not consumed must not be followed by another (two would
-    // complete the barrier without it), so the first and last turns are outside the loop.
-    if (warpgroup == 1) pass_turn();  // warpgroup 0 goes first
     while (index < items) {
       cp_async_wait<0>();
       fence_proxy_async();  // Q is read by wgmma next
@@ -280,6 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
         if (next_index < items) load_q(next);
       };
 
+      if (warpgroup == 1) pass_turn();  // warpgroup 0 goes first
       // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t
       // runs while the tensor cores compute tile t - 1's P V.
       wait_full(0);
@@ -315,6 +312,7 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
       issue_values(pa[0][0], num_key_tiles - 1);
       pass_turn();
       prefetch_q();  // beside the last P V, where the scores no longer hold registers
+      if (warpgroup == 0) wait_turn();  // takes warpgroup 1's last turn: no arrival left pending
       wgmma_wait<0>();
       pin_accumulators(o[0]);
       pin_fragments(pa[0][0]);
@@ -328,7 +326,6 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
                                done.head, row_idx, o, row_max, row_sum, row_norm);
       index = next_index;
     }
-    if (warpgroup == 0) wait_turn();  // takes warpgroup 1's last turn: no arrival left pending
   }
 #endif
 }
