@@ -2,7 +2,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -16,21 +15,13 @@ namespace {
 
 static_assert(kRows == kForwardRows, "the Hopper forward shares the portable forward's tiles");
 
-// One CTA per SM (the kernel is persistent), at most one per item.
-unsigned persistent_grid(const Params& p, const PassInfo& pass) {
-  int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  const int64_t items = pass.segments * pass.tiles_per_segment * pass.head_count * p.batch;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(items, sms)));
-}
-
 template <typename Elem, int D>
 void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
   constexpr int smem = ForwardSmem<D>::kBytes;
   // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
   cudaFuncSetAttribute(forward_kernel<Elem, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  forward_kernel<Elem, D><<<persistent_grid(p, pass), kThreads, smem, stream>>>(p, pass);
+  forward_kernel<Elem, D>
+      <<<pass_grid(pass, pass.head_count, p.batch), kThreads, smem, stream>>>(p, pass);
 }
 
 template <typename Elem>

@@ -34,11 +34,9 @@ struct TileCoord {
   int64_t segment;
   int64_t tile;
 };
-__device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass, int64_t x) {
-  return {pass.first_segment + x / pass.tiles_per_segment, x % pass.tiles_per_segment};
-}
 __device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass) {
-  return tile_coord(pass, blockIdx.x);
+  return {pass.first_segment + static_cast<int64_t>(blockIdx.x) / pass.tiles_per_segment,
+          static_cast<int64_t>(blockIdx.x) % pass.tiles_per_segment};
 }
 __device__ __forceinline__ TileCoord key_tile_coord(const PassInfo& pass) {
   return {pass.key_first_segment + static_cast<int64_t>(blockIdx.x) / pass.key_tiles_per_segment,

@@ -54,10 +54,8 @@ struct TileRows {
   static constexpr int kLoads = (Rows + kRowStep - 1) / kRowStep;
   int64_t row[kLoads];
 
-  // thread: this thread's index among the Threads that copy the tile.
-  __device__ __forceinline__ void locate(const RowSpan& span,
-                                         int thread = static_cast<int>(threadIdx.x)) {
-    const int row0 = thread / Tile::kChunks;
+  __device__ __forceinline__ void locate(const RowSpan& span) {
+    const int row0 = threadIdx.x / Tile::kChunks;
 #pragma unroll
     for (int j = 0; j < kLoads; ++j) {
       const int r = row0 + j * kRowStep;
@@ -71,12 +69,11 @@ struct TileRows {
 // Copies the rows located in `rows` of span's tensor into a swizzled tile (zeros past the run).
 template <typename Elem, int Rows, int D, int Threads, class TileLayout>
 __device__ __forceinline__ void load_tile_rows_async(
-    Elem* tile, const RowSpan& span, const TileRows<Rows, D, Threads, TileLayout>& rows,
-    int thread = static_cast<int>(threadIdx.x)) {
+    Elem* tile, const RowSpan& span, const TileRows<Rows, D, Threads, TileLayout>& rows) {
   using Located = TileRows<Rows, D, Threads, TileLayout>;
   using Tile = typename Located::Tile;
-  const int chunk = thread % Tile::kChunks;
-  const int row0 = thread / Tile::kChunks;
+  const int chunk = threadIdx.x % Tile::kChunks;
+  const int row0 = threadIdx.x / Tile::kChunks;
   const uint32_t dst = smem_address(tile) + Tile::chunk_offset(row0, chunk) * 2;
   const Elem* base = static_cast<const Elem*>(span.base) + chunk * 8;
 #pragma unroll
