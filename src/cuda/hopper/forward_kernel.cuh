@@ -19,7 +19,9 @@ namespace dilated::cuda::hopper {
 inline constexpr int kConsumerThreads = 256;             // two warpgroups
 inline constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup
 // Registers per thread after the split (setmaxnreg): the producer only computes addresses.
-// 128 x 40 + 256 x 232 fits the 64 Ki registers of an SM.
+// The CTA holds 168 x 384 registers (the launch's allocation): what the producer gives up
+// (128 x (168 - 40)) is exactly what the consumers take (256 x (232 - 168)); a split that
+// asks for more makes setmaxnreg.inc wait forever (48 / 232 hung).
 inline constexpr int kProducerRegisters = 40;
 inline constexpr int kConsumerRegisters = 232;
 inline constexpr int kRows = 128;  // query rows per CTA (64 per warpgroup)
