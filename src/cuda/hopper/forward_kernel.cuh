@@ -80,21 +80,14 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
   auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
   const uint32_t scratch = bars + 16 * kStages + 4 * threadIdx.x;  // see wgmma_wait_after
 
-  const int64_t b = blockIdx.z;
-  const int64_t head = pass.head_begin + blockIdx.y;
-  const HeadPattern hp = pass_pattern(p, pass, head);
-  const TileCoord tc = tile_coord(pass);
-  const SliceRows tr = slice_rows(p, hp, tc.segment, b);
-  const SegmentRows rows = tr.queries, key_rows = tr.keys;
-  const int q0 = static_cast<int>(tc.tile) * kRows;
-  if (q0 >= rows.count) return;
-  const int key_count = static_cast<int>(key_rows.count);
-  const int shift = static_cast<int>(tr.shift);
-  const int64_t kv_head = kv_head_of(p, head);
-  // Keys the tile's last row sees; none (Params::window): the rows keep out 0, lse -inf.
-  const int num_keys = static_cast<int>(visible_keys(p.causal, key_count, q0 + kRows - 1, shift));
-  if (num_keys == 0) return;
-  const int num_key_tiles = (num_keys + kKeys - 1) / kKeys;
+  const ForwardTile tile = forward_tile(p, pass, kRows);
+  if (tile.num_keys == 0) return;
+  // Plain copies: the lambdas below capture them (C++17 cannot capture structured bindings).
+  const int64_t b = tile.b, head = tile.head, kv_head = tile.kv_head;
+  const HeadPattern hp = tile.hp;
+  const SegmentRows rows = tile.rows, key_rows = tile.key_rows;
+  const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
+  const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
   const int lane = threadIdx.x % 32;
 
   if (threadIdx.x == 0) {

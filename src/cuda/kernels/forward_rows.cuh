@@ -8,6 +8,38 @@
 
 namespace dilated::cuda {
 
+// The query tile a forward CTA takes (blockIdx: x = segment and tile, y = head in the pass,
+// z = batch entry), tile_rows selected rows from q0, and the keys its rows see.
+struct ForwardTile {
+  int64_t b, head, kv_head;
+  HeadPattern hp;
+  SegmentRows rows, key_rows;
+  int q0, key_count, shift;
+  // Keys the tile's last row sees; 0: nothing to do (rows past the slice, or a window without
+  // keys for them: the rows keep out 0, lse -inf).
+  int num_keys;
+};
+__device__ __forceinline__ ForwardTile forward_tile(const Params& p, const PassInfo& pass,
+                                                    int tile_rows) {
+  ForwardTile t;
+  t.b = blockIdx.z;
+  t.head = pass.head_begin + blockIdx.y;
+  t.kv_head = kv_head_of(p, t.head);
+  t.hp = pass_pattern(p, pass, t.head);
+  const TileCoord tc = tile_coord(pass);
+  const SliceRows tr = slice_rows(p, t.hp, tc.segment, t.b);
+  t.rows = tr.queries;
+  t.key_rows = tr.keys;
+  t.q0 = static_cast<int>(tc.tile) * tile_rows;
+  t.key_count = static_cast<int>(tr.keys.count);
+  t.shift = static_cast<int>(tr.shift);
+  t.num_keys =
+      t.q0 >= t.rows.count
+          ? 0
+          : static_cast<int>(visible_keys(p.causal, t.key_count, t.q0 + tile_rows - 1, t.shift));
+  return t;
+}
+
 // s[m][n] holds scores of rows row_idx[m][0..1] (selected-row indices) and keys key0 + 8n + ..;
 // they become log2 units, -inf for keys past the slice or, causal, after the row (+ shift).
 // Most tiles need no mask: that case is its own loop, without a branch per element.

@@ -45,20 +45,8 @@ __global__ void __launch_bounds__(kMmaThreads)
   Elem* k_tiles = q_tile + QueryTile::kElements;
   Elem* v_tiles = k_tiles + 2 * KeyTile::kElements;
 
-  const int64_t b = blockIdx.z;
-  const int64_t head = pass.head_begin + blockIdx.y;
-  const HeadPattern hp = pass_pattern(p, pass, head);
-  const TileCoord tc = tile_coord(pass);
-  const SliceRows tr = slice_rows(p, hp, tc.segment, b);
-  const SegmentRows rows = tr.queries, key_rows = tr.keys;
-  const int q0 = static_cast<int>(tc.tile) * kForwardRows;
-  if (q0 >= rows.count) return;
-  const int key_count = static_cast<int>(key_rows.count);
-  const int shift = static_cast<int>(tr.shift);
-  const int64_t kv_head = kv_head_of(p, head);
-  // Keys the tile's last row sees; none (Params::window): the rows keep out 0, lse -inf.
-  const int num_keys =
-      static_cast<int>(visible_keys(p.causal, key_count, q0 + kForwardRows - 1, shift));
+  const auto [b, head, kv_head, hp, rows, key_rows, q0, key_count, shift, num_keys] =
+      forward_tile(p, pass, kForwardRows);
   if (num_keys == 0) return;
   const int num_key_tiles = static_cast<int>((num_keys + BN - 1) / BN);
   const float scale = p.scale;  // resolved by the launcher
