@@ -1,12 +1,12 @@
-// Hopper forward (sm_90a): the portable forward's algorithm with warpgroup matrix products
-// and a producer warpgroup. A CTA takes the same 128 selected query rows of one segment of one head
-// as the portable kernel (so the launch plan is shared): two consumer warpgroups of 64 rows
-// each, and a producer warpgroup that streams K and V tiles of 128 selected keys into a ring of
-// shared-memory stages with cp.async (any row stride: the dilation costs nothing, and token
-// grids keep their row mapping), in the layout wgmma reads. Stages pass between them through
-// mbarriers, so the two warpgroups are not held in step: one's softmax overlaps the other's
-// matrix products. Per tile a warpgroup computes S = Q K^T (both operands in shared memory),
-// the online softmax on the accumulators in registers, then O += P V with P from registers.
+// Hopper forward (sm_90a): the portable forward's algorithm on warpgroup matrix products, with
+// the portable kernel's tiles and launch plan (128 selected query rows of one segment of one
+// head per CTA). A producer warpgroup streams K and V tiles of 128 selected keys with cp.async
+// (each row at its own address: the dilation and token grids cost nothing) into a ring of
+// shared-memory stages in the layout wgmma reads; stages pass to and from the two consumer
+// warpgroups (64 rows each) through mbarriers. Per tile a consumer computes S = Q K^T (both
+// operands in shared memory), the online softmax on the accumulators in registers, and
+// O += P V with P from registers; the softmax of tile t runs beside tile t - 1's P V, and the
+// two warpgroups take turns issuing their products (docs/design.md 3d).
 #pragma once
 
 #include "cuda/hopper/barriers.cuh"
