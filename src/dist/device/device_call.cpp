@@ -191,17 +191,7 @@ class DeviceRun {
     if (Status s = prepare_together(); !s.ok()) return s;
     Status local;
     for (size_t i = 0; i < steps_.size(); ++i) {
-      set_step(i);
-      pack_keys();
-      if (Status s = start_exchange(); !s.ok()) return s;
-      if (i == 0) {
-        rt::event_record(local_start_.get(), stream_);
-        local = dilated::forward(work_, {stream_}, call_.backend);
-        rt::event_record(local_end_.get(), stream_);
-      }
-      if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
-        return s;
-      }
+      if (Status s = exchange_keys(i, Direction::forward, &local); !s.ok()) return s;
       if (local.ok()) local = remote_units(Direction::forward);
     }
     rt::event_record(remote_end_.get(), stream_);
@@ -212,17 +202,7 @@ class DeviceRun {
     if (Status s = prepare_together(); !s.ok()) return s;
     Status local;
     for (size_t i = 0; i < steps_.size(); ++i) {
-      set_step(i);
-      pack_keys();
-      if (Status s = start_exchange(); !s.ok()) return s;
-      if (i == 0) {
-        rt::event_record(local_start_.get(), stream_);
-        local = dilated::backward(work_, {stream_}, call_.backend);
-        rt::event_record(local_end_.get(), stream_);
-      }
-      if (Status s = exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes); !s.ok()) {
-        return s;
-      }
+      if (Status s = exchange_keys(i, Direction::backward, &local); !s.ok()) return s;
       // The gradients of other ranks' keys go back even when this rank failed (zeros then).
       rt::memset_async(arena_.ptr(returned_), reverse_.send_total, side_);
       if (local.ok()) local = remote_units(Direction::backward);
@@ -245,6 +225,22 @@ class DeviceRun {
   void set_step(size_t i) {
     layout_ = layouts_[i];
     reverse_ = reverses_[i];
+  }
+
+  // Exchange step i of the key rows. At step 0 the shard's own part (direction `dir`) is
+  // queued on the compute stream between ordering the exchange and waiting for it, so the two
+  // overlap; its status lands in *local.
+  Status exchange_keys(size_t i, Direction dir, Status* local) {
+    set_step(i);
+    pack_keys();
+    if (Status s = start_exchange(); !s.ok()) return s;
+    if (i == 0) {
+      rt::event_record(local_start_.get(), stream_);
+      *local = dir == Direction::forward ? dilated::forward(work_, {stream_}, call_.backend)
+                                         : dilated::backward(work_, {stream_}, call_.backend);
+      rt::event_record(local_end_.get(), stream_);
+    }
+    return exchange(send_, layout_.send_bytes, recv_, layout_.recv_bytes);
   }
 
   // A rank that cannot get its memory (the likely failure on a GPU) must not leave the others
