@@ -10,6 +10,7 @@
 #pragma once
 
 #include "cuda/hopper/barriers.cuh"
+#include "cuda/hopper/tma.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/forward_rows.cuh"
 #include "cuda/kernels/mma_tiles.cuh"
@@ -63,7 +64,8 @@ __device__ __forceinline__ void copy_key_tile(Elem* k_tile, Elem* v_tile, const 
 }
 
 template <typename Elem, int D>
-__global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, const PassInfo pass) {
+__global__ void __launch_bounds__(kThreads, 1)
+    forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ KeyMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
@@ -109,9 +111,29 @@ __global__ void __launch_bounds__(kThreads, 1) forward_kernel(const Params p, co
       const int stage = t % kStages;
       if (t >= kStages) mbarrier_wait(empty(stage), (t / kStages + 1) & 1);
       k_span.idx0 = v_span.idx0 = t * kKeys;
-      copy_key_tile<Elem, D>(k_tiles + stage * KeyTile::kElements,
-                             v_tiles + stage * KeyTile::kElements, k_span, v_span);
-      cp_async_mbarrier_arrive(full(stage));
+      if (maps.enabled && (t + 1) * kKeys <= key_count) {
+        // A whole tile of selected rows: one thread has the copy engine fetch it (rows past
+        // the slice would bring other segments' values, so the last partial tile does not).
+        if (threadIdx.x == kConsumerThreads) {
+          const int phase = static_cast<int>(key_rows.first % hp.dilation);
+          const int row = static_cast<int>(key_rows.first / hp.dilation) + t * kKeys;
+          mbarrier_arrive_expect_tx(full(stage), 2 * kKeyTileBytes);
+#pragma unroll
+          for (int half = 0; half < D / 64; ++half) {
+            const uint32_t offset = stage * kKeyTileBytes + half * KeyTile::kHalfBytes;
+            tma_load_5d(smem_address(k_tiles) + offset, &maps.k, full(stage), half * 64, phase, row,
+                        static_cast<int>(kv_head), static_cast<int>(b));
+            tma_load_5d(smem_address(v_tiles) + offset, &maps.v, full(stage), half * 64, phase, row,
+                        static_cast<int>(kv_head), static_cast<int>(b));
+          }
+        } else {
+          mbarrier_arrive(full(stage));
+        }
+      } else {
+        copy_key_tile<Elem, D>(k_tiles + stage * KeyTile::kElements,
+                               v_tiles + stage * KeyTile::kElements, k_span, v_span);
+        cp_async_mbarrier_arrive(full(stage));
+      }
     }
     cp_async_wait<0>();  // no copy outlives its thread
     return;

@@ -1,0 +1,38 @@
+// The bulk tensor copy engine (TMA) for the Hopper kernels: the K/V tensor maps a pass hands
+// its kernel, and the device side of a copy that completes on an mbarrier.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap and its enums (the encoder is looked up at run time)
+
+#include <cstdint>
+
+namespace dilated::cuda::hopper {
+
+// K and V of one pass as 5-D maps (D, phase < r, position / r, kv head, batch): the box
+// (64 columns, 1 phase, 128 rows) at (half * 64, first % r, first / r + idx0, kv head, b) is
+// rows first + (idx0 + j) r, j < 128, of one 64-column half, in the 128-byte-swizzle layout.
+// enabled = 0: the producer copies with cp.async instead.
+struct KeyMaps {
+  CUtensorMap k;
+  CUtensorMap v;
+  int enabled;
+};
+
+// Shared-memory transaction count of the copies the next phase of `bar` waits for, and this
+// thread's arrival.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+
+// One box of `map` at the given coordinates into shared memory at `dst`, counted on `bar`.
+__device__ __forceinline__ void tma_load_5d(uint32_t dst, const CUtensorMap* map, uint32_t bar,
+                                            int c0, int c1, int c2, int c3, int c4) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4, %5, %6, %7}], [%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
+      : "memory");
+}
+
+}  // namespace dilated::cuda::hopper
