@@ -161,16 +161,22 @@ int main(int argc, char** argv) {
   const double flops = dilated::forward_flops(p);
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  // DILATED_CUDA_HOPPER=0 keeps the portable kernels on a Hopper card: named apart.
-  const char* hopper_env = std::getenv("DILATED_CUDA_HOPPER");
-  const bool portable = hopper_env && std::string(hopper_env) == "0";
+  // DILATED_CUDA_HOPPER=0 keeps the portable kernels on a Hopper card and DILATED_CUDA_TMA=0
+  // the Hopper kernel's cp.async producer: rows named apart.
+  const auto env_off = [](const char* name) {
+    const char* value = std::getenv(name);
+    return value && std::string(value) == "0";
+  };
+  const char* impl = env_off("DILATED_CUDA_HOPPER") ? "dilated-cuda-portable"
+                     : env_off("DILATED_CUDA_TMA")  ? "dilated-cuda-no-tma"
+                                                    : "dilated-cuda";
   std::printf(
       "{\"impl\": \"%s\", \"gpu\": \"%s\", \"mode\": \"%s\", \"b\": %lld, \"n\": %lld, "
       "\"h\": %lld, \"h_kv\": %lld, \"d\": %lld, \"segments\": \"%s\", \"dilations\": \"%s\", "
       "\"dtype\": \"%s\", \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwdbwd_ms\": %.4f, "
       "\"fwd_tflops\": %.1f, \"fwdbwd_tflops\": %.1f, \"fwd_flops\": %.6e, \"workspace_bytes\": "
       "%lld, \"status\": \"ok\"}\n",
-      portable ? "dilated-cuda-portable" : "dilated-cuda", prop.name, mode.c_str(),
+      impl, prop.name, mode.c_str(),
       static_cast<long long>(batch), static_cast<long long>(seqlen), static_cast<long long>(heads),
       static_cast<long long>(p.heads_kv), static_cast<long long>(head_dim), segments.c_str(),
       dilations.c_str(), dtype.c_str(), causal ? "true" : "false", fwd, bwd, both,

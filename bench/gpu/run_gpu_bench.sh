@@ -36,6 +36,7 @@ if [[ $what == bench || $what == all ]]; then
   run_case() {  # args for both programs; on Hopper also the portable kernels (same run)
     ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
     DILATED_CUDA_HOPPER=0 ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
+    DILATED_CUDA_TMA=0 ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
     python3 bench/gpu/torch_baselines.py "$@" | tee -a "$OUT/bench.jsonl"
   }
   : >"$OUT/bench.jsonl"
