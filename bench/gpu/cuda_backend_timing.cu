@@ -176,12 +176,11 @@ int main(int argc, char** argv) {
       "\"dtype\": \"%s\", \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwdbwd_ms\": %.4f, "
       "\"fwd_tflops\": %.1f, \"fwdbwd_tflops\": %.1f, \"fwd_flops\": %.6e, \"workspace_bytes\": "
       "%lld, \"status\": \"ok\"}\n",
-      impl, prop.name, mode.c_str(),
-      static_cast<long long>(batch), static_cast<long long>(seqlen), static_cast<long long>(heads),
-      static_cast<long long>(p.heads_kv), static_cast<long long>(head_dim), segments.c_str(),
-      dilations.c_str(), dtype.c_str(), causal ? "true" : "false", fwd, bwd, both,
-      flops / fwd * 1e-9, 3.5 * flops / both * 1e-9, flops,
-      static_cast<long long>(p.workspace_bytes));
+      impl, prop.name, mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seqlen),
+      static_cast<long long>(heads), static_cast<long long>(p.heads_kv),
+      static_cast<long long>(head_dim), segments.c_str(), dilations.c_str(), dtype.c_str(),
+      causal ? "true" : "false", fwd, bwd, both, flops / fwd * 1e-9, 3.5 * flops / both * 1e-9,
+      flops, static_cast<long long>(p.workspace_bytes));
   for (void* ptr : owned) cudaFree(ptr);
   return 0;
 }

@@ -21,7 +21,7 @@ echo "build: $(( $(date +%s) - start )) s"
 
 if [[ $what == tests || $what == all ]]; then
   # ctest runs each test in its own process, 8 at a time (the suite takes ~5 min in one).
-  ctest --test-dir $BUILD -L '^gpu$' -j 8 --output-on-failure --timeout 900 >"$OUT/cuda_tests.log" 2>&1
+  ctest --test-dir $BUILD -L '^gpu$' -j 8 --output-on-failure --timeout ${CTEST_TIMEOUT:-900} >"$OUT/cuda_tests.log" 2>&1
   grep -E "tests passed|tests failed|\(Failed\)|Skipped|Not Run" "$OUT/cuda_tests.log" | head -30
   grep -E "Failure|error ratio|device error" "$OUT/cuda_tests.log" | head -30
   for tool in memcheck racecheck; do
@@ -34,11 +34,12 @@ fi
 
 if [[ $what == bench || $what == all ]]; then
   run_case() {  # args for both programs; on Hopper also the portable kernels (same run)
-    ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
-    DILATED_CUDA_HOPPER=0 ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
-    DILATED_CUDA_TMA=0 ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
+    $limit ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
+    DILATED_CUDA_HOPPER=0 $limit ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
+    DILATED_CUDA_TMA=0 $limit ./$BUILD/bin/cuda_backend_timing "$@" | tee -a "$OUT/bench.jsonl"
     python3 bench/gpu/torch_baselines.py "$@" | tee -a "$OUT/bench.jsonl"
   }
+  limit="timeout ${BENCH_TIMEOUT:-600}"  # a hung kernel ends its case, not the session
   : >"$OUT/bench.jsonl"
   P="--batch 1 --seq-len 32768 --heads 16 --head-dim 128 --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16"
   for mode in head_groups longnet; do

@@ -53,7 +53,25 @@ const char* tensor_core_unsupported(const Params& p, int sm) {
 int64_t mma_forward_tile_rows(const Params&) {
   return kForwardRows;
 }
-int64_t mma_backward_tile_rows(const Params&) {
+namespace {
+
+// Whether the Hopper backward takes p on this device.
+bool hopper_backward(const Params& p) {
+#if DILATED_WITH_HOPPER
+  int sm = 0;
+  return device_sm(&sm).ok() && hopper::backward_unsupported(p, sm)[0] == '\0';
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+}  // namespace
+
+int64_t mma_backward_tile_rows(const Params& p) {
+#if DILATED_WITH_HOPPER
+  if (hopper_backward(p)) return hopper::backward_tile_rows();
+#endif
   return kMmaRows;
 }
 
@@ -73,6 +91,12 @@ void mma_forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream
 }
 
 void mma_backward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+#if DILATED_WITH_HOPPER
+  if (hopper_backward(p)) {
+    hopper::backward_pass(p, pass, stream);
+    return;
+  }
+#endif
   if (p.dtype == DType::bf16) {
     mma_backward_pass_for<__nv_bfloat16>(p, pass, stream);
   } else {

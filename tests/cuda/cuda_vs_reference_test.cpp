@@ -57,9 +57,9 @@ TEST(CudaVsReference, HeadGroupsRandom) {
   sweep(Mode::head_groups, 100);
 }
 
-// On a Hopper card the forward runs the sm_90a kernels; the portable tensor-core forward (the
-// path of every other card) is checked there too. Each ctest test is its own process, so the
-// variable does not reach other tests.
+// On a Hopper card the forward and backward run the sm_90a kernels; the portable tensor-core
+// kernels (the path of every other card) are checked there too. Each ctest test is its own process,
+// so the variable does not reach other tests.
 TEST(CudaVsReference, PortableForwardWhereHopperWouldRun) {
   DILATED_REQUIRE_BACKEND(cuda());
   setenv("DILATED_CUDA_HOPPER", "0", 1);

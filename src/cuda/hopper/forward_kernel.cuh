@@ -9,22 +9,14 @@
 // two warpgroups take turns issuing their products (docs/design.md 3d).
 #pragma once
 
-#include "cuda/hopper/barriers.cuh"
-#include "cuda/hopper/tma.cuh"
+#include "cuda/hopper/stage_ring.cuh"
+#include "cuda/hopper/warp_roles.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/forward_rows.cuh"
 #include "cuda/kernels/mma_tiles.cuh"
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kConsumerThreads = 256;             // two warpgroups
-inline constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup
-// Registers per thread after the split (setmaxnreg): the producer only computes addresses.
-// The CTA holds 168 x 384 registers (the launch's allocation): what the producer gives up
-// (128 x (168 - 40)) is exactly what the consumers take (256 x (232 - 168)); a split that
-// asks for more makes setmaxnreg.inc wait forever (48 / 232 hung).
-inline constexpr int kProducerRegisters = 40;
-inline constexpr int kConsumerRegisters = 232;
 inline constexpr int kRows = 128;  // query rows per CTA (64 per warpgroup)
 inline constexpr int kKeys = 128;  // keys per tile
 inline constexpr int kStages = 3;  // K/V tiles in flight
@@ -34,38 +26,15 @@ struct ForwardSmem {
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
-  // The tiles, a full and an empty mbarrier per stage, a word per consumer thread
-  // (wgmma_wait_after), and room to round the base up to 1024.
-  static constexpr int kBytes = kTileBytes + 2 * kStages * 8 + 4 * kConsumerThreads + 1024;
+  // The tiles, the stage barriers, a word per consumer thread (wgmma_wait_after), and room to
+  // round the base up to 1024.
+  static constexpr int kBytes =
+      kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 1024;
 };
-
-// The producer warpgroup's copy of key rows idx0 .. idx0 + kKeys - 1 of the K and V spans (the
-// same positions; rows past the run are zero-filled). Each thread keeps one chunk column.
-template <typename Elem, int D>
-__device__ __forceinline__ void copy_key_tile(Elem* k_tile, Elem* v_tile, const RowSpan& k_span,
-                                              const RowSpan& v_span) {
-  using Tile = GmmaTile<kKeys, D>;
-  constexpr int kRowStep = 128 / Tile::kChunks;
-  const int thread = threadIdx.x % 128;
-  const int chunk = thread % Tile::kChunks;
-  const uint32_t k_base = smem_address(k_tile), v_base = smem_address(v_tile);
-  const Elem* k_src = static_cast<const Elem*>(k_span.base) + chunk * 8;
-  const Elem* v_src = static_cast<const Elem*>(v_span.base) + chunk * 8;
-#pragma unroll 4
-  for (int row = thread / Tile::kChunks; row < kKeys; row += kRowStep) {
-    const int idx = k_span.idx0 + row;
-    const bool valid = idx < k_span.count;
-    const int64_t tensor_row =
-        valid ? grid_row(k_span.order, k_span.first + static_cast<int64_t>(idx) * k_span.step) : 0;
-    const uint32_t offset = Tile::chunk_offset(row, chunk) * 2;
-    cp_async_16(k_base + offset, k_src + tensor_row * k_span.row_stride, valid);
-    cp_async_16(v_base + offset, v_src + tensor_row * v_span.row_stride, valid);
-  }
-}
 
 template <typename Elem, int D>
 __global__ void __launch_bounds__(kThreads, 1)
-    forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ KeyMaps maps) {
+    forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
@@ -73,14 +42,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int DT = D / 8;      // n8 column tiles of output
   constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
   extern __shared__ unsigned char smem_raw[];
-  Elem* q_tile = reinterpret_cast<Elem*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
-                                         ~static_cast<uintptr_t>(1023));
+  Elem* q_tile = first_tile<Elem>(smem_raw);
   Elem* k_tiles = q_tile + QueryTile::kElements;
   Elem* v_tiles = k_tiles + kStages * KeyTile::kElements;
-  const uint32_t bars = smem_address(v_tiles + kStages * KeyTile::kElements);
-  auto full = [&](int stage) { return bars + 8 * stage; };
-  auto empty = [&](int stage) { return bars + 8 * (kStages + stage); };
-  const uint32_t scratch = bars + 16 * kStages + 4 * threadIdx.x;  // see wgmma_wait_after
+  const StageRing<kStages> ring{smem_address(v_tiles + kStages * KeyTile::kElements)};
+  const uint32_t scratch =
+      ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;  // see wgmma_wait_after
 
   const ForwardTile tile = forward_tile(p, pass, kRows);
   if (tile.num_keys == 0) return;
@@ -92,54 +59,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
   const int lane = threadIdx.x % 32;
 
-  if (threadIdx.x == 0) {
-    for (int stage = 0; stage < kStages; ++stage) {
-      mbarrier_init(full(stage), 128);  // the producer's threads
-      mbarrier_init(empty(stage), kConsumerThreads / 32);
-    }
-  }
+  if (threadIdx.x == 0) ring.init();
   __syncthreads();
 
-  if (threadIdx.x >= kConsumerThreads) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
-    // Producer: tile t goes to stage t % kStages once the consumers released that stage's
-    // previous tile. Each thread's copies arrive on the stage's full barrier when they land
-    // (cp.async.mbarrier.arrive), so the producer runs ahead as far as the stages allow.
+  if (is_producer()) {
+    become_producer();
+    // Tile t goes to stage t % kStages once the consumers released that stage's previous tile;
+    // the producer runs ahead as far as the stages allow.
     RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
     RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
     for (int t = 0; t < num_key_tiles; ++t) {
-      const int stage = t % kStages;
-      if (t >= kStages) mbarrier_wait(empty(stage), (t / kStages + 1) & 1);
+      ring.wait_empty(t);
       k_span.idx0 = v_span.idx0 = t * kKeys;
-      if (maps.enabled && (t + 1) * kKeys <= key_count) {
-        // A whole tile of selected rows: one thread has the copy engine fetch it (rows past
-        // the slice would bring other segments' values, so the last partial tile does not).
-        if (threadIdx.x == kConsumerThreads) {
-          const int phase = static_cast<int>(key_rows.first % hp.dilation);
-          const int row = static_cast<int>(key_rows.first / hp.dilation) + t * kKeys;
-          mbarrier_arrive_expect_tx(full(stage), 2 * kKeyTileBytes);
-#pragma unroll
-          for (int half = 0; half < D / 64; ++half) {
-            const uint32_t offset = stage * kKeyTileBytes + half * KeyTile::kHalfBytes;
-            tma_load_5d(smem_address(k_tiles) + offset, &maps.k, full(stage), half * 64, phase, row,
-                        static_cast<int>(kv_head), static_cast<int>(b));
-            tma_load_5d(smem_address(v_tiles) + offset, &maps.v, full(stage), half * 64, phase, row,
-                        static_cast<int>(kv_head), static_cast<int>(b));
-          }
-        } else {
-          mbarrier_arrive(full(stage));
-        }
-      } else {
-        copy_key_tile<Elem, D>(k_tiles + stage * KeyTile::kElements,
-                               v_tiles + stage * KeyTile::kElements, k_span, v_span);
-        cp_async_mbarrier_arrive(full(stage));
-      }
+      produce_row_tiles<Elem, kKeys, D>(maps, k_span, v_span, kv_head, b,
+                                        k_tiles + (t % kStages) * KeyTile::kElements,
+                                        v_tiles + (t % kStages) * KeyTile::kElements, ring.full(t));
     }
     cp_async_wait<0>();  // no copy outlives its thread
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+  become_consumer();
   load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
       q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
   cp_async_commit();
@@ -212,10 +152,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     row_norm[0][0] = row_norm[0][0] * corrections[0][0] + (rounded[0] + rounded[2]);
     row_norm[0][1] = row_norm[0][1] * corrections[0][1] + (rounded[1] + rounded[3]);
   };
-  auto release = [&](int t) {
-    __syncwarp();
-    if (lane == 0) mbarrier_arrive(empty(t % kStages));  // this warp is done with the stage
-  };
+  auto release = [&](int t) { ring.release(t); };
 
   // The two warpgroups take turns issuing their products (FlashAttention-3's ping-pong):
   // named barriers 2 and 3 (warpgroup 0's and 1's turn) make one warpgroup's products run
@@ -226,8 +163,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
   // while the tensor cores compute tile t - 1's P V.
-  mbarrier_wait(full(0), 0);
-  fence_proxy_async();
+  ring.wait_full(0);
   wait_turn();
   wgmma_fence();
   issue_scores(s[0], 0);
@@ -237,8 +173,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   softmax(0);
   pack();
   for (int t = 1; t < num_key_tiles; ++t) {
-    mbarrier_wait(full(t % kStages), (t / kStages) & 1);
-    fence_proxy_async();  // the producer's copies are read through the async proxy next
+    ring.wait_full(t);
     wait_turn();
     wgmma_fence();
     issue_scores(s[0], t);

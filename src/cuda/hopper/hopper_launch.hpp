@@ -1,5 +1,5 @@
 // The Hopper (sm_90a) path behind the tensor-core launcher: which problems it takes and one
-// forward pass. Built when the CUDA architectures include 90 (DILATED_WITH_HOPPER).
+// forward and backward pass. Built when the CUDA architectures include 90 (DILATED_WITH_HOPPER).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -14,5 +14,12 @@ namespace dilated::cuda::hopper {
 const char* forward_unsupported(const Params& p, int sm);
 // One forward pass (same tiles and grid as the portable forward: mma_forward_tile_rows).
 void forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream);
+
+// The same for the backward (dq, dk, dv); DILATED_CUDA_HOPPER_BACKWARD=0 keeps the portable
+// backward alone.
+const char* backward_unsupported(const Params& p, int sm);
+// Selected rows per query tile and per key tile of the Hopper backward's pass plan.
+int64_t backward_tile_rows();
+void backward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream);
 
 }  // namespace dilated::cuda::hopper

@@ -8,20 +8,20 @@
 
 namespace dilated::cuda::hopper {
 
-// K and V of one pass as 5-D maps (D, phase < r, position / r, kv head, batch): the box
-// (64 columns, 1 phase, 128 rows) at (half * 64, first % r, first / r + idx0, kv head, b) is
-// rows first + (idx0 + j) r, j < 128, of one 64-column half, in the 128-byte-swizzle layout.
+// Two tensors of one pass (K and V, or Q and dO) as 5-D maps (D, phase < r, position / r,
+// head, batch): the box (64 columns, 1 phase, Rows rows) at (half * 64, p % r, p / r, head, b)
+// is positions p + j r, j < Rows, of one 64-column half, in the 128-byte-swizzle layout.
 // enabled = 0: the producer copies with cp.async instead.
-struct KeyMaps {
-  CUtensorMap k;
-  CUtensorMap v;
+struct TensorMaps {
+  CUtensorMap a;
+  CUtensorMap b;
   int enabled;
 };
 
-// Shared-memory transaction count of the copies the next phase of `bar` waits for, and this
-// thread's arrival.
-__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+// Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
+// thread arrives separately, after issuing them).
+__device__ __forceinline__ void mbarrier_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
 }
 

@@ -27,6 +27,14 @@ struct GmmaTile {
   }
 };
 
+// The first 1024-byte boundary of dynamic shared memory (GmmaTile's alignment; the kernels ask
+// for 1024 bytes more than they use).
+template <typename Elem>
+__device__ __forceinline__ Elem* first_tile(unsigned char* smem) {
+  return reinterpret_cast<Elem*>((reinterpret_cast<uintptr_t>(smem) + 1023) &
+                                 ~static_cast<uintptr_t>(1023));
+}
+
 // Matrix descriptor of a 128-byte-swizzled operand at shared address `address`:
 // leading and stride byte offsets as wgmma defines them for the operand's major-ness.
 __device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t leading_bytes,

@@ -1,0 +1,68 @@
+// Launches of the Hopper backward (dq, then dk/dv), one instantiation per element type and head
+// dim (64, 128).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/hopper/backward_dkdv_kernel.cuh"
+#include "cuda/hopper/backward_dq_kernel.cuh"
+#include "cuda/hopper/hopper_launch.hpp"
+#include "cuda/hopper/tensor_maps.hpp"
+#include "cuda/kernel_launch.hpp"
+
+namespace dilated::cuda::hopper {
+namespace {
+
+static_assert(kRows == kKeys, "one tile size for the pass plan's query and key tiles");
+
+template <class Kernel>
+void launch_kernel(Kernel kernel, dim3 grid, int smem, cudaStream_t stream, const Params& p,
+                   const PassInfo& pass, const TensorMaps& maps) {
+  // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  kernel<<<grid, kThreads, smem, stream>>>(p, pass, maps);
+}
+
+template <typename Elem, int D>
+void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+  launch_kernel(backward_dq_kernel<Elem, D>, pass_grid(pass, pass.head_count, p.batch),
+                DqSmem<D>::kBytes, stream, p, pass,
+                pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
+  launch_kernel(backward_dkdv_kernel<Elem, D>, key_pass_grid(pass, p.heads_kv, p.batch),
+                DkdvSmem<D>::kBytes, stream, p, pass,
+                pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries));
+}
+
+template <typename Elem>
+void launch_for(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+  if (p.head_dim == 64) {
+    launch<Elem, 64>(p, pass, stream);
+  } else {
+    launch<Elem, 128>(p, pass, stream);
+  }
+}
+
+}  // namespace
+
+const char* backward_unsupported(const Params& p, int sm) {
+  if (const char* why = forward_unsupported(p, sm); why[0] != '\0') return why;
+  const char* env = std::getenv("DILATED_CUDA_HOPPER_BACKWARD");
+  if (env && std::strcmp(env, "0") == 0) return "DILATED_CUDA_HOPPER_BACKWARD=0";
+  return "";
+}
+
+int64_t backward_tile_rows() {
+  return kRows;
+}
+
+void backward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
+  if (p.dtype == DType::bf16) {
+    launch_for<__nv_bfloat16>(p, pass, stream);
+  } else {
+    launch_for<__half>(p, pass, stream);
+  }
+}
+
+}  // namespace dilated::cuda::hopper

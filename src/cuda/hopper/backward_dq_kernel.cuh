@@ -1,0 +1,170 @@
+// Hopper dq (sm_90a): the portable dq kernel's algebra (kernels/mma_backward.cuh) on warpgroup
+// products, with the Hopper forward's CTA: 128 selected query rows of one segment of one head,
+// K and V tiles of 128 keys streamed by the producer warpgroup through the stage ring. Per tile
+// a consumer warpgroup (64 rows) computes S = Q K^T and dP = dO V^T (operands in shared
+// memory), dS = P (dP - delta) on the accumulators, and dq += dS K with dS from registers in
+// two 16-bit parts (the cancellation argument of mma_backward.cuh) and K read N-major. Each
+// dq row is owned by one CTA per pass: no atomics, bitwise-reproducible results.
+#pragma once
+
+#include "cuda/hopper/forward_kernel.cuh"
+#include "cuda/hopper/stage_ring.cuh"
+#include "cuda/hopper/warp_roles.cuh"
+#include "cuda/hopper/wgmma.cuh"
+#include "cuda/kernels/forward_rows.cuh"
+#include "cuda/kernels/mma_backward.cuh"
+
+namespace dilated::cuda::hopper {
+
+inline constexpr int kDqStages = 2;  // K/V tiles in flight (Q and dO take the rest of the space)
+
+template <int D>
+struct DqSmem {
+  using QueryTile = GmmaTile<kRows, D>;
+  using KeyTile = GmmaTile<kKeys, D>;
+  static constexpr int kBytes =
+      (2 * QueryTile::kElements + 2 * kDqStages * KeyTile::kElements) * 2 +
+      StageRing<kDqStages>::kBytes + 1024;
+};
+
+template <typename Elem, int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    backward_dq_kernel(const Params p, const PassInfo pass,
+                       const __grid_constant__ TensorMaps maps) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using QueryTile = GmmaTile<kRows, D>;
+  using KeyTile = GmmaTile<kKeys, D>;
+  constexpr int NT = kKeys / 8;  // n8 column tiles of scores
+  constexpr int DT = D / 8;      // n8 column tiles of dq
+  constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
+  extern __shared__ unsigned char smem_raw[];
+  Elem* q_tile = first_tile<Elem>(smem_raw);
+  Elem* do_tile = q_tile + QueryTile::kElements;
+  Elem* k_tiles = do_tile + QueryTile::kElements;
+  Elem* v_tiles = k_tiles + kDqStages * KeyTile::kElements;
+  const StageRing<kDqStages> ring{smem_address(v_tiles + kDqStages * KeyTile::kElements)};
+
+  const ForwardTile tile = forward_tile(p, pass, kRows);
+  // No key for any row (Params::window): dq keeps its zeros or accumulation.
+  if (tile.num_keys == 0) return;
+  const int64_t b = tile.b, head = tile.head, kv_head = tile.kv_head;
+  const HeadPattern hp = tile.hp;
+  const SegmentRows rows = tile.rows, key_rows = tile.key_rows;
+  const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
+  const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
+
+  if (threadIdx.x == 0) ring.init();
+  __syncthreads();
+
+  if (is_producer()) {
+    become_producer();
+    RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
+    RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
+    for (int t = 0; t < num_key_tiles; ++t) {
+      ring.wait_empty(t);
+      k_span.idx0 = v_span.idx0 = t * kKeys;
+      produce_row_tiles<Elem, kKeys, D>(
+          maps, k_span, v_span, kv_head, b, k_tiles + (t % kDqStages) * KeyTile::kElements,
+          v_tiles + (t % kDqStages) * KeyTile::kElements, ring.full(t));
+    }
+    cp_async_wait<0>();  // no copy outlives its thread
+    return;
+  }
+
+  become_consumer();
+  load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
+      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
+  load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
+      do_tile, make_span<Elem>(p, p.dout, b, head, hp, rows, q0, pass.order));
+  cp_async_commit();
+
+  const int lane = threadIdx.x % 32;
+  const int warpgroup = threadIdx.x / 128;
+  const int warp_row0 = warpgroup * 64 + (threadIdx.x % 128) / 32 * 16;
+  const float scale_log2 = p.scale * kLog2e;
+  const float dout_scale = output_scale(p);
+  const int count = static_cast<int>(rows.count);
+  const int row_idx[2] = {q0 + warp_row0 + lane / 4, q0 + warp_row0 + lane / 4 + 8};
+  const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
+  int64_t query_row[2];
+  float lse_log2[2], delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
+    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
+    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
+    delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
+  }
+  // The warp's rows are inside the slice: only key tiles at its end or, causal, past the
+  // warp's first row need the per-element test.
+  const bool warp_rows_inside = q0 + warp_row0 + 16 <= count;
+
+  cp_async_wait<0>();
+  fence_proxy_async();
+  named_barrier_sync(1, kConsumerThreads);
+
+  const uint64_t q_desc = k_major_desc(smem_address(q_tile) + warpgroup * 64 * 128);
+  const uint64_t do_desc = k_major_desc(smem_address(do_tile) + warpgroup * 64 * 128);
+  const uint64_t k_desc = k_major_desc(smem_address(k_tiles));          // S = Q K^T
+  const uint64_t v_desc = k_major_desc(smem_address(v_tiles));          // dP = dO V^T
+  const uint64_t kn_desc = n_major_desc<kKeys>(smem_address(k_tiles));  // dq += dS K
+  float dq[DT][4] = {};
+
+  for (int t = 0; t < num_key_tiles; ++t) {
+    const uint32_t stage = (t % kDqStages) * kKeyTileBytes;
+    ring.wait_full(t);
+    float s[1][NT][4], dp[1][NT][4];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      wgmma_ss<Elem, kKeys>(s[0], desc_plus(q_desc, k_major_step<kRows>(kk)),
+                            desc_plus(k_desc, stage + k_major_step<kKeys>(kk)), kk > 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      wgmma_ss<Elem, kKeys>(dp[0], desc_plus(do_desc, k_major_step<kRows>(kk)),
+                            desc_plus(v_desc, stage + k_major_step<kKeys>(kk)), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin_accumulators(s[0]);
+    pin_accumulators(dp[0]);
+
+    const int key0 = t * kKeys;
+    const bool needs_mask = !warp_rows_inside || key0 + kKeys > key_count ||
+                            (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+        const bool visible = !needs_mask || (row_ok[r] && key < key_count &&
+                                             !(p.causal && key > row_idx[r] + shift));
+        const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
+        s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
+      }
+    }
+    uint32_t ds[kBackwardParts][1][NT / 2][4];
+    accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
+
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; ++kk) {
+#pragma unroll
+      for (int part = 0; part < kBackwardParts; ++part) {
+        wgmma_rs<Elem, D>(dq, ds[part][0][kk], desc_plus(kn_desc, stage + n_major_step(kk)));
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin_accumulators(dq);
+#pragma unroll
+    for (int part = 0; part < kBackwardParts; ++part) pin_fragments(ds[part][0]);
+    ring.release(t);
+  }
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq, p.scale);
+#endif
+}
+
+}  // namespace dilated::cuda::hopper

@@ -1,0 +1,109 @@
+// Stages of shared memory passed between the producer warpgroup and the consumers: a full and
+// an empty mbarrier per stage. Item t of a stream goes to stage t % Stages; the producer waits
+// for the stage's previous item to be released, the consumers for the item to land.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/hopper/barriers.cuh"
+#include "cuda/hopper/tma.cuh"
+#include "cuda/hopper/warp_roles.cuh"
+#include "cuda/hopper/wgmma.cuh"
+#include "cuda/kernels/mma_tiles.cuh"
+
+namespace dilated::cuda::hopper {
+
+template <int Stages>
+struct StageRing {
+  static constexpr int kBytes = 2 * Stages * 8;
+  uint32_t bars;  // shared address of 2 * Stages mbarriers
+
+  __device__ __forceinline__ uint32_t full(int t) const { return bars + 8 * (t % Stages); }
+  __device__ __forceinline__ uint32_t empty(int t) const {
+    return bars + 8 * (Stages + t % Stages);
+  }
+  // By one thread, before a __syncthreads: each producer thread arrives on full (directly or
+  // when its copies land), each consumer warp on empty.
+  __device__ __forceinline__ void init() const {
+    for (int stage = 0; stage < Stages; ++stage) {
+      mbarrier_init(full(stage), 128);
+      mbarrier_init(empty(stage), kConsumerThreads / 32);
+    }
+  }
+  // Producer: before filling item t's stage.
+  __device__ __forceinline__ void wait_empty(int t) const {
+    if (t >= Stages) mbarrier_wait(empty(t), (t / Stages + 1) & 1);
+  }
+  // Consumer: before reading item t; the fence lets wgmma (the async proxy) read what
+  // cp.async wrote.
+  __device__ __forceinline__ void wait_full(int t) const {
+    mbarrier_wait(full(t), (t / Stages) & 1);
+    fence_proxy_async();
+  }
+  // Consumer warp: done with item t (its products have completed).
+  __device__ __forceinline__ void release(int t) const {
+    __syncwarp();
+    if (threadIdx.x % 32 == 0) mbarrier_arrive(empty(t));
+  }
+};
+
+// The producer warpgroup's copy of rows idx0 .. idx0 + Rows - 1 of two spans with the same
+// positions (K and V, or Q and dO) into two tiles in the 128-byte-swizzle layout (rows past the
+// run are zero-filled). Each thread keeps one chunk column.
+template <typename Elem, int Rows, int D>
+__device__ __forceinline__ void copy_row_tiles(Elem* a_tile, Elem* b_tile, const RowSpan& a_span,
+                                               const RowSpan& b_span) {
+  using Tile = GmmaTile<Rows, D>;
+  constexpr int kRowStep = 128 / Tile::kChunks;
+  const int thread = threadIdx.x % 128;
+  const int chunk = thread % Tile::kChunks;
+  const uint32_t a_base = smem_address(a_tile), b_base = smem_address(b_tile);
+  const Elem* a_src = static_cast<const Elem*>(a_span.base) + chunk * 8;
+  const Elem* b_src = static_cast<const Elem*>(b_span.base) + chunk * 8;
+#pragma unroll 4
+  for (int row = thread / Tile::kChunks; row < Rows; row += kRowStep) {
+    const int idx = a_span.idx0 + row;
+    const bool valid = idx < a_span.count;
+    const int64_t tensor_row =
+        valid ? grid_row(a_span.order, a_span.first + static_cast<int64_t>(idx) * a_span.step) : 0;
+    const uint32_t offset = Tile::chunk_offset(row, chunk) * 2;
+    cp_async_16(a_base + offset, a_src + tensor_row * a_span.row_stride, valid);
+    cp_async_16(b_base + offset, b_src + tensor_row * b_span.row_stride, valid);
+  }
+}
+
+// Rows idx0 .. idx0 + Rows - 1 of two spans (A: k or q, B: v or dout; the same positions) into a
+// stage: a whole tile through the copy engine where `maps` hold the two tensors (one thread
+// issues it; tma.cuh), the last partial tile of a run and anything else with cp.async (a box
+// would read the next segment's rows, whose NaNs would reach the products through zero
+// weights). Every producer thread arrives on the stage's full barrier once, when its copies
+// have landed.
+template <typename Elem, int Rows, int D>
+__device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const RowSpan& a_span,
+                                                  const RowSpan& b_span, int64_t head, int64_t b,
+                                                  Elem* a_tile, Elem* b_tile, uint32_t full) {
+  using Tile = GmmaTile<Rows, D>;
+  if (maps.enabled && a_span.idx0 + Rows <= a_span.count) {
+    if (threadIdx.x % 128 == 0) {
+      const int64_t first = a_span.first + static_cast<int64_t>(a_span.idx0) * a_span.step;
+      const int phase = static_cast<int>(first % a_span.step);
+      const int row = static_cast<int>(first / a_span.step);
+      mbarrier_expect_tx(full, 2 * Tile::kElements * 2);
+#pragma unroll
+      for (int half = 0; half < D / 64; ++half) {
+        const uint32_t offset = half * Tile::kHalfBytes;
+        tma_load_5d(smem_address(a_tile) + offset, &maps.a, full, half * 64, phase, row,
+                    static_cast<int>(head), static_cast<int>(b));
+        tma_load_5d(smem_address(b_tile) + offset, &maps.b, full, half * 64, phase, row,
+                    static_cast<int>(head), static_cast<int>(b));
+      }
+    }
+  } else {
+    copy_row_tiles<Elem, Rows, D>(a_tile, b_tile, a_span, b_span);
+  }
+  // Also covers any other cp.async the thread issued for this stage (the backward's row
+  // statistics); the copy engine's bytes are counted by the expect_tx above.
+  cp_async_mbarrier_arrive(full);
+}
+
+}  // namespace dilated::cuda::hopper

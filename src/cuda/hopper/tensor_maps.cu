@@ -1,0 +1,70 @@
+// Tensor maps for the copy engine, encoded through the driver entry point that the runtime
+// hands out (the library links only the runtime).
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/pattern_math.hpp"
+#include "cuda/hopper/tensor_maps.hpp"
+
+namespace dilated::cuda::hopper {
+namespace {
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      fn = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// 5-D map (D, phase < r, position / r, head, batch) of t for dilation r (tma.cuh).
+bool encode_map(const Params& p, const Tensor& t, int64_t heads, int64_t r, int box_rows,
+                CUtensorMap* map) {
+  const auto encode = tensor_map_encoder();
+  if (!encode || !t.data) return false;
+  const cuuint64_t elem = 2;
+  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(p.head_dim), static_cast<cuuint64_t>(r),
+                              static_cast<cuuint64_t>(p.seqlen / r), static_cast<cuuint64_t>(heads),
+                              static_cast<cuuint64_t>(p.batch)};
+  const cuuint64_t strides[4] = {static_cast<cuuint64_t>(t.row_stride) * elem,
+                                 static_cast<cuuint64_t>(t.row_stride * r) * elem,
+                                 static_cast<cuuint64_t>(t.head_stride) * elem,
+                                 static_cast<cuuint64_t>(t.batch_stride) * elem};
+  const cuuint32_t box[5] = {64, 1, static_cast<cuuint32_t>(box_rows), 1, 1};
+  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType type =
+      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(map, type, 5, t.data, dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace
+
+TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
+                            int64_t heads, int box_rows) {
+  TensorMaps maps{};
+  const char* env = std::getenv("DILATED_CUDA_TMA");
+  if ((env && std::strcmp(env, "0") == 0) || pass.order || p.cu_seqlens ||
+      p.window.global_seqlen != 0) {
+    return maps;
+  }
+  const int64_t r = head_pattern(p, pass.head_begin, p.mode == Mode::longnet ? pass.k : 0).dilation;
+  if (p.seqlen % r != 0) return maps;
+  maps.enabled = encode_map(p, a, heads, r, box_rows, &maps.a) &&
+                 encode_map(p, b, heads, r, box_rows, &maps.b);
+  return maps;
+}
+
+}  // namespace dilated::cuda::hopper

@@ -1,0 +1,18 @@
+// Host side of the copy engine for the Hopper kernels: the tensor maps a pass hands its kernel.
+#pragma once
+
+#include "cuda/hopper/tma.cuh"
+#include "cuda/launch_plan.hpp"
+#include "dilated/params.hpp"
+
+namespace dilated::cuda::hopper {
+
+// Maps of two tensors of the same shape (k and v: heads = heads_kv; q and dout: heads) for
+// pass `pass`, with boxes of `box_rows` selected rows. Disabled (the kernels copy with
+// cp.async) where the selected rows are no plain stride of whole sequences (token grid,
+// sequence window, varlen), where N is no multiple of the dilation (the last phase's rows would
+// fall outside the map), where the encoder refuses the strides, and with DILATED_CUDA_TMA=0.
+TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
+                            int64_t heads, int box_rows);
+
+}  // namespace dilated::cuda::hopper

@@ -1,0 +1,27 @@
+// The CTA shape every Hopper kernel shares: two consumer warpgroups that run the matrix
+// products and one producer warpgroup that streams tiles into shared memory, with the register
+// file moved from the producer to the consumers (setmaxnreg).
+#pragma once
+
+namespace dilated::cuda::hopper {
+
+inline constexpr int kConsumerThreads = 256;             // two warpgroups
+inline constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup
+// Registers per thread after the split: the producer only computes addresses. The CTA holds
+// 168 x 384 registers (the launch's allocation): what the producer gives up (128 x (168 - 40))
+// is exactly what the consumers take (256 x (232 - 168)); a split that asks for more makes
+// setmaxnreg.inc wait forever (48 / 232 hung).
+inline constexpr int kProducerRegisters = 40;
+inline constexpr int kConsumerRegisters = 232;
+
+__device__ __forceinline__ bool is_producer() {
+  return threadIdx.x >= kConsumerThreads;
+}
+__device__ __forceinline__ void become_producer() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+}
+__device__ __forceinline__ void become_consumer() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+}
+
+}  // namespace dilated::cuda::hopper
