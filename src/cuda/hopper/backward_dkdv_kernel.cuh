@@ -17,6 +17,11 @@
 namespace dilated::cuda::hopper {
 
 inline constexpr int kDkdvQueries = 64;  // query rows per streamed tile
+// 16-bit parts of P^T in dv += P^T dO (a benchmark knob; dS^T always takes kBackwardParts).
+#ifndef DILATED_HOPPER_VALUE_PARTS
+#define DILATED_HOPPER_VALUE_PARTS 2
+#endif
+inline constexpr int kValueParts = DILATED_HOPPER_VALUE_PARTS;
 inline constexpr int kDkdvStages = 3;
 
 template <int D>
@@ -135,6 +140,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint64_t do_desc = k_major_desc(smem_address(do_tiles));                 // dP^T = V dO^T
   const uint64_t qn_desc = n_major_desc<kDkdvQueries>(smem_address(q_tiles));    // dk += dS^T Q
   const uint64_t don_desc = n_major_desc<kDkdvQueries>(smem_address(do_tiles));  // dv += P^T dO
+  const IssueTurns turns{warpgroup};
+  turns.begin();
   int t = 0;
   for (int64_t head = head_first; head < head_last; ++head) {
     const KeyTileWork w = key_tile_work(p, pass, head, tc.segment, b, k0);
@@ -168,6 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float* delta_rows = lse_rows + kDkdvQueries;
       ring.wait_full(t);
       float st[1][QT][4], dpt[1][QT][4];  // this warpgroup's 64 keys x the tile's queries
+      turns.wait();
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -182,6 +190,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                      kk > 0);
       }
       wgmma_commit();
+      turns.pass();
       wgmma_wait<0>();
       pin_accumulators(st[0]);
       pin_accumulators(dpt[0]);
@@ -208,15 +217,16 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       }
-      uint32_t pa[kBackwardParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
-      accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(pa, st);
+      uint32_t pa[kValueParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
+      accumulators_to_a<Elem, kValueParts, 1, QT / 2>(pa, st);
       accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
 
+      turns.wait();
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < QT / 2; ++kk) {
 #pragma unroll
-        for (int part = 0; part < kBackwardParts; ++part) {
+        for (int part = 0; part < kValueParts; ++part) {
           wgmma_rs<Elem, D>(dv, pa[part][0][kk], desc_plus(don_desc, stage + n_major_step(kk)));
         }
       }
@@ -228,14 +238,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
       wgmma_commit();
+      turns.pass();
       wgmma_wait<0>();
       pin_accumulators(dv);
       pin_accumulators(dk);
 #pragma unroll
-      for (int part = 0; part < kBackwardParts; ++part) {
-        pin_fragments(pa[part][0]);
-        pin_fragments(dsa[part][0]);
-      }
+      for (int part = 0; part < kValueParts; ++part) pin_fragments(pa[part][0]);
+#pragma unroll
+      for (int part = 0; part < kBackwardParts; ++part) pin_fragments(dsa[part][0]);
       ring.release(t);
     }
     const int64_t key_row[2] = {
@@ -245,6 +255,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv,
                                  dout_scale);
   }
+  turns.end();
 #endif
 }
 

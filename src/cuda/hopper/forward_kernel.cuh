@@ -154,31 +154,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   auto release = [&](int t) { ring.release(t); };
 
-  // The two warpgroups take turns issuing their products (FlashAttention-3's ping-pong):
-  // named barriers 2 and 3 (warpgroup 0's and 1's turn) make one warpgroup's products run
-  // while the other computes its softmax, whose exponentials would otherwise compete.
-  auto wait_turn = [&]() { named_barrier_sync(2 + warpgroup, kConsumerThreads); };
-  auto pass_turn = [&]() { named_barrier_arrive(3 - warpgroup, kConsumerThreads); };
-  if (warpgroup == 1) pass_turn();  // warpgroup 0 goes first
+  const IssueTurns turns{warpgroup};
+  turns.begin();
 
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
   // while the tensor cores compute tile t - 1's P V.
   ring.wait_full(0);
-  wait_turn();
+  turns.wait();
   wgmma_fence();
   issue_scores(s[0], 0);
-  pass_turn();
+  turns.pass();
   wgmma_wait<0>();
   pin_accumulators(s[0]);
   softmax(0);
   pack();
   for (int t = 1; t < num_key_tiles; ++t) {
     ring.wait_full(t);
-    wait_turn();
+    turns.wait();
     wgmma_fence();
     issue_scores(s[0], t);
     issue_values(pa[0][0], t - 1);
-    pass_turn();
+    turns.pass();
     wgmma_wait<1>();  // the scores (committed first) are done; P V may still run
     pin_accumulators(s[0]);
     softmax(t);
@@ -191,11 +187,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     rescale_outputs(o, corrections);
     pack();
   }
-  wait_turn();
+  turns.wait();
   wgmma_fence();
   issue_values(pa[0][0], num_key_tiles - 1);
-  pass_turn();
-  if (warpgroup == 0) wait_turn();  // takes warpgroup 1's last turn: no arrival left pending
+  turns.pass();
+  turns.end();
   wgmma_wait<0>();
   pin_accumulators(o[0]);
   pin_fragments(pa[0][0]);

@@ -3,6 +3,8 @@
 // file moved from the producer to the consumers (setmaxnreg).
 #pragma once
 
+#include "cuda/hopper/barriers.cuh"
+
 namespace dilated::cuda::hopper {
 
 inline constexpr int kConsumerThreads = 256;             // two warpgroups
@@ -23,5 +25,27 @@ __device__ __forceinline__ void become_producer() {
 __device__ __forceinline__ void become_consumer() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
 }
+
+// The two consumer warpgroups take turns issuing their products (FlashAttention-3's
+// ping-pong): one warpgroup's products run while the other computes on its accumulators, whose
+// exponentials would otherwise compete with them. Warpgroups that consume the same stages
+// would otherwise run in step, both waiting for products at once. Named barriers 2 and 3 are
+// warpgroup 0's and 1's turn; both warpgroups must take the same number of turns.
+struct IssueTurns {
+  int warpgroup;
+  __device__ __forceinline__ void begin() const {  // warpgroup 0 goes first
+    if (warpgroup == 1) pass();
+  }
+  __device__ __forceinline__ void wait() const {
+    named_barrier_sync(2 + warpgroup, kConsumerThreads);
+  }
+  __device__ __forceinline__ void pass() const {
+    named_barrier_arrive(3 - warpgroup, kConsumerThreads);
+  }
+  // Takes warpgroup 1's last turn, so that no arrival is left pending at exit.
+  __device__ __forceinline__ void end() const {
+    if (warpgroup == 0) wait();
+  }
+};
 
 }  // namespace dilated::cuda::hopper

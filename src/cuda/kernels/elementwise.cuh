@@ -1,6 +1,8 @@
 // Row-wise helpers around the attention passes: initial values, delta = rowsum(dout * out),
 // and the final conversion of fp32 accumulators to the output dtype. One warp per (token, head)
-// row so that lanes read consecutive elements.
+// row so that lanes read consecutive elements; rows that are whole aligned 16-byte chunks move a
+// chunk per lane access (these passes are bound by memory bandwidth: 2-byte accesses reached
+// half of it).
 #pragma once
 
 #include "cuda/kernels/attention_common.cuh"
@@ -12,12 +14,31 @@ __device__ __forceinline__ int64_t global_warp() {
 }
 
 template <typename Elem>
+inline constexpr int kChunkElems = 16 / static_cast<int>(sizeof(Elem));
+
+// Whether a row of `dim` elements at `row` is whole aligned 16-byte chunks.
+template <typename Elem>
+__device__ __forceinline__ bool chunked_row(const void* row, int64_t dim) {
+  return dim % kChunkElems<Elem> == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0;
+}
+
+template <typename Elem>
 __global__ void fill_rows_kernel(const Params p, const Tensor t, int64_t tokens, int64_t heads,
                                  int64_t dim, float value) {
   const int64_t row = global_warp();
   if (row >= tokens * heads) return;
   Elem* base = static_cast<Elem*>(t.data) + token_offset(p, t, row / heads, row % heads);
-  for (int64_t d = threadIdx.x % 32; d < dim; d += 32) base[d] = from_float<Elem>(value);
+  const int lane = threadIdx.x % 32;
+  if (chunked_row<Elem>(base, dim)) {
+    uint4 chunk;
+    Elem* elems = reinterpret_cast<Elem*>(&chunk);
+    for (int i = 0; i < kChunkElems<Elem>; ++i) elems[i] = from_float<Elem>(value);
+    for (int64_t c = lane; c < dim / kChunkElems<Elem>; c += 32) {
+      reinterpret_cast<uint4*>(base)[c] = chunk;
+    }
+    return;
+  }
+  for (int64_t d = lane; d < dim; d += 32) base[d] = from_float<Elem>(value);
 }
 
 // static: this header is included by several launch files.
@@ -33,9 +54,20 @@ __global__ void delta_kernel(const Params p, float* delta, int64_t tokens) {
   const int64_t token = row / p.heads, head = row % p.heads;
   const int64_t out_at = token_offset(p, p.out, token, head);
   const int64_t dout_at = token_offset(p, p.dout, token, head);
+  const Elem* out = static_cast<const Elem*>(p.out.data) + out_at;
+  const Elem* dout = static_cast<const Elem*>(p.dout.data) + dout_at;
+  const int lane = threadIdx.x % 32;
   float s = 0;
-  for (int64_t d = threadIdx.x % 32; d < p.head_dim_v; d += 32) {
-    s += load_as_float<Elem>(p.out, out_at + d) * load_as_float<Elem>(p.dout, dout_at + d);
+  if (chunked_row<Elem>(out, p.head_dim_v) && chunked_row<Elem>(dout, p.head_dim_v)) {
+    for (int64_t c = lane; c < p.head_dim_v / kChunkElems<Elem>; c += 32) {
+      const uint4 a = reinterpret_cast<const uint4*>(out)[c];
+      const uint4 b = reinterpret_cast<const uint4*>(dout)[c];
+      const Elem* x = reinterpret_cast<const Elem*>(&a);
+      const Elem* y = reinterpret_cast<const Elem*>(&b);
+      for (int i = 0; i < kChunkElems<Elem>; ++i) s += to_float(x[i]) * to_float(y[i]);
+    }
+  } else {
+    for (int64_t d = lane; d < p.head_dim_v; d += 32) s += to_float(out[d]) * to_float(dout[d]);
   }
   s = warp_sum(s);
   if (threadIdx.x % 32 == 0) delta[token_lse_index(p, token, head)] = s;
@@ -49,7 +81,24 @@ __global__ void convert_rows_kernel(const Params p, const Tensor acc, const Tens
   const float* a =
       static_cast<const float*>(acc.data) + token_offset(p, acc, row / heads, row % heads);
   Elem* o = static_cast<Elem*>(out.data) + token_offset(p, out, row / heads, row % heads);
-  for (int64_t d = threadIdx.x % 32; d < dim; d += 32) o[d] = from_float<Elem>(factor * a[d]);
+  const int lane = threadIdx.x % 32;
+  if (chunked_row<Elem>(o, dim) && reinterpret_cast<uintptr_t>(a) % 16 == 0) {
+    constexpr int kQuads = kChunkElems<Elem> / 4;  // float4 loads per output chunk
+    for (int64_t c = lane; c < dim / kChunkElems<Elem>; c += 32) {
+      uint4 chunk;
+      Elem* elems = reinterpret_cast<Elem*>(&chunk);
+      for (int q = 0; q < kQuads; ++q) {
+        const float4 x = reinterpret_cast<const float4*>(a)[kQuads * c + q];
+        elems[4 * q] = from_float<Elem>(factor * x.x);
+        elems[4 * q + 1] = from_float<Elem>(factor * x.y);
+        elems[4 * q + 2] = from_float<Elem>(factor * x.z);
+        elems[4 * q + 3] = from_float<Elem>(factor * x.w);
+      }
+      reinterpret_cast<uint4*>(o)[c] = chunk;
+    }
+    return;
+  }
+  for (int64_t d = lane; d < dim; d += 32) o[d] = from_float<Elem>(factor * a[d]);
 }
 
 }  // namespace dilated::cuda
