@@ -140,8 +140,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint64_t do_desc = k_major_desc(smem_address(do_tiles));                 // dP^T = V dO^T
   const uint64_t qn_desc = n_major_desc<kDkdvQueries>(smem_address(q_tiles));    // dk += dS^T Q
   const uint64_t don_desc = n_major_desc<kDkdvQueries>(smem_address(do_tiles));  // dv += P^T dO
-  const IssueTurns turns{warpgroup};
-  turns.begin();
   int t = 0;
   for (int64_t head = head_first; head < head_last; ++head) {
     const KeyTileWork w = key_tile_work(p, pass, head, tc.segment, b, k0);
@@ -175,7 +173,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float* delta_rows = lse_rows + kDkdvQueries;
       ring.wait_full(t);
       float st[1][QT][4], dpt[1][QT][4];  // this warpgroup's 64 keys x the tile's queries
-      turns.wait();
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -190,7 +187,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                                      kk > 0);
       }
       wgmma_commit();
-      turns.pass();
       wgmma_wait<0>();
       pin_accumulators(st[0]);
       pin_accumulators(dpt[0]);
@@ -221,7 +217,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       accumulators_to_a<Elem, kValueParts, 1, QT / 2>(pa, st);
       accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
 
-      turns.wait();
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < QT / 2; ++kk) {
@@ -238,7 +233,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
       wgmma_commit();
-      turns.pass();
       wgmma_wait<0>();
       pin_accumulators(dv);
       pin_accumulators(dk);
@@ -255,7 +249,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv,
                                  dout_scale);
   }
-  turns.end();
 #endif
 }
 

@@ -109,14 +109,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint64_t v_desc = k_major_desc(smem_address(v_tiles));          // dP = dO V^T
   const uint64_t kn_desc = n_major_desc<kKeys>(smem_address(k_tiles));  // dq += dS K
   float dq[DT][4] = {};
-  const IssueTurns turns{warpgroup};
-  turns.begin();
 
   for (int t = 0; t < num_key_tiles; ++t) {
     const uint32_t stage = (t % kDqStages) * kKeyTileBytes;
     ring.wait_full(t);
     float s[1][NT][4], dp[1][NT][4];
-    turns.wait();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -129,7 +126,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                             desc_plus(v_desc, stage + k_major_step<kKeys>(kk)), kk > 0);
     }
     wgmma_commit();
-    turns.pass();
     wgmma_wait<0>();
     pin_accumulators(s[0]);
     pin_accumulators(dp[0]);
@@ -152,7 +148,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint32_t ds[kBackwardParts][1][NT / 2][4];
     accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
 
-    turns.wait();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < NT / 2; ++kk) {
@@ -162,14 +157,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     wgmma_commit();
-    turns.pass();
     wgmma_wait<0>();
     pin_accumulators(dq);
 #pragma unroll
     for (int part = 0; part < kBackwardParts; ++part) pin_fragments(ds[part][0]);
     ring.release(t);
   }
-  turns.end();
   store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq, p.scale);
 #endif
 }

@@ -1,8 +1,8 @@
 // Row-wise helpers around the attention passes: initial values, delta = rowsum(dout * out),
 // and the final conversion of fp32 accumulators to the output dtype. One warp per (token, head)
-// row so that lanes read consecutive elements; rows that are whole aligned 16-byte chunks move a
-// chunk per lane access (these passes are bound by memory bandwidth: 2-byte accesses reached
-// half of it).
+// row so that lanes read consecutive elements. The conversion moves a 16-byte chunk per lane
+// access where rows are whole aligned chunks (24% faster on an H100; the same change made the
+// fill no faster and delta 12% slower, bench/NOTES.md).
 #pragma once
 
 #include "cuda/kernels/attention_common.cuh"
@@ -28,17 +28,7 @@ __global__ void fill_rows_kernel(const Params p, const Tensor t, int64_t tokens,
   const int64_t row = global_warp();
   if (row >= tokens * heads) return;
   Elem* base = static_cast<Elem*>(t.data) + token_offset(p, t, row / heads, row % heads);
-  const int lane = threadIdx.x % 32;
-  if (chunked_row<Elem>(base, dim)) {
-    uint4 chunk;
-    Elem* elems = reinterpret_cast<Elem*>(&chunk);
-    for (int i = 0; i < kChunkElems<Elem>; ++i) elems[i] = from_float<Elem>(value);
-    for (int64_t c = lane; c < dim / kChunkElems<Elem>; c += 32) {
-      reinterpret_cast<uint4*>(base)[c] = chunk;
-    }
-    return;
-  }
-  for (int64_t d = lane; d < dim; d += 32) base[d] = from_float<Elem>(value);
+  for (int64_t d = threadIdx.x % 32; d < dim; d += 32) base[d] = from_float<Elem>(value);
 }
 
 // static: this header is included by several launch files.
@@ -54,20 +44,9 @@ __global__ void delta_kernel(const Params p, float* delta, int64_t tokens) {
   const int64_t token = row / p.heads, head = row % p.heads;
   const int64_t out_at = token_offset(p, p.out, token, head);
   const int64_t dout_at = token_offset(p, p.dout, token, head);
-  const Elem* out = static_cast<const Elem*>(p.out.data) + out_at;
-  const Elem* dout = static_cast<const Elem*>(p.dout.data) + dout_at;
-  const int lane = threadIdx.x % 32;
   float s = 0;
-  if (chunked_row<Elem>(out, p.head_dim_v) && chunked_row<Elem>(dout, p.head_dim_v)) {
-    for (int64_t c = lane; c < p.head_dim_v / kChunkElems<Elem>; c += 32) {
-      const uint4 a = reinterpret_cast<const uint4*>(out)[c];
-      const uint4 b = reinterpret_cast<const uint4*>(dout)[c];
-      const Elem* x = reinterpret_cast<const Elem*>(&a);
-      const Elem* y = reinterpret_cast<const Elem*>(&b);
-      for (int i = 0; i < kChunkElems<Elem>; ++i) s += to_float(x[i]) * to_float(y[i]);
-    }
-  } else {
-    for (int64_t d = lane; d < p.head_dim_v; d += 32) s += to_float(out[d]) * to_float(dout[d]);
+  for (int64_t d = threadIdx.x % 32; d < p.head_dim_v; d += 32) {
+    s += load_as_float<Elem>(p.out, out_at + d) * load_as_float<Elem>(p.dout, dout_at + d);
   }
   s = warp_sum(s);
   if (threadIdx.x % 32 == 0) delta[token_lse_index(p, token, head)] = s;
