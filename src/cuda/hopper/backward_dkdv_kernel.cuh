@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                         head)
                   : 0;
           float* stage_stats = stats + stage * 2 * kDkdvQueries;
-          cp_async_4(smem_address(stage_stats + thread), p.lse + at, valid);
+          cp_async_4(smem_address(stage_stats + thread), p.lse + at, valid);  // ln units
           cp_async_4(smem_address(stage_stats + kDkdvQueries + thread), pass.delta + at, valid);
         }
         produce_row_tiles<Elem, kDkdvQueries, D>(
@@ -194,6 +194,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int query0 = w.first_q + qt * kDkdvQueries;
       const bool needs_mask = query0 + kDkdvQueries > count || !warp_keys_inside ||
                               (p.causal && query0 < unmasked_from);
+      // P^T and dS^T in place; tiles that need no mask take a loop without the visibility test
+      // (with it, ptxas branched around every exponential).
 #pragma unroll
       for (int j = 0; j < QT; ++j) {
 #pragma unroll
@@ -204,12 +206,23 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const int e = 2 * r + c;
-            const int query = query0 + col;
-            const bool visible = !needs_mask || (query < count && key_real[r] &&
-                                                 !(p.causal && query < first_seeing[r]));
-            const float prob = visible ? fast_exp2(st[0][j][e] * scale_log2 - lse_col) : 0.0f;
+            const float prob = fast_exp2(st[0][j][e] * scale_log2 - lse_col);
             st[0][j][e] = prob;                                             // P^T
             dpt[0][j][e] = prob * (dpt[0][j][e] * dout_scale - delta_col);  // dS^T
+          }
+        }
+      }
+      if (needs_mask) {
+#pragma unroll
+        for (int j = 0; j < QT; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = e / 2;
+            const int query = query0 + j * 8 + 2 * (lane % 4) + e % 2;
+            const bool visible =
+                query < count && key_real[r] && !(p.causal && query < first_seeing[r]);
+            st[0][j][e] = visible ? st[0][j][e] : 0.0f;
+            dpt[0][j][e] = visible ? dpt[0][j][e] : 0.0f;
           }
         }
       }

@@ -133,16 +133,28 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int key0 = t * kKeys;
     const bool needs_mask = !warp_rows_inside || key0 + kKeys > key_count ||
                             (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
+    // dS in place; tiles that need no mask take a loop without the visibility test (with it,
+    // ptxas branched around every exponential).
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        const bool visible = !needs_mask || (row_ok[r] && key < key_count &&
-                                             !(p.causal && key > row_idx[r] + shift));
-        const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
-        s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
+        const float prob = fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]);
+        s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);
+      }
+    }
+    if (needs_mask) {
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2;
+          const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+          const bool visible =
+              row_ok[r] && key < key_count && !(p.causal && key > row_idx[r] + shift);
+          s[0][n][e] = visible ? s[0][n][e] : 0.0f;
+        }
       }
     }
     uint32_t ds[kBackwardParts][1][NT / 2][4];
