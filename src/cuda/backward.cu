@@ -30,7 +30,7 @@ template <typename Elem>
 void zero_gradient(const Params& p, const Tensor& grad, const Tensor& acc, int64_t heads,
                    int64_t dim, cudaStream_t stream) {
   const int64_t tokens = token_count(p);
-  const unsigned blocks = blocks_for(tokens * heads * 32, 256);
+  const unsigned blocks = row_blocks(tokens * heads);
   if (acc.data && p.dtype != DType::f32) {
     fill_rows_kernel<float><<<blocks, 256, 0, stream>>>(p, acc, tokens, heads, dim, 0.0f);
   } else {
@@ -43,8 +43,8 @@ void convert_gradient(const Params& p, const Tensor& grad, const Tensor& acc, in
                       int64_t dim, cudaStream_t stream) {
   if (!acc.data || p.dtype == DType::f32) return;
   const int64_t tokens = token_count(p);
-  convert_rows_kernel<Elem><<<blocks_for(tokens * heads * 32, 256), 256, 0, stream>>>(
-      p, acc, grad, tokens, heads, dim, 1.0f);
+  convert_rows_kernel<Elem>
+      <<<row_blocks(tokens * heads), 256, 0, stream>>>(p, acc, grad, tokens, heads, dim, 1.0f);
 }
 
 }  // namespace
@@ -79,8 +79,7 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
 
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
-    delta_kernel<Elem>
-        <<<blocks_for(tokens * p.heads * 32, 256), 256, 0, stream>>>(p, delta, tokens);
+    delta_kernel<Elem><<<row_blocks(tokens * p.heads), 256, 0, stream>>>(p, delta, tokens);
     zero_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
     zero_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
     zero_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);

@@ -43,13 +43,13 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
 
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
-    const unsigned row_blocks = blocks_for(tokens * p.heads * 32, 256);
+    const unsigned rows_grid = row_blocks(tokens * p.heads);
     if (merge && p.dtype != DType::f32) {
       fill_rows_kernel<float>
-          <<<row_blocks, 256, 0, stream>>>(p, out_acc, tokens, p.heads, p.head_dim_v, 0.0f);
+          <<<rows_grid, 256, 0, stream>>>(p, out_acc, tokens, p.heads, p.head_dim_v, 0.0f);
     } else {
       fill_rows_kernel<Elem>
-          <<<row_blocks, 256, 0, stream>>>(p, p.out, tokens, p.heads, p.head_dim_v, 0.0f);
+          <<<rows_grid, 256, 0, stream>>>(p, p.out, tokens, p.heads, p.head_dim_v, 0.0f);
     }
     if (lse)
       fill_values_kernel<<<blocks_for(tokens * p.heads, 256), 256, 0, stream>>>(
@@ -74,11 +74,11 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     if (has_block_patterns(p)) block_forward_pass(p, blocks, stream);
     // Merged rows hold the softmax average; head_groups divides it by m (DESIGN 2.4) here.
     if (merge && p.dtype != DType::f32) {
-      convert_rows_kernel<Elem><<<row_blocks, 256, 0, stream>>>(p, out_acc, p.out, tokens, p.heads,
-                                                                p.head_dim_v, output_scale(p));
+      convert_rows_kernel<Elem><<<rows_grid, 256, 0, stream>>>(p, out_acc, p.out, tokens, p.heads,
+                                                               p.head_dim_v, output_scale(p));
     } else if (merge && output_scale(p) != 1.0f) {
-      convert_rows_kernel<float><<<row_blocks, 256, 0, stream>>>(p, p.out, p.out, tokens, p.heads,
-                                                                 p.head_dim_v, output_scale(p));
+      convert_rows_kernel<float><<<rows_grid, 256, 0, stream>>>(p, p.out, p.out, tokens, p.heads,
+                                                                p.head_dim_v, output_scale(p));
     }
   });
   return last_launch_status("forward launch");

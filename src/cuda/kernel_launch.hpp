@@ -1,6 +1,8 @@
 // Launch helpers shared by the forward and backward launchers (compiled by nvcc only).
 #pragma once
 
+#include <algorithm>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -44,6 +46,12 @@ inline dim3 key_pass_grid(const PassInfo& pass, int64_t heads, int64_t batch) {
 
 inline unsigned blocks_for(int64_t threads, int block) {
   return static_cast<unsigned>((threads + block - 1) / block);
+}
+
+// Blocks of 256 threads for the row-wise kernels (a warp per row, walking rows in steps of the
+// grid): enough for several waves on any GPU, few enough that launching blocks costs little.
+inline unsigned row_blocks(int64_t rows) {
+  return std::min(blocks_for(rows * 32, 256), 4096u);
 }
 
 inline Tensor workspace_tensor(const Params& p, int64_t offset, int64_t heads, int64_t dim) {
