@@ -29,12 +29,10 @@ Tensor accumulation_target(const Params& p, bool accumulates, const Tensor& grad
 template <typename Elem>
 void zero_gradient(const Params& p, const Tensor& grad, const Tensor& acc, int64_t heads,
                    int64_t dim, cudaStream_t stream) {
-  const int64_t tokens = token_count(p);
-  const unsigned blocks = row_blocks(tokens * heads);
   if (acc.data && p.dtype != DType::f32) {
-    fill_rows_kernel<float><<<blocks, 256, 0, stream>>>(p, acc, tokens, heads, dim, 0.0f);
+    zero_rows<float>(p, acc, token_count(p), heads, dim, stream);
   } else {
-    fill_rows_kernel<Elem><<<blocks, 256, 0, stream>>>(p, grad, tokens, heads, dim, 0.0f);
+    zero_rows<Elem>(p, grad, token_count(p), heads, dim, stream);
   }
 }
 

@@ -45,11 +45,9 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     using Elem = decltype(elem);
     const unsigned rows_grid = row_blocks(tokens * p.heads);
     if (merge && p.dtype != DType::f32) {
-      fill_rows_kernel<float>
-          <<<rows_grid, 256, 0, stream>>>(p, out_acc, tokens, p.heads, p.head_dim_v, 0.0f);
+      zero_rows<float>(p, out_acc, tokens, p.heads, p.head_dim_v, stream);
     } else {
-      fill_rows_kernel<Elem>
-          <<<rows_grid, 256, 0, stream>>>(p, p.out, tokens, p.heads, p.head_dim_v, 0.0f);
+      zero_rows<Elem>(p, p.out, tokens, p.heads, p.head_dim_v, stream);
     }
     if (lse)
       fill_values_kernel<<<blocks_for(tokens * p.heads, 256), 256, 0, stream>>>(

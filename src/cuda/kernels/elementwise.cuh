@@ -7,6 +7,7 @@
 // fill no faster and delta 12% slower, bench/NOTES.md).
 #pragma once
 
+#include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/attention_common.cuh"
 
 namespace dilated::cuda {
@@ -83,6 +84,26 @@ __global__ void convert_rows_kernel(const Params p, const Tensor acc, const Tens
     }
     for (int64_t d = lane; d < dim; d += 32) o[d] = from_float<Elem>(factor * a[d]);
   }
+}
+
+// Host: whether t's (token, head) rows of `dim` elements are one dense block of memory.
+inline bool dense_rows(const Params& p, const Tensor& t, int64_t heads, int64_t dim) {
+  const bool rows_dense = t.head_stride == dim && t.row_stride == heads * dim;
+  return rows_dense && (p.cu_seqlens || p.batch == 1 || t.batch_stride == p.seqlen * t.row_stride);
+}
+
+// Host: sets t's rows to zero. A dense tensor is cleared by cudaMemsetAsync, at about twice the
+// bandwidth of the row kernel's stores (bench/NOTES.md).
+template <typename Elem>
+void zero_rows(const Params& p, const Tensor& t, int64_t tokens, int64_t heads, int64_t dim,
+               cudaStream_t stream) {
+  if (dense_rows(p, t, heads, dim)) {
+    const int64_t bytes = tokens * heads * dim * static_cast<int64_t>(sizeof(Elem));
+    cudaMemsetAsync(t.data, 0, static_cast<size_t>(bytes), stream);
+    return;
+  }
+  fill_rows_kernel<Elem>
+      <<<row_blocks(tokens * heads), 256, 0, stream>>>(p, t, tokens, heads, dim, 0.0f);
 }
 
 }  // namespace dilated::cuda
