@@ -30,23 +30,17 @@ __device__ __forceinline__ HeadPattern pass_pattern(const Params& p, const PassI
 // blockIdx.x numbers (segment, tile) pairs of the pass: segments the query rows hold for
 // query-outer kernels, those the key rows hold for key-outer ones. Tile t covers rows
 // [t * tile_rows, (t + 1) * tile_rows) of the segment's slice (segment_slice.hpp).
-// Within a segment, tiles go out in the order of their causal work, the longest first (last
-// query tiles; key tiles are first-longest already): the last blocks of a launch are short
-// ones, so its last wave ends evenly. Segments stay whole and in order, so that the blocks
-// running at once share a segment's keys in L2 (taking every segment's longest tile first was
-// 6% faster causal at N = 32768 but 30% slower at N = 2^20, bench/NOTES.md).
 struct TileCoord {
   int64_t segment;
   int64_t tile;
 };
 __device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass) {
-  const int64_t x = blockIdx.x;
-  return {pass.first_segment + x / pass.tiles_per_segment,
-          pass.tiles_per_segment - 1 - x % pass.tiles_per_segment};
+  return {pass.first_segment + static_cast<int64_t>(blockIdx.x) / pass.tiles_per_segment,
+          static_cast<int64_t>(blockIdx.x) % pass.tiles_per_segment};
 }
 __device__ __forceinline__ TileCoord key_tile_coord(const PassInfo& pass) {
-  const int64_t x = blockIdx.x;
-  return {pass.key_first_segment + x / pass.key_tiles_per_segment, x % pass.key_tiles_per_segment};
+  return {pass.key_first_segment + static_cast<int64_t>(blockIdx.x) / pass.key_tiles_per_segment,
+          static_cast<int64_t>(blockIdx.x) % pass.key_tiles_per_segment};
 }
 
 template <typename Elem>
