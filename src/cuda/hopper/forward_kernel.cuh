@@ -26,8 +26,8 @@ struct ForwardSmem {
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
-  // The tiles, the stage barriers, a word per consumer thread (wgmma_wait_after), and room to
-  // round the base up to 1024.
+  // The tiles, the row-sum selector (1 KiB, see forward_kernel), the stage barriers, a word per
+  // consumer thread (wgmma_wait_after), and room to round the base up to 1024.
   static constexpr int kBytes =
       kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 1024;
 };
@@ -43,7 +43,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
   extern __shared__ unsigned char smem_raw[];
   Elem* q_tile = first_tile<Elem>(smem_raw);
-  Elem* k_tiles = q_tile + QueryTile::kElements;
+  // B of the row-sum product: an 8 x 16 K-major tile (128-byte swizzle) whose row 0 is ones and
+  // rows 1-7 zeros, so that P times it puts each row's sum of P in column 0.
+  Elem* sum_selector = q_tile + QueryTile::kElements;
+  Elem* k_tiles = sum_selector + 512;
   Elem* v_tiles = k_tiles + kStages * KeyTile::kElements;
   const StageRing<kStages> ring{smem_address(v_tiles + kStages * KeyTile::kElements)};
   const uint32_t scratch =
@@ -83,6 +86,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
       q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
   cp_async_commit();
+  for (int i = threadIdx.x; i < 512; i += kConsumerThreads) {
+    sum_selector[i] = from_float<Elem>(i < 64 ? 1.0f : 0.0f);  // line 0 (row 0) is unswizzled
+  }
   cp_async_wait<0>();
   fence_proxy_async();
   named_barrier_sync(1, kConsumerThreads);
@@ -95,12 +101,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   row_idx[0][1] = row_idx[0][0] + 8;
   float o[1][DT][4] = {};
   float row_max[1][2] = {{-INFINITY, -INFINITY}};
-  float row_sum[1][2] = {{0.0f, 0.0f}};   // of the exact probabilities: lse
-  float row_norm[1][2] = {{0.0f, 0.0f}};  // of the rounded ones that reach o
+  float row_sum[1][2] = {{0.0f, 0.0f}};  // of the exact probabilities: lse
+  // Sums of the rounded probabilities that reach o, by the tensor cores beside P V: column 0
+  // of P times sum_selector (an instruction per 16 keys instead of ~16 per thread).
+  float norm[1][1][4] = {};
   // Descriptors of this warpgroup's Q rows and of stage 0's K and V; steps are offsets.
   const uint64_t q_desc = k_major_desc(smem_address(q_tile) + warpgroup * 64 * 128);
   const uint64_t k_desc = k_major_desc(smem_address(k_tiles));
   const uint64_t v_desc = n_major_desc<kKeys>(smem_address(v_tiles));
+  const uint64_t sum_desc = k_major_desc(smem_address(sum_selector));
 
   // S = Q K^T of tile t into s (asynchronous; committed as one group).
   auto issue_scores = [&](float(&s)[NT][4], int t) {
@@ -118,6 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
       wgmma_rs<Elem, D>(o[0], pa[kk], desc_plus(v_stage, n_major_step(kk)));
+      wgmma_rs_bk<Elem, 8>(norm[0], pa[kk], sum_desc);  // every K step reads the same ones
     }
     wgmma_commit();
   };
@@ -137,21 +147,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       softmax_scores_tile(s, row_max, row_sum, corrections);
     }
   };
-  // The probabilities as the product's 16-bit A fragments, and their rounded sums.
-  auto pack = [&]() {
-    accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s);
-    float rounded[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // registers 0, 2: row lane/4; 1, 3: row + 8
-#pragma unroll
-    for (int kk = 0; kk < NT / 2; ++kk) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 pair = unpack2<Elem>(pa[0][0][kk][e]);
-        rounded[e] += pair.x + pair.y;
-      }
-    }
-    row_norm[0][0] = row_norm[0][0] * corrections[0][0] + (rounded[0] + rounded[2]);
-    row_norm[0][1] = row_norm[0][1] * corrections[0][1] + (rounded[1] + rounded[3]);
-  };
+  // The probabilities as the product's 16-bit A fragments.
+  auto pack = [&]() { accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s); };
   auto release = [&](int t) { ring.release(t); };
 
   const IssueTurns turns{warpgroup};
@@ -182,9 +179,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     // softmax (all of it feeds the row sums) stays before the wait, beside the P V.
     wgmma_wait_after<0>(row_sum[0][0] + row_sum[0][1], scratch);
     pin_accumulators(o[0]);
+    pin_accumulators(norm[0]);
     pin_fragments(pa[0][0]);
     release(t - 1);
     rescale_outputs(o, corrections);
+    rescale_outputs(norm, corrections);
     pack();
   }
   turns.wait();
@@ -194,8 +193,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   turns.end();
   wgmma_wait<0>();
   pin_accumulators(o[0]);
+  pin_accumulators(norm[0]);
   pin_fragments(pa[0][0]);
   release(num_key_tiles - 1);
+
+  // Column 0 holds the sums (thread lane % 4 == 0: registers 0 and 2, rows lane / 4 and + 8);
+  // the other columns are 0, so the epilogue's sum over a row's four threads is exact.
+  const float row_norm[1][2] = {{norm[0][0][0], norm[0][0][2]}};
 
   store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
                            row_sum, row_norm);

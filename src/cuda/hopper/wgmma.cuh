@@ -127,6 +127,9 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, 
 template <typename Elem, int N>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4],
                                          uint64_t b_desc);
+template <typename Elem, int N>
+__device__ __forceinline__ void wgmma_rs_bk(float (&d)[N / 8][4], const uint32_t (&a)[4],
+                                            uint64_t b_desc);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #include "cuda/hopper/wgmma_ops.inc"
