@@ -1,14 +1,12 @@
 // Launches of the Hopper backward (dq, then dk/dv), one instantiation per element type and head
 // dim (64, 128).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cstdlib>
 #include <cstring>
 
 #include "cuda/hopper/backward_dkdv_kernel.cuh"
 #include "cuda/hopper/backward_dq_kernel.cuh"
 #include "cuda/hopper/hopper_launch.hpp"
+#include "cuda/hopper/instances.hpp"
 #include "cuda/hopper/tensor_maps.hpp"
 #include "cuda/kernel_launch.hpp"
 
@@ -35,15 +33,6 @@ void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
                 pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries));
 }
 
-template <typename Elem>
-void launch_for(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  if (p.head_dim == 64) {
-    launch<Elem, 64>(p, pass, stream);
-  } else {
-    launch<Elem, 128>(p, pass, stream);
-  }
-}
-
 }  // namespace
 
 const char* backward_unsupported(const Params& p, int sm) {
@@ -58,11 +47,9 @@ int64_t backward_tile_rows() {
 }
 
 void backward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  if (p.dtype == DType::bf16) {
-    launch_for<__nv_bfloat16>(p, pass, stream);
-  } else {
-    launch_for<__half>(p, pass, stream);
-  }
+  with_instance(p, [&](auto elem, auto dim) {
+    launch<decltype(elem), decltype(dim)::value>(p, pass, stream);
+  });
 }
 
 }  // namespace dilated::cuda::hopper

@@ -47,9 +47,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const ForwardTile tile = forward_tile(p, pass, kRows);
   // No key for any row (Params::window): dq keeps its zeros or accumulation.
   if (tile.num_keys == 0) return;
-  const int64_t b = tile.b, head = tile.head, kv_head = tile.kv_head;
+  const int64_t b = tile.b, head = tile.head;
   const HeadPattern hp = tile.hp;
-  const SegmentRows rows = tile.rows, key_rows = tile.key_rows;
+  const SegmentRows rows = tile.rows;
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
 
@@ -58,16 +58,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (is_producer()) {
     become_producer();
-    RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
-    RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
-    for (int t = 0; t < num_key_tiles; ++t) {
-      ring.wait_empty(t);
-      k_span.idx0 = v_span.idx0 = t * kKeys;
-      produce_row_tiles<Elem, kKeys, D>(
-          maps, k_span, v_span, kv_head, b, k_tiles + (t % kDqStages) * KeyTile::kElements,
-          v_tiles + (t % kDqStages) * KeyTile::kElements, ring.full(t));
-    }
-    cp_async_wait<0>();  // no copy outlives its thread
+    stream_key_tiles<Elem, D, kDqStages>(p, pass, maps, tile, num_key_tiles, k_tiles, v_tiles,
+                                         ring);
     return;
   }
 
@@ -88,13 +80,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
   int64_t query_row[2];
   float lse_log2[2], delta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
-    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
-    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
-    delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
-  }
+  load_row_stats(p, pass, hp, rows, b, head, row_idx, row_ok, query_row, lse_log2, delta);
   // The warp's rows are inside the slice: only key tiles at its end or, causal, past the
   // warp's first row need the per-element test.
   const bool warp_rows_inside = q0 + warp_row0 + 16 <= count;

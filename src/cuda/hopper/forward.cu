@@ -1,12 +1,10 @@
 // Launches of the Hopper forward, one instantiation per element type and head dim (64, 128).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cstdlib>
 #include <cstring>
 
 #include "cuda/hopper/forward_kernel.cuh"
 #include "cuda/hopper/hopper_launch.hpp"
+#include "cuda/hopper/instances.hpp"
 #include "cuda/hopper/tensor_maps.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/mma_forward.cuh"
@@ -25,15 +23,6 @@ void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
       p, pass, pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
 }
 
-template <typename Elem>
-void launch_for(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  if (p.head_dim == 64) {
-    launch<Elem, 64>(p, pass, stream);
-  } else {
-    launch<Elem, 128>(p, pass, stream);
-  }
-}
-
 }  // namespace
 
 const char* forward_unsupported(const Params& p, int sm) {
@@ -45,11 +34,9 @@ const char* forward_unsupported(const Params& p, int sm) {
 }
 
 void forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  if (p.dtype == DType::bf16) {
-    launch_for<__nv_bfloat16>(p, pass, stream);
-  } else {
-    launch_for<__half>(p, pass, stream);
-  }
+  with_instance(p, [&](auto elem, auto dim) {
+    launch<decltype(elem), decltype(dim)::value>(p, pass, stream);
+  });
 }
 
 }  // namespace dilated::cuda::hopper

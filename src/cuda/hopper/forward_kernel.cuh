@@ -32,6 +32,29 @@ struct ForwardSmem {
       kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 1024;
 };
 
+// The producer warpgroup's side of a query tile's K/V stream: key tile t (kKeys selected keys of
+// the tile's kv head) into stage t % Stages once the consumers released that stage's previous
+// tile, running ahead as far as the stages allow; then the wait that no copy outlives.
+template <typename Elem, int D, int Stages>
+__device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo& pass,
+                                                 const TensorMaps& maps, const ForwardTile& tile,
+                                                 int num_key_tiles, Elem* k_tiles, Elem* v_tiles,
+                                                 const StageRing<Stages>& ring) {
+  constexpr int kTileElements = GmmaTile<kKeys, D>::kElements;
+  RowSpan k_span =
+      make_span<Elem>(p, p.k, tile.b, tile.kv_head, tile.hp, tile.key_rows, 0, pass.order);
+  RowSpan v_span =
+      make_span<Elem>(p, p.v, tile.b, tile.kv_head, tile.hp, tile.key_rows, 0, pass.order);
+  for (int t = 0; t < num_key_tiles; ++t) {
+    ring.wait_empty(t);
+    k_span.idx0 = v_span.idx0 = t * kKeys;
+    produce_row_tiles<Elem, kKeys, D>(maps, k_span, v_span, tile.kv_head, tile.b,
+                                      k_tiles + (t % Stages) * kTileElements,
+                                      v_tiles + (t % Stages) * kTileElements, ring.full(t));
+  }
+  cp_async_wait<0>();
+}
+
 template <typename Elem, int D>
 __global__ void __launch_bounds__(kThreads, 1)
     forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps) {
@@ -55,9 +78,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const ForwardTile tile = forward_tile(p, pass, kRows);
   if (tile.num_keys == 0) return;
   // Plain copies: the lambdas below capture them (C++17 cannot capture structured bindings).
-  const int64_t b = tile.b, head = tile.head, kv_head = tile.kv_head;
+  const int64_t b = tile.b, head = tile.head;
   const HeadPattern hp = tile.hp;
-  const SegmentRows rows = tile.rows, key_rows = tile.key_rows;
+  const SegmentRows rows = tile.rows;
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
   const int lane = threadIdx.x % 32;
@@ -67,18 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (is_producer()) {
     become_producer();
-    // Tile t goes to stage t % kStages once the consumers released that stage's previous tile;
-    // the producer runs ahead as far as the stages allow.
-    RowSpan k_span = make_span<Elem>(p, p.k, b, kv_head, hp, key_rows, 0, pass.order);
-    RowSpan v_span = make_span<Elem>(p, p.v, b, kv_head, hp, key_rows, 0, pass.order);
-    for (int t = 0; t < num_key_tiles; ++t) {
-      ring.wait_empty(t);
-      k_span.idx0 = v_span.idx0 = t * kKeys;
-      produce_row_tiles<Elem, kKeys, D>(maps, k_span, v_span, kv_head, b,
-                                        k_tiles + (t % kStages) * KeyTile::kElements,
-                                        v_tiles + (t % kStages) * KeyTile::kElements, ring.full(t));
-    }
-    cp_async_wait<0>();  // no copy outlives its thread
+    stream_key_tiles<Elem, D, kStages>(p, pass, maps, tile, num_key_tiles, k_tiles, v_tiles, ring);
     return;
   }
 

@@ -70,6 +70,22 @@ __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tenso
   }
 }
 
+// A query-outer backward thread's two rows (selected-row indices row_idx, real where row_ok):
+// their tensor rows, lse in log2 units and delta (0 for rows past the slice).
+__device__ __forceinline__ void load_row_stats(const Params& p, const PassInfo& pass,
+                                               const HeadPattern& hp, const SegmentRows& rows,
+                                               int64_t b, int64_t head, const int (&row_idx)[2],
+                                               const bool (&row_ok)[2], int64_t (&query_row)[2],
+                                               float (&lse_log2)[2], float (&delta)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
+    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
+    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
+    delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
+  }
+}
+
 template <typename Elem, int D>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_backward_dq_kernel(const Params p, const PassInfo pass) {
@@ -124,13 +140,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   const bool rows_inside = q0 + kMmaRows <= count;
   int64_t query_row[2];
   float lse_log2[2], delta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
-    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
-    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
-    delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
-  }
+  load_row_stats(p, pass, hp, rows, b, head, row_idx, row_ok, query_row, lse_log2, delta);
   float dq[1][DT][4] = {};
   // Causal: the last key each of the thread's rows sees, and the key tiles from which on some
   // row of this CTA sees not every key (precomputed: the loop holds no more registers than
