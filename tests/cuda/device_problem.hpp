@@ -54,10 +54,22 @@ struct AccuracyReport {
   double worst_ratio = 0;  // max over 16-bit outputs of device error / oracle error
 };
 
-// Compares `device` with `oracle` (same dtype) and `exact` (float32 oracle) for the named
-// outputs: fp32 within 1e-4 of the largest element; fp16/bf16 within 2x the oracle's own error
-// (plus 1e-5 so that an exactly representable answer does not demand zero error). The largest
-// device / oracle error ratio seen is kept in `worst_ratio` for the log.
+// One output (not lse) of a device run against `exact` (the float32 oracle on the same rounded
+// inputs), next to the oracle in the problem's dtype: errors relative to the largest exact
+// element (floored at 1e-2); fp32 within 1e-4, fp16/bf16 within 2x the oracle's own error (plus
+// 1e-5 so that an exactly representable answer does not demand zero error); dq and dk that
+// cancel to below 1e-2 within the fp32 rounding noise of dP - delta, computed from `inputs`.
+struct OutputCheck {
+  double device_error = 0, oracle_error = 0, bound = 0;
+  bool ok = false;
+  std::string line;  // "name: device error .., oracle error .., bound .."
+};
+OutputCheck check_output(const std::string& name, const std::vector<double>& device,
+                         const std::vector<double>& oracle, const std::vector<double>& exact,
+                         DType dtype, const HostProblem& inputs);
+
+// check_output for the named outputs of `device`, `oracle` and `exact`; lse within 1e-4. The
+// largest device / oracle error ratio seen is kept in `worst_ratio` for the log.
 AccuracyReport compare_with_oracle(const HostProblem& device, const HostProblem& oracle,
                                    const HostProblem& exact,
                                    const std::vector<std::string>& outputs);
