@@ -78,6 +78,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int count = static_cast<int>(rows.count);
   const int row_idx[2] = {q0 + warp_row0 + lane / 4, q0 + warp_row0 + lane / 4 + 8};
   const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
+  const int last_key[2] = {row_idx[0] + shift, row_idx[1] + shift};  // causal: last key seen
   int64_t query_row[2];
   float lse_log2[2], delta[2];
   load_row_stats(p, pass, hp, rows, b, head, row_idx, row_ok, query_row, lse_log2, delta);
@@ -119,30 +120,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int key0 = t * kKeys;
     const bool needs_mask = !warp_rows_inside || key0 + kKeys > key_count ||
                             (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
-    // dS in place; tiles that need no mask take a loop without the visibility test (with it,
-    // ptxas branched around every exponential).
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const float prob = fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]);
-        s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);
-      }
-    }
-    if (needs_mask) {
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e / 2;
-          const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-          const bool visible =
-              row_ok[r] && key < key_count && !(p.causal && key > row_idx[r] + shift);
-          s[0][n][e] = visible ? s[0][n][e] : 0.0f;
-        }
-      }
-    }
+    scores_to_ds(s[0], dp[0], scale_log2, dout_scale, lse_log2, delta, needs_mask, key0, key_count,
+                 p.causal, row_ok, last_key);
     uint32_t ds[kBackwardParts][1][NT / 2][4];
     accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
 

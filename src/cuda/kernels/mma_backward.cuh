@@ -86,6 +86,40 @@ __device__ __forceinline__ void load_row_stats(const Params& p, const PassInfo& 
   }
 }
 
+// dS = P (dP dout_scale - delta) in place of the scores s of the thread's two rows (lse_log2,
+// delta; real where row_ok) and keys key0 + 8n + ..., P = exp2(s scale_log2 - lse_log2). Where
+// the tile needs a mask, entries past key_count, of rows past the slice or, causal, after
+// last_key[r] become 0 afterwards, in a loop of their own: a conditional exponential had become
+// a branch per element (bench/NOTES.md, Hopper backward b3).
+template <int NT>
+__device__ __forceinline__ void scores_to_ds(float (&s)[NT][4], const float (&dp)[NT][4],
+                                             float scale_log2, float dout_scale,
+                                             const float (&lse_log2)[2], const float (&delta)[2],
+                                             bool needs_mask, int key0, int key_count, bool causal,
+                                             const bool (&row_ok)[2], const int (&last_key)[2]) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = e / 2;
+      const float prob = fast_exp2(s[n][e] * scale_log2 - lse_log2[r]);
+      s[n][e] = prob * (dp[n][e] * dout_scale - delta[r]);
+    }
+  }
+  if (!needs_mask) return;
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = e / 2;
+      const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
+      const bool visible = row_ok[r] && key < key_count && !(causal && key > last_key[r]);
+      s[n][e] = visible ? s[n][e] : 0.0f;
+    }
+  }
+}
+
 template <typename Elem, int D>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_backward_dq_kernel(const Params p, const PassInfo pass) {
@@ -172,18 +206,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     const int key0 = kt * kMmaRows;
     const bool needs_mask =
         !rows_inside || key0 + kMmaRows > key_count || (p.causal && key0 > masked_after);
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        const bool visible =
-            !needs_mask || (row_ok[r] && key < key_count && !(p.causal && key > last_key[r]));
-        const float prob = visible ? fast_exp2(s[0][n][e] * scale_log2 - lse_log2[r]) : 0.0f;
-        s[0][n][e] = prob * (dp[0][n][e] * dout_scale - delta[r]);  // dS
-      }
-    }
+    scores_to_ds(s[0], dp[0], scale_log2, dout_scale, lse_log2, delta, needs_mask, key0, key_count,
+                 p.causal, row_ok, last_key);
     uint32_t ds[kBackwardParts][1][NT / 2][4];
     accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
     warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
