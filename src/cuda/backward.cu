@@ -1,6 +1,7 @@
 // Backward: delta = rowsum(dout * out), gradients zeroed, then per pass the dq kernel (query
 // rows outer) and the dk/dv kernel (key rows outer). With the final union lse every pass's
-// contribution is additive; rows shared between passes or heads add into fp32 accumulators.
+// contribution is additive; rows shared between passes or heads add into fp32 accumulators,
+// converted at the end, or by the last pass where one covers every row (converting_pass).
 // No atomics: the result is the same bit for bit on every run. Block patterns add one more
 // pass (block_sparse.cu). With a token grid the attention kernels map curve positions to rows
 // (grid_order.hpp); delta, the zeroing and the conversions treat all rows alike.
@@ -81,9 +82,13 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
     zero_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
     zero_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
     zero_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
-    for (int k = 0; k < pass_count(p); ++k) {
+    // The converting pass, if any, goes last.
+    const int converting = tensor_cores ? converting_pass(p) : -1;
+    for (int i = 0; i < pass_count(p); ++i) {
+      const int k = converting < 0 ? i : (converting + 1 + i) % pass_count(p);
       const int64_t tile = tensor_cores ? mma_backward_tile_rows(p) : kSimtRowsPerBlock;
       PassInfo pass = make_pass(p, k, tile);
+      pass.converts = k == converting;
       pass.order = order;
       pass.delta = delta;
       pass.dq_acc = dq_acc;
@@ -101,9 +106,11 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
       }
     }
     if (has_block_patterns(p)) block_backward_pass(p, blocks, stream);
-    convert_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
-    convert_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
-    convert_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+    if (converting < 0) {
+      convert_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
+      convert_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
+      convert_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+    }
   });
   return last_launch_status("backward launch");
 }

@@ -44,6 +44,17 @@ bool backward_accumulates_dkdv(const Params& p) {
   return p.heads != p.heads_kv || forward_merges(p);
 }
 
+int converting_pass(const Params& p) {
+  if (p.dtype == DType::f32 || p.mode != Mode::longnet || p.num_patterns < 2 ||
+      p.heads != p.heads_kv || windowed(p) || has_block_patterns(p)) {
+    return -1;
+  }
+  for (int k = 0; k < p.num_patterns; ++k) {
+    if (p.patterns[k].dilation == 1) return k;
+  }
+  return -1;
+}
+
 namespace {
 
 void reserve_block_lists(const Params& p, WorkspaceLayout& w) {

@@ -38,9 +38,12 @@ struct PassInfo {
   float* lse = nullptr;
 
   // Backward: delta = rowsum(dout * out), laid out like lse. A gradient whose *_acc.data is
-  // null is written directly in the output dtype; otherwise added to the fp32 accumulator.
+  // null is written directly in the output dtype; otherwise added to the fp32 accumulator, or,
+  // in the converting pass (the last, see converting_pass), added to what the accumulator holds
+  // and written in the output dtype.
   const float* delta = nullptr;
   Tensor dq_acc, dk_acc, dv_acc;
+  bool converts = false;
 };
 
 // Where the workspace's pieces lie (byte offsets; -1: not needed) and its size.
@@ -62,6 +65,12 @@ int pass_count(const Params& p);
 bool forward_merges(const Params& p);
 bool backward_accumulates_dq(const Params& p);
 bool backward_accumulates_dkdv(const Params& p);
+// The pass that can run last and write every gradient row in the output dtype from the fp32
+// accumulators (saving the conversion passes), or -1. It must write each row of dq, dk and dv
+// exactly once: dilation 1 (all rows of all heads), longnet (every head in every pass), one
+// query head per kv head (the dk/dv kernels store once per query head), no window, no block
+// pass after it, 16-bit gradients. Only the tensor-core kernels take it (launch_backward).
+int converting_pass(const Params& p);
 WorkspaceLayout forward_workspace(const Params& p);
 WorkspaceLayout backward_workspace(const Params& p);
 

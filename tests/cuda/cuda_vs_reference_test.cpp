@@ -111,6 +111,31 @@ TEST(CudaVsReference, LongSegments) {
   }
 }
 
+// longnet with a dilation-1 pattern and one query head per kv head: that pattern's pass runs
+// last and writes the 16-bit gradients from the fp32 accumulators (converting_pass), so every
+// row must be written by it exactly once, under causal masks, partial segments and varlen.
+TEST(CudaVsReference, LastPassWritesTheGradients) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (int64_t d : {64, 128}) {
+    for (bool causal : {false, true}) {
+      for (bool varlen : {false, true}) {
+        ProblemConfig c;
+        c.batch = 2;
+        c.seqlen = 700;
+        c.heads = c.heads_kv = 3;
+        c.head_dim = c.head_dim_v = d;
+        c.dtype = causal ? DType::f16 : DType::bf16;
+        c.causal = causal;
+        c.patterns = {{256, 2}, {300, 1}, {700, 4}};
+        c.mode = Mode::longnet;
+        if (varlen) c.seq_lengths = {333, 700};
+        if (!check_against_oracle(c, seed)) return;
+      }
+    }
+  }
+}
+
 TEST(CudaVsReference, BackwardIsBitwiseReproducible) {
   DILATED_REQUIRE_BACKEND(cuda());
   ProblemConfig c;

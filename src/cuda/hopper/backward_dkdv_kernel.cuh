@@ -258,9 +258,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t key_row[2] = {
         key_real[0] ? grid_row(pass.order, w.key_rows.first + key_base * w.hp.dilation) : 0,
         key_real[1] ? grid_row(pass.order, w.key_rows.first + (key_base + 8) * w.hp.dilation) : 0};
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk, p.scale);
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk, p.scale,
+                                 pass.converts);
     store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv,
-                                 dout_scale);
+                                 dout_scale, pass.converts);
   }
 #endif
 }

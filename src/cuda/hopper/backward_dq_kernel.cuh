@@ -140,7 +140,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int part = 0; part < kBackwardParts; ++part) pin_fragments(ds[part][0]);
     ring.release(t);
   }
-  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq, p.scale);
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq, p.scale,
+                               pass.converts);
 #endif
 }
 

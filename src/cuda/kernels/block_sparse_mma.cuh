@@ -402,7 +402,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     next = after;
   }
   cp_async_wait<0>();
-  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, head, dq[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, head, dq[0], scale,
+                               false);
 }
 
 template <typename Elem, int D>
@@ -535,8 +536,10 @@ __global__ void __launch_bounds__(kMmaThreads)
   int64_t key_row[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) key_row[r] = key_ok[r] ? grid_row(bp.order, key_idx[r]) : 0;
-  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale);
-  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_row, key_ok, kv_head, dv[0], dout_scale);
+  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale,
+                               false);
+  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_row, key_ok, kv_head, dv[0], dout_scale,
+                               false);
 }
 
 }  // namespace dilated::cuda

@@ -41,17 +41,34 @@ struct DkdvSmem {
 
 // Stores or accumulates the thread's part of a warp's 16 x D fp32 tile (m16n8 layout) into
 // gradient rows row[0], row[1] of sequence b. `rows_ok[r]` says whether row r is a real row.
+// `converts` (PassInfo::converts): the accumulator's sum plus the tile, written to grad.
 template <typename Elem, int D>
 __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tensor& grad,
                                                     const Tensor& acc, int64_t b,
                                                     const int64_t (&row)[2],
                                                     const bool (&rows_ok)[2], int64_t head,
-                                                    const float (&x)[D / 8][4], float factor) {
+                                                    const float (&x)[D / 8][4], float factor,
+                                                    bool converts) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (!rows_ok[r]) continue;
-    if (acc.data) {
+    if (acc.data && converts) {
+      const float* a = static_cast<const float*>(acc.data) + row_offset(p, acc, b, row[r], head);
+      Elem* g = static_cast<Elem*>(grad.data) + row_offset(p, grad, b, row[r], head);
+      // Every load before any store: grad could alias acc as far as the compiler knows, so
+      // interleaved, each load would wait for the store before it (measured: +19% on the pass).
+      float2 sum[D / 8];
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        sum[d] = *reinterpret_cast<const float2*>(a + d * 8 + 2 * (lane % 4));
+      }
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) {
+        *reinterpret_cast<uint32_t*>(g + d * 8 + 2 * (lane % 4)) =
+            pack2<Elem>(sum[d].x + factor * x[d][2 * r], sum[d].y + factor * x[d][2 * r + 1]);
+      }
+    } else if (acc.data) {
       float* a = static_cast<float*>(acc.data) + row_offset(p, acc, b, row[r], head);
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) {
@@ -213,7 +230,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
     __syncthreads();
   }
-  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq[0], scale);
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq[0], scale,
+                               pass.converts);
 }
 
 template <typename Elem, int D>
@@ -365,9 +383,10 @@ __global__ void __launch_bounds__(kMmaThreads)
     const int64_t key_row[2] = {
         key_real[0] ? grid_row(pass.order, key_first_row + key_base * hp.dilation) : 0,
         key_real[1] ? grid_row(pass.order, key_first_row + (key_base + 8) * hp.dilation) : 0};
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk[0], scale);
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk[0], scale,
+                                 pass.converts);
     store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv[0],
-                                 dout_scale);
+                                 dout_scale, pass.converts);
   }
 }
 
