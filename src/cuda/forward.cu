@@ -52,12 +52,16 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     if (lse)
       fill_values_kernel<<<blocks_for(tokens * p.heads, 256), 256, 0, stream>>>(
           lse, tokens * p.heads, -INFINITY);
-    for (int k = 0; k < pass_count(p); ++k) {
+    // The converting pass, if any, goes last and writes out itself.
+    const int converting = tensor_cores && merge ? converting_pass(p) : -1;
+    for (int i = 0; i < pass_count(p); ++i) {
+      const int k = converting < 0 ? i : (converting + 1 + i) % pass_count(p);
       if (tensor_cores) {
         PassInfo pass = make_pass(p, k, mma_forward_tile_rows(p));
         pass.order = order;
         pass.out_acc = out_acc;
         pass.lse = lse;
+        pass.converts = k == converting;
         mma_forward_pass(p, pass, stream);
       } else {
         PassInfo pass = make_pass(p, k, kSimtRowsPerBlock);
@@ -71,7 +75,7 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     }
     if (has_block_patterns(p)) block_forward_pass(p, blocks, stream);
     // Merged rows hold the softmax average; head_groups divides it by m (DESIGN 2.4) here.
-    if (merge && p.dtype != DType::f32) {
+    if (merge && p.dtype != DType::f32 && converting < 0) {
       convert_rows_kernel<Elem><<<rows_grid, 256, 0, stream>>>(p, out_acc, p.out, tokens, p.heads,
                                                                p.head_dim_v, output_scale(p));
     } else if (merge && output_scale(p) != 1.0f) {

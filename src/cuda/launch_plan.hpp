@@ -33,7 +33,8 @@ struct PassInfo {
   const int64_t* order = nullptr;
 
   // Forward: out_acc.data null -> write out (and lse, if any) directly; otherwise merge this
-  // pass into the running fp32 (out_acc, lse) with the lse rule.
+  // pass into the running fp32 (out_acc, lse) with the lse rule, and in the converting pass
+  // write the merged row to out.
   Tensor out_acc;
   float* lse = nullptr;
 
@@ -65,11 +66,12 @@ int pass_count(const Params& p);
 bool forward_merges(const Params& p);
 bool backward_accumulates_dq(const Params& p);
 bool backward_accumulates_dkdv(const Params& p);
-// The pass that can run last and write every gradient row in the output dtype from the fp32
-// accumulators (saving the conversion passes), or -1. It must write each row of dq, dk and dv
-// exactly once: dilation 1 (all rows of all heads), longnet (every head in every pass), one
-// query head per kv head (the dk/dv kernels store once per query head), no window, no block
-// pass after it, 16-bit gradients. Only the tensor-core kernels take it (launch_backward).
+// The pass that can run last and write every row of out (forward) or of dq, dk and dv
+// (backward) in the output dtype from the fp32 accumulators (saving the conversion passes), or
+// -1. It must write each of those rows exactly once: dilation 1 (all rows of all heads, each
+// seeing at least one key), longnet (every head in every pass), one query head per kv head (the
+// dk/dv kernels store once per query head), no window, no block pass after it, 16-bit outputs.
+// Only the tensor-core kernels take it (launch_forward, launch_backward).
 int converting_pass(const Params& p);
 WorkspaceLayout forward_workspace(const Params& p);
 WorkspaceLayout backward_workspace(const Params& p);

@@ -112,9 +112,10 @@ TEST(CudaVsReference, LongSegments) {
 }
 
 // longnet with a dilation-1 pattern and one query head per kv head: that pattern's pass runs
-// last and writes the 16-bit gradients from the fp32 accumulators (converting_pass), so every
-// row must be written by it exactly once, under causal masks, partial segments and varlen.
-TEST(CudaVsReference, LastPassWritesTheGradients) {
+// last and writes the 16-bit out, dq, dk and dv from the fp32 accumulators (converting_pass),
+// so it must write every row (the outputs are poisoned with NaN), under causal masks, partial
+// segments and varlen.
+TEST(CudaVsReference, LastPassWritesOutAndGradients) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
   for (int64_t d : {64, 128}) {

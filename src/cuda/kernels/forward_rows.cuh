@@ -138,7 +138,23 @@ __device__ __forceinline__ void store_forward_rows(
       }
       const MergeWeights mw = merge_weights(valid ? pass.lse[lse_at] : 0.0f, lse);
       __syncwarp();
-      if (valid) {
+      if (valid && pass.converts) {  // the last pass: the merged row goes to out in its dtype
+        const float* acc = static_cast<const float*>(pass.out_acc.data) +
+                           token_offset(p, pass.out_acc, token, head);
+        Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+        const float f = mw.new_weight * inv, s = output_scale(p);
+        float2 old[DT];  // every load before any store (out could alias acc for the compiler)
+#pragma unroll
+        for (int d = 0; d < DT; ++d)
+          old[d] = *reinterpret_cast<const float2*>(acc + d * 8 + 2 * (lane % 4));
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+          *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
+              pack2<Elem>(s * (mw.old_weight * old[d].x + f * o[m][d][2 * r]),
+                          s * (mw.old_weight * old[d].y + f * o[m][d][2 * r + 1]));
+        }
+        if (lane % 4 == 0) pass.lse[lse_at] = mw.lse;
+      } else if (valid) {
         float* acc =
             static_cast<float*>(pass.out_acc.data) + token_offset(p, pass.out_acc, token, head);
         const float f = mw.new_weight * inv;
