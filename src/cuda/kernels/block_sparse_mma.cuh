@@ -402,8 +402,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     next = after;
   }
   cp_async_wait<0>();
-  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, head, dq[0], scale,
-                               false);
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, head, dq[0], scale, false);
 }
 
 template <typename Elem, int D>
