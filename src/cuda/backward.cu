@@ -85,7 +85,7 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
     // The converting pass, if any, goes last.
     const int converting = tensor_cores ? converting_pass(p) : -1;
     for (int i = 0; i < pass_count(p); ++i) {
-      const int k = converting < 0 ? i : (converting + 1 + i) % pass_count(p);
+      const int k = pass_in_order(p, i, converting);
       const int64_t tile = tensor_cores ? mma_backward_tile_rows(p) : kSimtRowsPerBlock;
       PassInfo pass = make_pass(p, k, tile);
       pass.converts = k == converting;

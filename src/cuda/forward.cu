@@ -53,9 +53,9 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
       fill_values_kernel<<<blocks_for(tokens * p.heads, 256), 256, 0, stream>>>(
           lse, tokens * p.heads, -INFINITY);
     // The converting pass, if any, goes last and writes out itself.
-    const int converting = tensor_cores && merge ? converting_pass(p) : -1;
+    const int converting = tensor_cores ? converting_pass(p) : -1;
     for (int i = 0; i < pass_count(p); ++i) {
-      const int k = converting < 0 ? i : (converting + 1 + i) % pass_count(p);
+      const int k = pass_in_order(p, i, converting);
       if (tensor_cores) {
         PassInfo pass = make_pass(p, k, mma_forward_tile_rows(p));
         pass.order = order;

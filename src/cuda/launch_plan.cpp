@@ -55,6 +55,10 @@ int converting_pass(const Params& p) {
   return -1;
 }
 
+int pass_in_order(const Params& p, int i, int converting) {
+  return converting < 0 ? i : (converting + 1 + i) % pass_count(p);
+}
+
 namespace {
 
 void reserve_block_lists(const Params& p, WorkspaceLayout& w) {

@@ -73,6 +73,8 @@ bool backward_accumulates_dkdv(const Params& p);
 // dk/dv kernels store once per query head), no window, no block pass after it, 16-bit outputs.
 // Only the tensor-core kernels take it (launch_forward, launch_backward).
 int converting_pass(const Params& p);
+// The pass that runs i-th of pass_count(p): in order, except that `converting` (if >= 0) is last.
+int pass_in_order(const Params& p, int i, int converting);
 WorkspaceLayout forward_workspace(const Params& p);
 WorkspaceLayout backward_workspace(const Params& p);
 

@@ -260,36 +260,8 @@ __global__ void __launch_bounds__(kBlockForwardThreads<MT>)
       const bool any_key = sum != 0.0f;  // NaN sums propagate
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
       const int64_t token = valid ? token_index(p, b, grid_row(bp.order, row_idx[m][r])) : 0;
-      const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
-      const float inv = 1.0f / sum;
-      if (!bp.out_acc.data) {
-        if (valid && any_key) {
-          Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
-          const float f = inv * output_scale(p);
-#pragma unroll
-          for (int d = 0; d < DT; ++d) {
-            *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
-                pack2<Elem>(o[m][d][2 * r] * f, o[m][d][2 * r + 1] * f);
-          }
-          if (bp.lse && lane % 4 == 0) bp.lse[lse_at] = lse;
-        }
-        continue;
-      }
-      const MergeWeights mw = merge_weights(valid ? bp.lse[lse_at] : 0.0f, lse);
-      __syncwarp();  // every lane of the quad read the old lse before lane 0 writes it
-      if (valid && any_key) {
-        float* acc =
-            static_cast<float*>(bp.out_acc.data) + token_offset(p, bp.out_acc, token, head);
-        const float f = mw.new_weight * inv;
-#pragma unroll
-        for (int d = 0; d < DT; ++d) {
-          float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
-          const float2 old = *a;
-          *a = make_float2(mw.old_weight * old.x + f * o[m][d][2 * r],
-                           mw.old_weight * old.y + f * o[m][d][2 * r + 1]);
-        }
-        if (lane % 4 == 0) bp.lse[lse_at] = mw.lse;
-      }
+      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, token, head, o[m],
+                                  r, lse, 1.0f / sum);
     }
   }
 }

@@ -40,41 +40,9 @@ __device__ __forceinline__ ForwardTile forward_tile(const Params& p, const PassI
   return t;
 }
 
-// s[m][n] holds scores of rows row_idx[m][0..1] (selected-row indices) and keys key0 + 8n + ..;
-// they become log2 units, -inf for keys past the slice or, causal, after the row (+ shift).
-// Most tiles need no mask: that case is its own loop, without a branch per element.
-template <int MT, int NT>
-__device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], float scale_log2,
-                                                      bool needs_mask, int key0, int key_count,
-                                                      bool causal, const int (&row_idx)[MT][2],
-                                                      int shift) {
-  if (!needs_mask) {
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[m][n][e] *= scale_log2;
-      }
-    }
-    return;
-  }
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        const bool masked = key >= key_count || (causal && key > row_idx[m][e / 2] + shift);
-        s[m][n][e] = masked ? -INFINITY : s[m][n][e] * scale_log2;
-      }
-    }
-  }
-}
-
-// The same masking without the scale (softmax_scores_tile applies it).
+// Keys past the slice or, causal, after the row (+ shift) get -inf in s[m][n], the scores of
+// rows row_idx[m][0..1] (selected-row indices) and keys key0 + 8n + ... Most tiles need no
+// mask: they return at once, without a branch per element.
 template <int MT, int NT>
 __device__ __forceinline__ void mask_scores(float (&s)[MT][NT][4], bool needs_mask, int key0,
                                             int key_count, bool causal, const int (&row_idx)[MT][2],
@@ -88,10 +56,85 @@ __device__ __forceinline__ void mask_scores(float (&s)[MT][NT][4], bool needs_ma
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int key = key0 + n * 8 + 2 * (lane % 4) + (e % 2);
-        if (key >= key_count || (causal && key > row_idx[m][e / 2] + shift)) s[m][n][e] = -INFINITY;
+        const bool masked = key >= key_count || (causal && key > row_idx[m][e / 2] + shift);
+        s[m][n][e] = masked ? -INFINITY : s[m][n][e];
       }
     }
   }
+}
+
+// The same, with the scores first scaled into log2 units (where softmax_scores_tile does not
+// apply the scale itself).
+template <int MT, int NT>
+__device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], float scale_log2,
+                                                      bool needs_mask, int key0, int key_count,
+                                                      bool causal, const int (&row_idx)[MT][2],
+                                                      int shift) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[m][n][e] *= scale_log2;
+    }
+  }
+  mask_scores(s, needs_mask, key0, key_count, causal, row_idx, shift);
+}
+
+// One finished row of a forward pass, the thread's part of it (columns 8 d + 2 (lane % 4) and
+// the one after, from o[d][2 r], o[d][2 r + 1]): with out_acc null written to out (and lse, if
+// any); otherwise merged into the running fp32 (out_acc, lse) with the lse rule, and, in the
+// converting pass (PassInfo::converts), the merged row written to out instead. `write`: a real
+// row that saw a key; every lane of the quad calls this (the merge reads the old lse before
+// lane 0 replaces it). lse in natural log units, inv = 1 / the sum o is normalised by.
+template <typename Elem, int DT>
+__device__ __forceinline__ void write_forward_row(const Params& p, const Tensor& out_acc,
+                                                  float* lse_rows, bool converts, bool write,
+                                                  int64_t token, int64_t head,
+                                                  const float (&o)[DT][4], int r, float lse,
+                                                  float inv) {
+  const int lane = threadIdx.x % 32;
+  const int64_t lse_at = write ? token_lse_index(p, token, head) : 0;
+  const int column = 2 * (lane % 4);
+  if (!out_acc.data) {
+    if (!write) return;
+    Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+    const float f = inv * output_scale(p);
+#pragma unroll
+    for (int d = 0; d < DT; ++d) {
+      *reinterpret_cast<uint32_t*>(out + d * 8 + column) =
+          pack2<Elem>(o[d][2 * r] * f, o[d][2 * r + 1] * f);
+    }
+    if (lse_rows && lane % 4 == 0) lse_rows[lse_at] = lse;
+    return;
+  }
+  const MergeWeights mw = merge_weights(write ? lse_rows[lse_at] : 0.0f, lse);
+  __syncwarp();
+  if (!write) return;
+  float* acc = static_cast<float*>(out_acc.data) + token_offset(p, out_acc, token, head);
+  const float f = mw.new_weight * inv;
+  // Every load before any store: out could alias acc as far as the compiler knows, so
+  // interleaved, each load would wait for the store before it.
+  float2 merged[DT];
+#pragma unroll
+  for (int d = 0; d < DT; ++d) {
+    const float2 old = *reinterpret_cast<const float2*>(acc + d * 8 + column);
+    merged[d] = make_float2(mw.old_weight * old.x + f * o[d][2 * r],
+                            mw.old_weight * old.y + f * o[d][2 * r + 1]);
+  }
+  if (converts) {
+    Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+    const float s = output_scale(p);
+#pragma unroll
+    for (int d = 0; d < DT; ++d) {
+      *reinterpret_cast<uint32_t*>(out + d * 8 + column) =
+          pack2<Elem>(s * merged[d].x, s * merged[d].y);
+    }
+  } else {
+#pragma unroll
+    for (int d = 0; d < DT; ++d) *reinterpret_cast<float2*>(acc + d * 8 + column) = merged[d];
+  }
+  if (lane % 4 == 0) lse_rows[lse_at] = mw.lse;
 }
 
 // Epilogue of a forward pass for the thread's rows: out (or the running fp32 merge) and lse.
@@ -103,7 +146,6 @@ __device__ __forceinline__ void store_forward_rows(
     int key_count, int shift, int64_t b, int64_t head, const int (&row_idx)[MT][2],
     const float (&o)[MT][DT][4], const float (&row_max)[MT][2], const float (&row_sum)[MT][2],
     const float (&row_norm)[MT][2]) {
-  const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
@@ -121,52 +163,8 @@ __device__ __forceinline__ void store_forward_rows(
       const int64_t token =
           valid ? token_index(p, b, grid_row(pass.order, rows.first + row_idx[m][r] * hp.dilation))
                 : 0;
-      const int64_t lse_at = valid ? token_lse_index(p, token, head) : 0;
-      const float inv = 1.0f / norm;
-      if (!pass.out_acc.data) {
-        if (valid) {
-          Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
-          const float f = inv * output_scale(p);
-#pragma unroll
-          for (int d = 0; d < DT; ++d) {
-            *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
-                pack2<Elem>(o[m][d][2 * r] * f, o[m][d][2 * r + 1] * f);
-          }
-          if (pass.lse && lane % 4 == 0) pass.lse[lse_at] = lse;
-        }
-        continue;
-      }
-      const MergeWeights mw = merge_weights(valid ? pass.lse[lse_at] : 0.0f, lse);
-      __syncwarp();
-      if (valid && pass.converts) {  // the last pass: the merged row goes to out in its dtype
-        const float* acc = static_cast<const float*>(pass.out_acc.data) +
-                           token_offset(p, pass.out_acc, token, head);
-        Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
-        const float f = mw.new_weight * inv, s = output_scale(p);
-        float2 old[DT];  // every load before any store (out could alias acc for the compiler)
-#pragma unroll
-        for (int d = 0; d < DT; ++d)
-          old[d] = *reinterpret_cast<const float2*>(acc + d * 8 + 2 * (lane % 4));
-#pragma unroll
-        for (int d = 0; d < DT; ++d) {
-          *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) =
-              pack2<Elem>(s * (mw.old_weight * old[d].x + f * o[m][d][2 * r]),
-                          s * (mw.old_weight * old[d].y + f * o[m][d][2 * r + 1]));
-        }
-        if (lane % 4 == 0) pass.lse[lse_at] = mw.lse;
-      } else if (valid) {
-        float* acc =
-            static_cast<float*>(pass.out_acc.data) + token_offset(p, pass.out_acc, token, head);
-        const float f = mw.new_weight * inv;
-#pragma unroll
-        for (int d = 0; d < DT; ++d) {
-          float2* a = reinterpret_cast<float2*>(acc + d * 8 + 2 * (lane % 4));
-          const float2 old = *a;
-          *a = make_float2(mw.old_weight * old.x + f * o[m][d][2 * r],
-                           mw.old_weight * old.y + f * o[m][d][2 * r + 1]);
-        }
-        if (lane % 4 == 0) pass.lse[lse_at] = mw.lse;
-      }
+      write_forward_row<Elem, DT>(p, pass.out_acc, pass.lse, pass.converts, valid, token, head,
+                                  o[m], r, lse, 1.0f / norm);
     }
   }
 }
