@@ -101,6 +101,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const KeyTileWork w = key_tile_work(p, pass, head, tc.segment, b, k0);
       RowSpan q_span = make_span<Elem>(p, p.q, b, head, w.hp, w.rows, 0, pass.order);
       RowSpan do_span = make_span<Elem>(p, p.dout, b, head, w.hp, w.rows, 0, pass.order);
+      ProducerRows<kDkdvQueries> rows;  // located one tile ahead
+      rows.locate(maps, q_span, w.first_q);
       for (int qt = 0; qt < w.num_query_tiles; ++qt, ++t) {
         ring.wait_empty(t);
         const int stage = t % kDkdvStages;
@@ -120,8 +122,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           cp_async_4(smem_address(stage_stats + kDkdvQueries + thread), pass.delta + at, valid);
         }
         produce_row_tiles<Elem, kDkdvQueries, D>(
-            maps, q_span, do_span, head, b, q_tiles + stage * QueryTile::kElements,
+            maps, q_span, do_span, rows, head, b, q_tiles + stage * QueryTile::kElements,
             do_tiles + stage * QueryTile::kElements, ring.full(t));
+        if (qt + 1 < w.num_query_tiles) {
+          rows.locate(maps, q_span, w.first_q + (qt + 1) * kDkdvQueries);
+        }
       }
     }
     cp_async_wait<0>();  // no copy outlives its thread

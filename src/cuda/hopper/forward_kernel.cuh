@@ -45,12 +45,28 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
       make_span<Elem>(p, p.k, tile.b, tile.kv_head, tile.hp, tile.key_rows, 0, pass.order);
   RowSpan v_span =
       make_span<Elem>(p, p.v, tile.b, tile.kv_head, tile.hp, tile.key_rows, 0, pass.order);
-  for (int t = 0; t < num_key_tiles; ++t) {
+  const auto produce = [&](int t, const ProducerRows<kKeys>& rows) {
     ring.wait_empty(t);
     k_span.idx0 = v_span.idx0 = t * kKeys;
-    produce_row_tiles<Elem, kKeys, D>(maps, k_span, v_span, tile.kv_head, tile.b,
+    produce_row_tiles<Elem, kKeys, D>(maps, k_span, v_span, rows, tile.kv_head, tile.b,
                                       k_tiles + (t % Stages) * kTileElements,
                                       v_tiles + (t % Stages) * kTileElements, ring.full(t));
+  };
+  if (maps.enabled) {
+    // Whole tiles through the copy engine; only a last partial one needs its rows, located on
+    // the spot (a loop holding rows located ahead made the forward 2% slower: H100, config P).
+    for (int t = 0; t < num_key_tiles; ++t) {
+      ProducerRows<kKeys> rows;
+      rows.locate(maps, k_span, t * kKeys);
+      produce(t, rows);
+    }
+  } else {
+    ProducerRows<kKeys> rows;  // located one tile ahead
+    rows.locate(maps, k_span, 0);
+    for (int t = 0; t < num_key_tiles; ++t) {
+      produce(t, rows);
+      if (t + 1 < num_key_tiles) rows.locate(maps, k_span, (t + 1) * kKeys);
+    }
   }
   cp_async_wait<0>();
 }

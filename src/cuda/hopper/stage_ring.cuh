@@ -47,43 +47,86 @@ struct StageRing {
   }
 };
 
-// The producer warpgroup's copy of rows idx0 .. idx0 + Rows - 1 of two spans with the same
-// positions (K and V, or Q and dO) into two tiles in the 128-byte-swizzle layout (rows past the
-// run are zero-filled). Each thread keeps one chunk column.
+// The tensor rows one producer thread copies for a tile of Rows selected rows from idx0: rows
+// thread / 8 + 16 j of the tile (-1 past the run). Producers locate the next tile while the
+// current one is in flight: with a token grid each row is an order[] read from global memory,
+// and located just before its copy, every tile waited for those reads in turn. 32-bit rows: the
+// producer has 40 registers (64-bit ones spilled), and these kernels take D >= 64, so a sequence
+// of 2^31 rows would need 256 GiB for q alone.
+// Whether the tile of Rows selected rows from idx0 goes through the copy engine (whole tiles of
+// a plain stride, where `maps` are enabled; tensor_maps.hpp).
+template <int Rows>
+__device__ __forceinline__ bool copy_engine_tile(const TensorMaps& maps, const RowSpan& span,
+                                                 int idx0) {
+  return maps.enabled && idx0 + Rows <= span.count;
+}
+
+template <int Rows>
+struct ProducerRows {
+  static_assert(Rows % 16 == 0, "16 rows per pass of the producer warpgroup");
+  static constexpr int kCount = Rows / 16;
+  int32_t row[kCount];
+
+  // Locates the rows of the tile from idx0 unless the copy engine will fetch it.
+  __device__ __forceinline__ void locate(const TensorMaps& maps, const RowSpan& span, int idx0) {
+    if (copy_engine_tile<Rows>(maps, span, idx0)) return;
+    const int thread = threadIdx.x % 128;
+#pragma unroll
+    for (int j = 0; j < kCount; ++j) {
+      const int idx = idx0 + thread / 8 + 16 * j;
+      row[j] = idx < span.count
+                   ? static_cast<int32_t>(
+                         grid_row(span.order, span.first + static_cast<int64_t>(idx) * span.step))
+                   : -1;
+    }
+  }
+};
+
+// The producer warpgroup's copy of the located rows of two spans with the same positions (K and
+// V, or Q and dO) into two tiles in the 128-byte-swizzle layout (rows past the run are
+// zero-filled). Eight threads share a row, one 16-byte chunk of each 64-column half apiece.
 template <typename Elem, int Rows, int D>
 __device__ __forceinline__ void copy_row_tiles(Elem* a_tile, Elem* b_tile, const RowSpan& a_span,
-                                               const RowSpan& b_span) {
+                                               const RowSpan& b_span,
+                                               const ProducerRows<Rows>& rows) {
   using Tile = GmmaTile<Rows, D>;
-  constexpr int kRowStep = 128 / Tile::kChunks;
   const int thread = threadIdx.x % 128;
-  const int chunk = thread % Tile::kChunks;
-  const uint32_t a_base = smem_address(a_tile), b_base = smem_address(b_tile);
-  const Elem* a_src = static_cast<const Elem*>(a_span.base) + chunk * 8;
-  const Elem* b_src = static_cast<const Elem*>(b_span.base) + chunk * 8;
-#pragma unroll 4
-  for (int row = thread / Tile::kChunks; row < Rows; row += kRowStep) {
-    const int idx = a_span.idx0 + row;
-    const bool valid = idx < a_span.count;
-    const int64_t tensor_row =
-        valid ? grid_row(a_span.order, a_span.first + static_cast<int64_t>(idx) * a_span.step) : 0;
-    const uint32_t offset = Tile::chunk_offset(row, chunk) * 2;
-    cp_async_16(a_base + offset, a_src + tensor_row * a_span.row_stride, valid);
-    cp_async_16(b_base + offset, b_src + tensor_row * b_span.row_stride, valid);
+  // Row thread / 8 + 16 j keeps the thread's row % 8, so the destination moves by constants; the
+  // 64-column halves of a row are constant offsets from one source pointer per tensor.
+  const uint32_t a_dst = smem_address(a_tile) + Tile::chunk_offset(thread / 8, thread % 8) * 2;
+  const uint32_t b_dst = smem_address(b_tile) + Tile::chunk_offset(thread / 8, thread % 8) * 2;
+  const Elem* a_src = static_cast<const Elem*>(a_span.base) + (thread % 8) * 8;
+  const Elem* b_src = static_cast<const Elem*>(b_span.base) + (thread % 8) * 8;
+#pragma unroll
+  for (int j = 0; j < ProducerRows<Rows>::kCount; ++j) {
+    const bool valid = rows.row[j] >= 0;
+    const int64_t tensor_row = valid ? rows.row[j] : 0;  // widened for the offsets
+    const Elem* a_row = a_src + tensor_row * a_span.row_stride;
+    const Elem* b_row = b_src + tensor_row * b_span.row_stride;
+#pragma unroll
+    for (int half = 0; half < D / 64; ++half) {
+      const uint32_t offset = j * 16 * Tile::kRowBytes + half * Tile::kHalfBytes;
+      cp_async_16(a_dst + offset, a_row + half * 64, valid);
+      cp_async_16(b_dst + offset, b_row + half * 64, valid);
+    }
   }
 }
 
 // Rows idx0 .. idx0 + Rows - 1 of two spans (A: k or q, B: v or dout; the same positions) into a
 // stage: a whole tile through the copy engine where `maps` hold the two tensors (one thread
-// issues it; tma.cuh), the last partial tile of a run and anything else with cp.async (a box
+// issues it; tma.cuh), the last partial tile of a run and anything else with cp.async from the
+// located `rows` (a box
 // would read the next segment's rows, whose NaNs would reach the products through zero
 // weights). Every producer thread arrives on the stage's full barrier once, when its copies
 // have landed.
 template <typename Elem, int Rows, int D>
 __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const RowSpan& a_span,
-                                                  const RowSpan& b_span, int64_t head, int64_t b,
-                                                  Elem* a_tile, Elem* b_tile, uint32_t full) {
+                                                  const RowSpan& b_span,
+                                                  const ProducerRows<Rows>& rows, int64_t head,
+                                                  int64_t b, Elem* a_tile, Elem* b_tile,
+                                                  uint32_t full) {
   using Tile = GmmaTile<Rows, D>;
-  if (maps.enabled && a_span.idx0 + Rows <= a_span.count) {
+  if (copy_engine_tile<Rows>(maps, a_span, a_span.idx0)) {
     if (threadIdx.x % 128 == 0) {
       const int64_t first = a_span.first + static_cast<int64_t>(a_span.idx0) * a_span.step;
       const int phase = static_cast<int>(first % a_span.step);
@@ -99,7 +142,7 @@ __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const 
       }
     }
   } else {
-    copy_row_tiles<Elem, Rows, D>(a_tile, b_tile, a_span, b_span);
+    copy_row_tiles<Elem, Rows, D>(a_tile, b_tile, a_span, b_span, rows);
   }
   // Also covers any other cp.async the thread issued for this stage (the backward's row
   // statistics); the copy engine's bytes are counted by the expect_tx above.
