@@ -79,16 +79,25 @@ Status launch_backward(const Params& params, cudaStream_t stream) {
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
     delta_kernel<Elem><<<row_blocks(tokens * p.heads), 256, 0, stream>>>(p, delta, tokens);
-    zero_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
-    zero_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
-    zero_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
-    // The converting pass, if any, goes last.
+    // The converting pass, if any, goes last. It writes every gradient row, so nothing is
+    // cleared first: passes store a row no earlier pass selected (accumulator_holds).
     const int converting = tensor_cores ? converting_pass(p) : -1;
+    const bool clears = converting < 0;
+    if (clears) {
+      zero_gradient<Elem>(p, p.dq, dq_acc, p.heads, p.head_dim, stream);
+      zero_gradient<Elem>(keys, p.dk, dk_acc, p.heads_kv, p.head_dim, stream);
+      zero_gradient<Elem>(keys, p.dv, dv_acc, p.heads_kv, p.head_dim_v, stream);
+    }
+    uint32_t earlier = 0;  // patterns of the passes so far
     for (int i = 0; i < pass_count(p); ++i) {
       const int k = pass_in_order(p, i, converting);
       const int64_t tile = tensor_cores ? mma_backward_tile_rows(p) : kSimtRowsPerBlock;
       PassInfo pass = make_pass(p, k, tile);
       pass.converts = k == converting;
+      pass.accumulators_cleared = clears;
+      pass.earlier_passes = earlier;
+      pass.overlaps_previous_launch = i > 0;
+      earlier |= 1u << k;
       pass.order = order;
       pass.delta = delta;
       pass.dq_acc = dq_acc;

@@ -1,5 +1,6 @@
 // Forward: every row starts unselected (out 0, lse -inf); each pass writes its rows directly,
-// or merges them into running fp32 results when a row collects keys from several passes.
+// or merges them into running fp32 results when a row collects keys from several passes. With
+// a converting pass (launch_plan.hpp) nothing is cleared: it writes every row.
 // Block patterns run as one more pass. With a token grid every kernel maps curve positions to
 // rows through the device order (grid_order.hpp); the row-wise passes (fills, the final
 // conversion) treat all rows alike and need no order.
@@ -44,16 +45,19 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
   with_element_type(p.dtype, [&](auto elem) {
     using Elem = decltype(elem);
     const unsigned rows_grid = row_blocks(tokens * p.heads);
-    if (merge && p.dtype != DType::f32) {
+    // The converting pass, if any, goes last and writes out itself. It writes every row, so
+    // nothing is cleared first: passes store a row no earlier pass selected (accumulator_holds).
+    const int converting = tensor_cores ? converting_pass(p) : -1;
+    const bool clears = converting < 0;
+    if (clears && merge && p.dtype != DType::f32) {
       zero_rows<float>(p, out_acc, tokens, p.heads, p.head_dim_v, stream);
-    } else {
+    } else if (clears) {
       zero_rows<Elem>(p, p.out, tokens, p.heads, p.head_dim_v, stream);
     }
-    if (lse)
+    if (clears && lse)
       fill_values_kernel<<<blocks_for(tokens * p.heads, 256), 256, 0, stream>>>(
           lse, tokens * p.heads, -INFINITY);
-    // The converting pass, if any, goes last and writes out itself.
-    const int converting = tensor_cores ? converting_pass(p) : -1;
+    uint32_t earlier = 0;  // patterns of the passes so far
     for (int i = 0; i < pass_count(p); ++i) {
       const int k = pass_in_order(p, i, converting);
       if (tensor_cores) {
@@ -62,6 +66,10 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
         pass.out_acc = out_acc;
         pass.lse = lse;
         pass.converts = k == converting;
+        pass.accumulators_cleared = clears;
+        pass.earlier_passes = earlier;
+        pass.overlaps_previous_launch = i > 0;
+        earlier |= 1u << k;
         mma_forward_pass(p, pass, stream);
       } else {
         PassInfo pass = make_pass(p, k, kSimtRowsPerBlock);

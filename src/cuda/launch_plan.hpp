@@ -45,6 +45,17 @@ struct PassInfo {
   const float* delta = nullptr;
   Tensor dq_acc, dk_acc, dv_acc;
   bool converts = false;
+
+  // Whether the launcher cleared the fp32 accumulators (out_acc, lse, dq/dk/dv_acc) before the
+  // first pass. Launches with a converting pass skip the clearing: there a row's accumulator
+  // holds a value only if a pass in earlier_passes (bit k: pattern k) selected it, and every
+  // other row is stored, not added to (accumulator_holds).
+  bool accumulators_cleared = true;
+  uint32_t earlier_passes = 0;
+  // Hopper kernels: let this launch start on the SMs the previous launch's last wave leaves
+  // idle (programmatic dependent launch). Only where this launch reads nothing the previous
+  // launches of the same call write; it waits for them before its own writes.
+  bool overlaps_previous_launch = false;
 };
 
 // Where the workspace's pieces lie (byte offsets; -1: not needed) and its size.

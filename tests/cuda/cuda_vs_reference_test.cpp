@@ -115,23 +115,33 @@ TEST(CudaVsReference, LongSegments) {
 // last and writes the 16-bit out, dq, dk and dv from the fp32 accumulators (converting_pass),
 // so it must write every row (the outputs are poisoned with NaN), under causal masks, partial
 // segments and varlen.
+// The converting pass (every row) runs last, and nothing is cleared before the passes: each
+// pass stores the rows no earlier pass selected. The second pattern list's rows are not nested
+// (dilation 3 against 2, segments not multiples of each other, the other head offsets), so
+// each pass meets rows that earlier passes did and did not write. DeviceProblem fills the
+// workspace with NaN first: a read of an unwritten accumulator row fails the comparison.
 TEST(CudaVsReference, LastPassWritesOutAndGradients) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
-  for (int64_t d : {64, 128}) {
-    for (bool causal : {false, true}) {
-      for (bool varlen : {false, true}) {
-        ProblemConfig c;
-        c.batch = 2;
-        c.seqlen = 700;
-        c.heads = c.heads_kv = 3;
-        c.head_dim = c.head_dim_v = d;
-        c.dtype = causal ? DType::f16 : DType::bf16;
-        c.causal = causal;
-        c.patterns = {{256, 2}, {300, 1}, {700, 4}};
-        c.mode = Mode::longnet;
-        if (varlen) c.seq_lengths = {333, 700};
-        if (!check_against_oracle(c, seed)) return;
+  const std::vector<std::vector<Pattern>> pattern_lists = {{{256, 2}, {300, 1}, {700, 4}},
+                                                           {{200, 3}, {128, 2}, {96, 1}}};
+  for (size_t list = 0; list < pattern_lists.size(); ++list) {
+    for (int64_t d : {64, 128}) {
+      for (bool causal : {false, true}) {
+        for (bool varlen : {false, true}) {
+          ProblemConfig c;
+          c.batch = 2;
+          c.seqlen = 700;
+          c.heads = c.heads_kv = 3;
+          c.head_dim = c.head_dim_v = d;
+          c.dtype = causal ? DType::f16 : DType::bf16;
+          c.causal = causal;
+          c.patterns = pattern_lists[list];
+          c.mode = Mode::longnet;
+          c.head_offsets = list == 0 ? HeadOffsets::paper : HeadOffsets::grouped;
+          if (varlen) c.seq_lengths = {333, 700};
+          if (!check_against_oracle(c, seed)) return;
+        }
       }
     }
   }

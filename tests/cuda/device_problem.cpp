@@ -6,6 +6,7 @@
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace dilated::testing {
 
@@ -71,6 +72,15 @@ Params DeviceProblem::params(Direction dir) {
 
 Status DeviceProblem::run(Direction dir) {
   const Params p = params(dir);
+  // The workspace starts as NaN (all bits set): a kernel that reads an accumulator row no
+  // pass has written yet makes its results NaN.
+  if (p.workspace_bytes > 0) {
+    const std::vector<unsigned char> poison(static_cast<size_t>(p.workspace_bytes), 0xFF);
+    if (Status s = backend_.copy_to_device(p.workspace, poison.data(), p.workspace_bytes);
+        !s.ok()) {
+      return s;
+    }
+  }
   Status s = dir == Direction::forward ? forward(p, {}, backend_.name())
                                        : backward(p, {}, backend_.name());
   if (s.ok()) s = backend_.synchronize({});

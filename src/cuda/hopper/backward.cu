@@ -7,6 +7,7 @@
 #include "cuda/hopper/backward_dq_kernel.cuh"
 #include "cuda/hopper/hopper_launch.hpp"
 #include "cuda/hopper/instances.hpp"
+#include "cuda/hopper/pass_launch.hpp"
 #include "cuda/hopper/tensor_maps.hpp"
 #include "cuda/kernel_launch.hpp"
 
@@ -15,22 +16,15 @@ namespace {
 
 static_assert(kRows == kKeys, "one tile size for the pass plan's query and key tiles");
 
-template <class Kernel>
-void launch_kernel(Kernel kernel, dim3 grid, int smem, cudaStream_t stream, const Params& p,
-                   const PassInfo& pass, const TensorMaps& maps) {
-  // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  kernel<<<grid, kThreads, smem, stream>>>(p, pass, maps);
-}
-
+// dk/dv read nothing that dq writes: they always overlap the dq launch before them.
 template <typename Elem, int D>
 void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  launch_kernel(backward_dq_kernel<Elem, D>, pass_grid(pass, pass.head_count, p.batch),
-                DqSmem<D>::kBytes, stream, p, pass,
-                pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
-  launch_kernel(backward_dkdv_kernel<Elem, D>, key_pass_grid(pass, p.heads_kv, p.batch),
-                DkdvSmem<D>::kBytes, stream, p, pass,
-                pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries));
+  launch_pass_kernel(backward_dq_kernel<Elem, D>, pass_grid(pass, pass.head_count, p.batch),
+                     DqSmem<D>::kBytes, pass.overlaps_previous_launch, stream, p, pass,
+                     pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
+  launch_pass_kernel(backward_dkdv_kernel<Elem, D>, key_pass_grid(pass, p.heads_kv, p.batch),
+                     DkdvSmem<D>::kBytes, true, stream, p, pass,
+                     pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries));
 }
 
 }  // namespace

@@ -90,6 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t head_first = max(kv_head * group, pass.head_begin);
   const int64_t head_last = min((kv_head + 1) * group, pass.head_begin + pass.head_count);
 
+  let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();
 
@@ -263,9 +264,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t key_row[2] = {
         key_real[0] ? grid_row(pass.order, w.key_rows.first + key_base * w.hp.dilation) : 0,
         key_real[1] ? grid_row(pass.order, w.key_rows.first + (key_base + 8) * w.hp.dilation) : 0};
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk, p.scale,
-                                 pass.converts);
-    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv,
+    bool holds[2];
+    rows_held(p, pass, head, w.key_rows.first, w.hp.dilation, {key_base, key_base + 8}, key_real,
+              holds);
+    wait_for_previous_launches();
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, holds, kv_head, dk,
+                                 p.scale, pass.converts);
+    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, holds, kv_head, dv,
                                  dout_scale, pass.converts);
   }
 #endif

@@ -53,6 +53,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
 
+  let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();
 
@@ -140,7 +141,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int part = 0; part < kBackwardParts; ++part) pin_fragments(ds[part][0]);
     ring.release(t);
   }
-  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq, p.scale,
+  bool holds[2];
+  rows_held(p, pass, head, rows.first, hp.dilation, row_idx, row_ok, holds);
+  wait_for_previous_launches();
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, holds, head, dq, p.scale,
                                pass.converts);
 #endif
 }

@@ -5,6 +5,7 @@
 #include "cuda/hopper/forward_kernel.cuh"
 #include "cuda/hopper/hopper_launch.hpp"
 #include "cuda/hopper/instances.hpp"
+#include "cuda/hopper/pass_launch.hpp"
 #include "cuda/hopper/tensor_maps.hpp"
 #include "cuda/kernel_launch.hpp"
 #include "cuda/kernels/mma_forward.cuh"
@@ -16,11 +17,9 @@ static_assert(kRows == kForwardRows, "the Hopper forward shares the portable for
 
 template <typename Elem, int D>
 void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  constexpr int smem = ForwardSmem<D>::kBytes;
-  // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
-  cudaFuncSetAttribute(forward_kernel<Elem, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  forward_kernel<Elem, D><<<pass_grid(pass, pass.head_count, p.batch), kThreads, smem, stream>>>(
-      p, pass, pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
+  launch_pass_kernel(forward_kernel<Elem, D>, pass_grid(pass, pass.head_count, p.batch),
+                     ForwardSmem<D>::kBytes, pass.overlaps_previous_launch, stream, p, pass,
+                     pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
 }
 
 }  // namespace

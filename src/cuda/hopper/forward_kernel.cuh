@@ -9,6 +9,7 @@
 // two warpgroups take turns issuing their products (docs/design.md 3d).
 #pragma once
 
+#include "cuda/hopper/grid_dependency.cuh"
 #include "cuda/hopper/stage_ring.cuh"
 #include "cuda/hopper/warp_roles.cuh"
 #include "cuda/hopper/wgmma.cuh"
@@ -101,6 +102,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
   const int lane = threadIdx.x % 32;
 
+  let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();
 
@@ -229,6 +231,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // the other columns are 0, so the epilogue's sum over a row's four threads is exact.
   const float row_norm[1][2] = {{norm[0][0][0], norm[0][0][2]}};
 
+  wait_for_previous_launches();
   store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
                            row_sum, row_norm);
 #endif

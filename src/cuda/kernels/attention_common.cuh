@@ -27,6 +27,19 @@ __device__ __forceinline__ HeadPattern pass_pattern(const Params& p, const PassI
   return head_pattern(p, head, p.mode == Mode::longnet ? pass.k : 0);
 }
 
+// Whether the fp32 accumulator of `head`'s row at curve position `position` holds a value this
+// pass adds to: always where the launcher cleared the accumulators, otherwise only where a pass
+// that ran earlier selected the row (PassInfo::accumulators_cleared). Rows without one are
+// stored, and their accumulator is never read.
+__device__ __forceinline__ bool accumulator_holds(const Params& p, const PassInfo& pass,
+                                                  int64_t head, int64_t position) {
+  if (pass.accumulators_cleared) return true;
+  for (int k = 0; k < p.num_patterns; ++k) {
+    if ((pass.earlier_passes >> k & 1u) && selects(head_pattern(p, head, k), position)) return true;
+  }
+  return false;
+}
+
 // blockIdx.x numbers (segment, tile) pairs of the pass: segments the query rows hold for
 // query-outer kernels, those the key rows hold for key-outer ones. Tile t covers rows
 // [t * tile_rows, (t + 1) * tile_rows) of the segment's slice (segment_slice.hpp).

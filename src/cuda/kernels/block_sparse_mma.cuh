@@ -260,8 +260,8 @@ __global__ void __launch_bounds__(kBlockForwardThreads<MT>)
       const bool any_key = sum != 0.0f;  // NaN sums propagate
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
       const int64_t token = valid ? token_index(p, b, grid_row(bp.order, row_idx[m][r])) : 0;
-      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, token, head, o[m],
-                                  r, lse, 1.0f / sum);
+      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, true, token, head,
+                                  o[m], r, lse, 1.0f / sum);
     }
   }
 }
@@ -374,7 +374,8 @@ __global__ void __launch_bounds__(kMmaThreads)
     next = after;
   }
   cp_async_wait<0>();
-  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, head, dq[0], scale, false);
+  store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, {true, true}, head, dq[0],
+                               scale, false);
 }
 
 template <typename Elem, int D>
@@ -507,10 +508,10 @@ __global__ void __launch_bounds__(kMmaThreads)
   int64_t key_row[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) key_row[r] = key_ok[r] ? grid_row(bp.order, key_idx[r]) : 0;
-  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_row, key_ok, kv_head, dk[0], scale,
-                               false);
-  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_row, key_ok, kv_head, dv[0], dout_scale,
-                               false);
+  store_gradient_tile<Elem, D>(p, p.dk, bp.dk_acc, b, key_row, key_ok, {true, true}, kv_head, dk[0],
+                               scale, false);
+  store_gradient_tile<Elem, D>(p, p.dv, bp.dv_acc, b, key_row, key_ok, {true, true}, kv_head, dv[0],
+                               dout_scale, false);
 }
 
 }  // namespace dilated::cuda

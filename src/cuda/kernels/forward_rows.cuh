@@ -86,11 +86,12 @@ __device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], flo
 // any); otherwise merged into the running fp32 (out_acc, lse) with the lse rule, and, in the
 // converting pass (PassInfo::converts), the merged row written to out instead. `write`: a real
 // row that saw a key; every lane of the quad calls this (the merge reads the old lse before
-// lane 0 replaces it). lse in natural log units, inv = 1 / the sum o is normalised by.
+// lane 0 replaces it). `holds`: the accumulators hold the row (accumulator_holds); if not, the
+// merge starts from nothing. lse in natural log units, inv = 1 / the sum o is normalised by.
 template <typename Elem, int DT>
 __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor& out_acc,
                                                   float* lse_rows, bool converts, bool write,
-                                                  int64_t token, int64_t head,
+                                                  bool holds, int64_t token, int64_t head,
                                                   const float (&o)[DT][4], int r, float lse,
                                                   float inv) {
   const int lane = threadIdx.x % 32;
@@ -108,7 +109,8 @@ __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor&
     if (lse_rows && lane % 4 == 0) lse_rows[lse_at] = lse;
     return;
   }
-  const MergeWeights mw = merge_weights(write ? lse_rows[lse_at] : 0.0f, lse);
+  const bool read = write && holds;
+  const MergeWeights mw = merge_weights(read ? lse_rows[lse_at] : -INFINITY, lse);
   __syncwarp();
   if (!write) return;
   float* acc = static_cast<float*>(out_acc.data) + token_offset(p, out_acc, token, head);
@@ -118,7 +120,8 @@ __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor&
   float2 merged[DT];
 #pragma unroll
   for (int d = 0; d < DT; ++d) {
-    const float2 old = *reinterpret_cast<const float2*>(acc + d * 8 + column);
+    const float2 old =
+        read ? *reinterpret_cast<const float2*>(acc + d * 8 + column) : make_float2(0.0f, 0.0f);
     merged[d] = make_float2(mw.old_weight * old.x + f * o[d][2 * r],
                             mw.old_weight * old.y + f * o[d][2 * r + 1]);
   }
@@ -160,11 +163,11 @@ __device__ __forceinline__ void store_forward_rows(
       // Rows past the slice, and rows that see no key (their sum is 0), are not written.
       const bool valid =
           row_idx[m][r] < rows.count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
-      const int64_t token =
-          valid ? token_index(p, b, grid_row(pass.order, rows.first + row_idx[m][r] * hp.dilation))
-                : 0;
-      write_forward_row<Elem, DT>(p, pass.out_acc, pass.lse, pass.converts, valid, token, head,
-                                  o[m], r, lse, 1.0f / norm);
+      const int64_t position = rows.first + row_idx[m][r] * hp.dilation;
+      const int64_t token = valid ? token_index(p, b, grid_row(pass.order, position)) : 0;
+      const bool holds = valid && accumulator_holds(p, pass, head, position);
+      write_forward_row<Elem, DT>(p, pass.out_acc, pass.lse, pass.converts, valid, holds, token,
+                                  head, o[m], r, lse, 1.0f / norm);
     }
   }
 }

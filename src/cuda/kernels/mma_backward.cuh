@@ -40,15 +40,15 @@ struct DkdvSmem {
 };
 
 // Stores or accumulates the thread's part of a warp's 16 x D fp32 tile (m16n8 layout) into
-// gradient rows row[0], row[1] of sequence b. `rows_ok[r]` says whether row r is a real row.
-// `converts` (PassInfo::converts): the accumulator's sum plus the tile, written to grad.
+// gradient rows row[0], row[1] of sequence b. `rows_ok[r]` says whether row r is a real row,
+// `holds[r]` whether the accumulator holds row r (accumulator_holds; if not, it is stored, not
+// added to). `converts` (PassInfo::converts): the accumulator's sum plus the tile, written to
+// grad.
 template <typename Elem, int D>
-__device__ __forceinline__ void store_gradient_tile(const Params& p, const Tensor& grad,
-                                                    const Tensor& acc, int64_t b,
-                                                    const int64_t (&row)[2],
-                                                    const bool (&rows_ok)[2], int64_t head,
-                                                    const float (&x)[D / 8][4], float factor,
-                                                    bool converts) {
+__device__ __forceinline__ void store_gradient_tile(
+    const Params& p, const Tensor& grad, const Tensor& acc, int64_t b, const int64_t (&row)[2],
+    const bool (&rows_ok)[2], const bool (&holds)[2], int64_t head, const float (&x)[D / 8][4],
+    float factor, bool converts) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -61,7 +61,8 @@ __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tenso
       float2 sum[D / 8];
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) {
-        const float2 old = *reinterpret_cast<const float2*>(a + d * 8 + 2 * (lane % 4));
+        const float2 old = holds[r] ? *reinterpret_cast<const float2*>(a + d * 8 + 2 * (lane % 4))
+                                    : make_float2(0.0f, 0.0f);
         sum[d] = make_float2(old.x + factor * x[d][2 * r], old.y + factor * x[d][2 * r + 1]);
       }
       if (converts) {
@@ -85,6 +86,17 @@ __device__ __forceinline__ void store_gradient_tile(const Params& p, const Tenso
             pack2<Elem>(factor * x[d][2 * r], factor * x[d][2 * r + 1]);
       }
     }
+  }
+}
+
+// accumulator_holds for a thread's two gradient rows at curve positions first + index[r] *
+// dilation (real where ok).
+__device__ __forceinline__ void rows_held(const Params& p, const PassInfo& pass, int64_t head,
+                                          int64_t first, int64_t dilation, const int (&index)[2],
+                                          const bool (&ok)[2], bool (&holds)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    holds[r] = ok[r] && accumulator_holds(p, pass, head, first + index[r] * dilation);
   }
 }
 
@@ -231,8 +243,10 @@ __global__ void __launch_bounds__(kMmaThreads)
     warp_gemm_regs_kn<Elem, kBackwardParts, 1, NT / 2, DT, Tile>(dq, ds, k_tile, 0);
     __syncthreads();
   }
-  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, head, dq[0], scale,
-                               pass.converts);
+  bool holds[2];
+  rows_held(p, pass, head, rows.first, hp.dilation, row_idx, row_ok, holds);
+  store_gradient_tile<Elem, D>(p, p.dq, pass.dq_acc, b, query_row, row_ok, holds, head, dq[0],
+                               scale, pass.converts);
 }
 
 template <typename Elem, int D>
@@ -384,9 +398,11 @@ __global__ void __launch_bounds__(kMmaThreads)
     const int64_t key_row[2] = {
         key_real[0] ? grid_row(pass.order, key_first_row + key_base * hp.dilation) : 0,
         key_real[1] ? grid_row(pass.order, key_first_row + (key_base + 8) * hp.dilation) : 0};
-    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, kv_head, dk[0], scale,
-                                 pass.converts);
-    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, kv_head, dv[0],
+    bool holds[2];
+    rows_held(p, pass, head, key_first_row, hp.dilation, {key_base, key_base + 8}, key_real, holds);
+    store_gradient_tile<Elem, D>(p, p.dk, pass.dk_acc, b, key_row, key_real, holds, kv_head, dk[0],
+                                 scale, pass.converts);
+    store_gradient_tile<Elem, D>(p, p.dv, pass.dv_acc, b, key_row, key_real, holds, kv_head, dv[0],
                                  dout_scale, pass.converts);
   }
 }
