@@ -3,8 +3,10 @@
 // row so that lanes read consecutive elements; each warp walks rows through a grid of bounded
 // size (row_blocks), since a block per 8 rows spent more time launching blocks than moving
 // bytes (bench/NOTES.md). The conversion moves a 16-byte chunk per lane
-// access where rows are whole aligned chunks (24% faster on an H100; the same change made the
-// fill no faster and delta 12% slower, bench/NOTES.md).
+// access where rows are whole aligned chunks (24% faster on an H100; the fill was no faster).
+// delta gives each row a group of lanes with one 16-byte load of out and of dout apiece, so a
+// lane has both in flight (H100, configuration P: 137 -> 112 us; a warp walking a row in 2-byte
+// steps had one load in flight per lane).
 #pragma once
 
 #include "cuda/kernel_launch.hpp"
@@ -43,18 +45,59 @@ static __global__ void fill_values_kernel(float* x, int64_t count, float value) 
   if (i < count) x[i] = value;
 }
 
+// delta of a (token, head) row; where rows are whole 16-byte chunks and a row's chunks fit a
+// warp, each lane group (lanes_per_row lanes) takes one row a step, so that every lane has
+// both 16-byte loads in flight at once; otherwise a warp walks one row.
 template <typename Elem>
 __global__ void delta_kernel(const Params p, float* delta, int64_t tokens) {
-  for (int64_t row = global_warp(); row < tokens * p.heads; row += warps_in_grid()) {
+  const int lane = threadIdx.x % 32;
+  const int64_t rows = tokens * p.heads;
+  const int64_t chunks = p.head_dim_v / kChunkElems<Elem>;
+  const bool chunked =
+      p.head_dim_v % kChunkElems<Elem> == 0 && chunks <= 32 && (chunks & (chunks - 1)) == 0 &&
+      p.out.row_stride % kChunkElems<Elem> == 0 && p.out.head_stride % kChunkElems<Elem> == 0 &&
+      p.dout.row_stride % kChunkElems<Elem> == 0 && p.dout.head_stride % kChunkElems<Elem> == 0 &&
+      (p.cu_seqlens || p.batch == 1 ||
+       (p.out.batch_stride % kChunkElems<Elem> == 0 &&
+        p.dout.batch_stride % kChunkElems<Elem> == 0)) &&
+      reinterpret_cast<uintptr_t>(p.out.data) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(p.dout.data) % 16 == 0;
+  if (chunked) {
+    const int lanes_per_row = static_cast<int>(chunks);
+    const int rows_per_warp = 32 / lanes_per_row;
+    const int chunk = lane % lanes_per_row;
+    for (int64_t first = global_warp() * rows_per_warp; first < rows;
+         first += warps_in_grid() * rows_per_warp) {
+      const int64_t row = first + lane / lanes_per_row;
+      float s = 0;
+      if (row < rows) {
+        const int64_t token = row / p.heads, head = row % p.heads;
+        const uint4 o = reinterpret_cast<const uint4*>(static_cast<const Elem*>(p.out.data) +
+                                                       token_offset(p, p.out, token, head))[chunk];
+        const uint4 g = reinterpret_cast<const uint4*>(static_cast<const Elem*>(p.dout.data) +
+                                                       token_offset(p, p.dout, token, head))[chunk];
+        const Elem* oe = reinterpret_cast<const Elem*>(&o);
+        const Elem* ge = reinterpret_cast<const Elem*>(&g);
+#pragma unroll
+        for (int e = 0; e < kChunkElems<Elem>; ++e) s += to_float(oe[e]) * to_float(ge[e]);
+      }
+      for (int width = lanes_per_row / 2; width > 0; width /= 2) {
+        s += __shfl_xor_sync(0xffffffffu, s, width);
+      }
+      if (chunk == 0 && row < rows) delta[token_lse_index(p, row / p.heads, row % p.heads)] = s;
+    }
+    return;
+  }
+  for (int64_t row = global_warp(); row < rows; row += warps_in_grid()) {
     const int64_t token = row / p.heads, head = row % p.heads;
     const int64_t out_at = token_offset(p, p.out, token, head);
     const int64_t dout_at = token_offset(p, p.dout, token, head);
     float s = 0;
-    for (int64_t d = threadIdx.x % 32; d < p.head_dim_v; d += 32) {
+    for (int64_t d = lane; d < p.head_dim_v; d += 32) {
       s += load_as_float<Elem>(p.out, out_at + d) * load_as_float<Elem>(p.dout, dout_at + d);
     }
     s = warp_sum(s);
-    if (threadIdx.x % 32 == 0) delta[token_lse_index(p, token, head)] = s;
+    if (lane == 0) delta[token_lse_index(p, token, head)] = s;
   }
 }
 
