@@ -27,18 +27,13 @@ if [[ $what == tests || $what == all ]]; then
   # The first failing case of each failing test, with its configuration, seed and errors.
   grep -E "Failure|describe|seed|device error|forward:|backward:|Expected|Which is" \
     "$OUT/sparse_ctest_gpu.log" | head -60
-  # The block cases again with the warp-per-row block kernels forced: tells a tensor-core
-  # block pass failure (TensorCoreBlockPass, grids 16x16, ...) from a shared one.
-  DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/cuda_tests --gtest_filter='CudaBlockSparse*' \
-    >"$OUT/sparse_tests_simt_forced.log" 2>&1
-  echo "CudaBlockSparse.* with DILATED_CUDA_BLOCK_SIMT=1: exit $?"
-  grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_simt_forced.log" | head -20
-  # The block forward's other CTA shape (4 warps of 16 rows), which the bench compares.
-  DILATED_CUDA_BLOCK_FORWARD_M_TILES=1 ./$BUILD/bin/cuda_tests \
-    --gtest_filter='CudaBlockSparse.TensorCoreBlockPass:CudaBlockSparse.Grids*' \
-    >"$OUT/sparse_tests_forward_m1.log" 2>&1
-  echo "TensorCoreBlockPass, Grids* with DILATED_CUDA_BLOCK_FORWARD_M_TILES=1: exit $?"
-  grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_forward_m1.log" | head -20
+  # The tensor-core block cases again with the mma.sync block forward (on Hopper the block
+  # forward runs on the Hopper kernels by default): both stay tested on one machine.
+  DILATED_CUDA_HOPPER_BLOCK=0 ./$BUILD/bin/cuda_tests \
+    --gtest_filter='CudaBlockSparse.TensorCoreBlockPass:CudaBlockSparse.Grids*:CudaBlockSparse.RandomMixes*' \
+    >"$OUT/sparse_tests_mma_forward.log" 2>&1
+  echo "tensor-core block cases with DILATED_CUDA_HOPPER_BLOCK=0: exit $?"
+  grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_mma_forward.log" | head -20
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 3 ./$BUILD/bin/cuda_tests \
       --gtest_filter='CudaBlockSparseSanitizer.*' >"$OUT/sparse_sanitizer_$tool.log" 2>&1
@@ -50,10 +45,7 @@ fi
 if [[ $what == bench || $what == all ]]; then
   echo "== block_sparse_gpu_bench ${BENCH_ARGS:-}"
   ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/block_sparse_gpu_bench.md"
-  echo "== the density sweep with the block forward's old CTA shape (4 warps of 16 rows)"
-  DILATED_CUDA_BLOCK_FORWARD_M_TILES=1 ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} \
-    --skip-grid 2>&1 | tee "$OUT/block_sparse_gpu_bench_m1.md"
-  echo "== the same density sweep on the warp-per-row block kernels (N 8192)"
-  DILATED_CUDA_BLOCK_SIMT=1 ./$BUILD/bin/block_sparse_gpu_bench --seq-len 8192 --skip-grid \
-    2>&1 | tee "$OUT/block_sparse_gpu_bench_simt.md"
+  echo "== the density sweep with the mma.sync block forward (DILATED_CUDA_HOPPER_BLOCK=0)"
+  DILATED_CUDA_HOPPER_BLOCK=0 ./$BUILD/bin/block_sparse_gpu_bench ${BENCH_ARGS:-} --skip-grid \
+    2>&1 | tee "$OUT/block_sparse_gpu_bench_mma.md"
 fi

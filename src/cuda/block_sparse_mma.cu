@@ -7,6 +7,9 @@
 #include "cuda/kernels/block_sparse_mma.cuh"
 #include "cuda/launchers.hpp"
 #include "cuda/mma_launch.hpp"
+#if DILATED_WITH_HOPPER
+#include "cuda/hopper/hopper_launch.hpp"
+#endif
 
 namespace dilated::cuda {
 namespace {
@@ -90,6 +93,13 @@ bool block_pass_uses_tensor_cores(const Params& p) {
 }
 
 void block_mma_pass(const Params& p, const BlockPass& bp, bool backward, cudaStream_t stream) {
+#if DILATED_WITH_HOPPER
+  int sm = 0;
+  if (!backward && device_sm(&sm).ok() && hopper::block_forward_unsupported(p, sm)[0] == '\0') {
+    hopper::block_forward(p, bp, stream);
+    return;
+  }
+#endif
   if (p.dtype == DType::bf16) {
     run<__nv_bfloat16>(p, bp, backward, stream);
   } else {

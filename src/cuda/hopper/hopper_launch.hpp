@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/block_plan.hpp"
 #include "cuda/launch_plan.hpp"
 #include "dilated/params.hpp"
 
@@ -21,5 +22,10 @@ const char* backward_unsupported(const Params& p, int sm);
 // Selected rows per query tile and per key tile of the Hopper backward's pass plan.
 int64_t backward_tile_rows();
 void backward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream);
+
+// The block pass's forward on the Hopper kernels (blocks of a multiple of 64 positions);
+// DILATED_CUDA_HOPPER_BLOCK=0 keeps the mma.sync block forward.
+const char* block_forward_unsupported(const Params& p, int sm);
+void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream);
 
 }  // namespace dilated::cuda::hopper

@@ -24,10 +24,10 @@ struct StageRing {
   }
   // By one thread, before a __syncthreads: each producer thread arrives on full (directly or
   // when its copies land), each consumer warp on empty.
-  __device__ __forceinline__ void init() const {
+  __device__ __forceinline__ void init(int consumer_warps = kConsumerThreads / 32) const {
     for (int stage = 0; stage < Stages; ++stage) {
       mbarrier_init(full(stage), 128);
-      mbarrier_init(empty(stage), kConsumerThreads / 32);
+      mbarrier_init(empty(stage), consumer_warps);
     }
   }
   // Producer: before filling item t's stage.

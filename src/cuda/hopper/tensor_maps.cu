@@ -50,21 +50,32 @@ bool encode_map(const Params& p, const Tensor& t, int64_t heads, int64_t r, int 
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Maps of a and b with dilation r, where the copy engine can fetch their rows at all: not through a
+// token grid's order, a sequence window or varlen batches, nor with DILATED_CUDA_TMA=0.
+TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, const Tensor& b,
+                        int64_t heads, int64_t r, int box_rows) {
+  TensorMaps maps{};
+  const char* env = std::getenv("DILATED_CUDA_TMA");
+  if ((env && std::strcmp(env, "0") == 0) || order || p.cu_seqlens || p.window.global_seqlen != 0 ||
+      p.seqlen % r != 0) {
+    return maps;
+  }
+  maps.enabled = encode_map(p, a, heads, r, box_rows, &maps.a) &&
+                 encode_map(p, b, heads, r, box_rows, &maps.b);
+  return maps;
+}
+
 }  // namespace
 
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
                             int64_t heads, int box_rows) {
-  TensorMaps maps{};
-  const char* env = std::getenv("DILATED_CUDA_TMA");
-  if ((env && std::strcmp(env, "0") == 0) || pass.order || p.cu_seqlens ||
-      p.window.global_seqlen != 0) {
-    return maps;
-  }
   const int64_t r = head_pattern(p, pass.head_begin, p.mode == Mode::longnet ? pass.k : 0).dilation;
-  if (p.seqlen % r != 0) return maps;
-  maps.enabled = encode_map(p, a, heads, r, box_rows, &maps.a) &&
-                 encode_map(p, b, heads, r, box_rows, &maps.b);
-  return maps;
+  return strided_maps(p, pass.order, a, b, heads, r, box_rows);
+}
+
+TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
+                                const Tensor& b, int64_t heads, int box_rows) {
+  return strided_maps(p, order, a, b, heads, 1, box_rows);
 }
 
 }  // namespace dilated::cuda::hopper

@@ -14,5 +14,8 @@ namespace dilated::cuda::hopper {
 // fall outside the map), where the encoder refuses the strides, and with DILATED_CUDA_TMA=0.
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
                             int64_t heads, int box_rows);
+// The same over consecutive positions (the block pass's tiles), rows through `order` if any.
+TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
+                                const Tensor& b, int64_t heads, int box_rows);
 
 }  // namespace dilated::cuda::hopper

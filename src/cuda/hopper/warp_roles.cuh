@@ -19,11 +19,21 @@ inline constexpr int kConsumerRegisters = 232;
 __device__ __forceinline__ bool is_producer() {
   return threadIdx.x >= kConsumerThreads;
 }
+// A warpgroup's registers per thread after the split (setmaxnreg): what one side gives up the
+// other may take, no more.
+template <int Registers>
+__device__ __forceinline__ void shrink_registers_to() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Registers));
+}
+template <int Registers>
+__device__ __forceinline__ void grow_registers_to() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
+}
 __device__ __forceinline__ void become_producer() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+  shrink_registers_to<kProducerRegisters>();
 }
 __device__ __forceinline__ void become_consumer() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+  grow_registers_to<kConsumerRegisters>();
 }
 
 // The two consumer warpgroups take turns issuing their products (FlashAttention-3's

@@ -9,20 +9,10 @@
 #include "core/block_sparse.hpp"
 #include "cuda/block_plan.hpp"
 #include "cuda/block_row_rules.hpp"
+#include "cuda/kernels/block_pass_common.cuh"
 #include "cuda/kernels/elementwise.cuh"
 
 namespace dilated::cuda {
-
-// The query head whose patterns a head class stands for (class 0 stands for every head when
-// no pattern depends on the head).
-__device__ __forceinline__ int64_t class_of_head(const BlockPass& bp, int64_t head) {
-  return bp.head_classes == 1 ? 0 : head;
-}
-
-__device__ __forceinline__ int64_t mult_row_index(const BlockPass& bp, int64_t b, int64_t cls,
-                                                  int64_t I) {
-  return ((b * bp.head_classes + cls) * bp.nb + I) * bp.nb;
-}
 
 // One warp per row (b, class, I) of the matrix: zero it, then add every rule, mask and random
 // pattern. Rows past a sequence's last block stay zero.

@@ -9,112 +9,11 @@
 // their kept query blocks and their tiles).
 #pragma once
 
+#include "cuda/kernels/block_pass_common.cuh"
 #include "cuda/kernels/block_sparse_attention.cuh"
 #include "cuda/kernels/mma_backward.cuh"
 
 namespace dilated::cuda {
-
-// Positions idx0 .. of sequence b at `head` of tensor t (rows order[position] with a grid);
-// positions at or past `count` read as zero.
-template <typename Elem>
-__device__ __forceinline__ RowSpan position_span(const Params& p, const BlockPass& bp,
-                                                 const Tensor& t, int64_t b, int64_t head, int idx0,
-                                                 int count) {
-  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head),
-          t.row_stride,
-          0,
-          1,
-          bp.order,
-          idx0,
-          count};
-}
-
-// The first kept block at or after `from` of row[0], row[stride], ... (count entries), or
-// count; every warp finds the same one (warp-uniform ballots over the same bytes).
-__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from, int64_t count,
-                                                   int64_t stride = 1) {
-  const int lane = threadIdx.x % 32;
-  for (int64_t J0 = from; J0 < count; J0 += 32) {
-    const int64_t J = J0 + lane;
-    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J * stride] != 0);
-    if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
-  }
-  return count;
-}
-
-// The forward's walk over key tiles: block J (== limit when done), its tile at key0, the end of
-// its keys (the causal cut included) and the score bias log2(multiplicity).
-struct KeyTileCursor {
-  int64_t J;
-  int key0;
-  int end;
-  float bias;
-};
-
-__device__ __forceinline__ KeyTileCursor tile_of_block(const Params& p, const BlockPass& bp,
-                                                       const uint8_t* row, int64_t J, int64_t limit,
-                                                       int64_t n, int last_row) {
-  KeyTileCursor c{J, 0, 0, 0.0f};
-  if (J >= limit) return c;
-  c.key0 = static_cast<int>(J * bp.block);
-  c.end = static_cast<int>(min(J * bp.block + bp.block, n));
-  if (p.causal) c.end = min(c.end, last_row + 1);
-  c.bias = __log2f(static_cast<float>(row[J]));
-  return c;
-}
-
-__device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockPass& bp,
-                                                   const uint8_t* row, KeyTileCursor c,
-                                                   int64_t limit, int64_t n, int last_row) {
-  if (c.key0 + kMmaRows < c.end) {
-    c.key0 += kMmaRows;
-    return c;
-  }
-  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit), limit, n, last_row);
-}
-
-// dk/dv's walk over query tiles: query head `head` (== head_end when done), its kept query
-// block I (a column entry of the matrix), the tile at query0, the block's end, log2(c).
-struct QueryTileCursor {
-  int64_t head;
-  int64_t I;
-  int query0;
-  int end;
-  float bias;
-};
-
-struct QueryWalk {
-  const Params& p;
-  const BlockPass& bp;
-  int64_t b, J, nb, n, head_end;
-  int k0;
-
-  __device__ __forceinline__ const uint8_t* column(int64_t head) const {
-    return bp.mult + mult_row_index(bp, b, class_of_head(bp, head), 0) + J;
-  }
-  // The first kept query block at or after (head, from), heads in order.
-  __device__ __forceinline__ QueryTileCursor find(int64_t head, int64_t from) const {
-    for (; head < head_end; ++head, from = p.causal ? J : 0) {
-      const int64_t I = next_kept_block(column(head), from, nb, bp.nb);
-      if (I < nb) {
-        QueryTileCursor c{head, I, static_cast<int>(I * bp.block),
-                          static_cast<int>(min(I * bp.block + bp.block, n)), 0.0f};
-        if (p.causal && c.query0 < k0) c.query0 = k0;  // earlier queries see none of the keys
-        c.bias = __log2f(static_cast<float>(column(head)[I * bp.nb]));
-        return c;
-      }
-    }
-    return {head_end, 0, 0, 0, 0.0f};
-  }
-  template <int BQ>
-  __device__ __forceinline__ QueryTileCursor next(QueryTileCursor c) const {
-    if (c.query0 + BQ < c.end) {
-      c.query0 += BQ;
-      return c;
-    }
-    return find(c.head, c.I + 1);
-  }
-};
 
 template <typename Elem, int D>
 struct BlockMmaSmem {
@@ -249,21 +148,7 @@ __global__ void __launch_bounds__(kBlockForwardThreads<MT>)
   }
   cp_async_wait<0>();  // the query tile, when no block was kept
 
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[m][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const bool valid = row_idx[m][r] < count;
-      const bool any_key = sum != 0.0f;  // NaN sums propagate
-      const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
-      const int64_t token = valid ? token_index(p, b, grid_row(bp.order, row_idx[m][r])) : 0;
-      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, true, token, head,
-                                  o[m], r, lse, 1.0f / sum);
-    }
-  }
+  store_block_forward_rows<Elem>(p, bp, b, head, count, row_idx, o, row_max, row_sum);
 }
 
 template <typename Elem, int D>

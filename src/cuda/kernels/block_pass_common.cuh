@@ -1,0 +1,154 @@
+// What the block pass's tensor-core kernels share, the mma.sync ones (block_sparse_mma.cuh) and the
+// Hopper block forward (hopper/): the walk over the multiplicity matrix (block_plan.hpp), the row
+// of a query block (forward, dq) or the column of a key block (dk/dv), kept blocks found 32 at a
+// time with warp ballots and the 64-position tiles of each kept block in order; and the
+// forward's row epilogue.
+#pragma once
+
+#include "core/block_sparse.hpp"
+#include "cuda/block_plan.hpp"
+#include "cuda/kernels/mma_forward.cuh"
+
+namespace dilated::cuda {
+
+// The query head whose patterns a head class stands for (class 0 stands for every head when
+// no pattern depends on the head).
+__device__ __forceinline__ int64_t class_of_head(const BlockPass& bp, int64_t head) {
+  return bp.head_classes == 1 ? 0 : head;
+}
+
+__device__ __forceinline__ int64_t mult_row_index(const BlockPass& bp, int64_t b, int64_t cls,
+                                                  int64_t I) {
+  return ((b * bp.head_classes + cls) * bp.nb + I) * bp.nb;
+}
+
+// Positions idx0 .. of sequence b at `head` of tensor t (rows order[position] with a grid);
+// positions at or past `count` read as zero.
+template <typename Elem>
+__device__ __forceinline__ RowSpan position_span(const Params& p, const BlockPass& bp,
+                                                 const Tensor& t, int64_t b, int64_t head, int idx0,
+                                                 int count) {
+  return {static_cast<const Elem*>(t.data) + batch_head_offset(p, t, b, head),
+          t.row_stride,
+          0,
+          1,
+          bp.order,
+          idx0,
+          count};
+}
+
+// The first kept block at or after `from` of row[0], row[stride], ... (count entries), or
+// count; every warp finds the same one (warp-uniform ballots over the same bytes).
+__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from, int64_t count,
+                                                   int64_t stride = 1) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t J0 = from; J0 < count; J0 += 32) {
+    const int64_t J = J0 + lane;
+    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J * stride] != 0);
+    if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
+  }
+  return count;
+}
+
+// The forward's walk over key tiles: block J (== limit when done), its tile at key0, the end of
+// its keys (the causal cut included) and the score bias log2(multiplicity).
+struct KeyTileCursor {
+  int64_t J;
+  int key0;
+  int end;
+  float bias;
+};
+
+__device__ __forceinline__ KeyTileCursor tile_of_block(const Params& p, const BlockPass& bp,
+                                                       const uint8_t* row, int64_t J, int64_t limit,
+                                                       int64_t n, int last_row) {
+  KeyTileCursor c{J, 0, 0, 0.0f};
+  if (J >= limit) return c;
+  c.key0 = static_cast<int>(J * bp.block);
+  c.end = static_cast<int>(min(J * bp.block + bp.block, n));
+  if (p.causal) c.end = min(c.end, last_row + 1);
+  c.bias = __log2f(static_cast<float>(row[J]));
+  return c;
+}
+
+__device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockPass& bp,
+                                                   const uint8_t* row, KeyTileCursor c,
+                                                   int64_t limit, int64_t n, int last_row) {
+  if (c.key0 + kMmaRows < c.end) {
+    c.key0 += kMmaRows;
+    return c;
+  }
+  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit), limit, n, last_row);
+}
+
+// dk/dv's walk over query tiles: query head `head` (== head_end when done), its kept query
+// block I (a column entry of the matrix), the tile at query0, the block's end, log2(c).
+struct QueryTileCursor {
+  int64_t head;
+  int64_t I;
+  int query0;
+  int end;
+  float bias;
+};
+
+struct QueryWalk {
+  const Params& p;
+  const BlockPass& bp;
+  int64_t b, J, nb, n, head_end;
+  int k0;
+
+  __device__ __forceinline__ const uint8_t* column(int64_t head) const {
+    return bp.mult + mult_row_index(bp, b, class_of_head(bp, head), 0) + J;
+  }
+  // The first kept query block at or after (head, from), heads in order.
+  __device__ __forceinline__ QueryTileCursor find(int64_t head, int64_t from) const {
+    for (; head < head_end; ++head, from = p.causal ? J : 0) {
+      const int64_t I = next_kept_block(column(head), from, nb, bp.nb);
+      if (I < nb) {
+        QueryTileCursor c{head, I, static_cast<int>(I * bp.block),
+                          static_cast<int>(min(I * bp.block + bp.block, n)), 0.0f};
+        if (p.causal && c.query0 < k0) c.query0 = k0;  // earlier queries see none of the keys
+        c.bias = __log2f(static_cast<float>(column(head)[I * bp.nb]));
+        return c;
+      }
+    }
+    return {head_end, 0, 0, 0, 0.0f};
+  }
+  template <int BQ>
+  __device__ __forceinline__ QueryTileCursor next(QueryTileCursor c) const {
+    if (c.query0 + BQ < c.end) {
+      c.query0 += BQ;
+      return c;
+    }
+    return find(c.head, c.I + 1);
+  }
+};
+
+// The forward's finished rows (positions row_idx of sequence b, the thread's part of each):
+// merged into the running (out_acc, lse) or written out, like a dilated pass's. Rows past the
+// sequence and rows that saw no key (their sum is 0) are not written.
+template <typename Elem, int MT, int DT>
+__device__ __forceinline__ void store_block_forward_rows(const Params& p, const BlockPass& bp,
+                                                         int64_t b, int64_t head, int count,
+                                                         const int (&row_idx)[MT][2],
+                                                         const float (&o)[MT][DT][4],
+                                                         const float (&row_max)[MT][2],
+                                                         const float (&row_sum)[MT][2]) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float sum = row_sum[m][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const bool valid = row_idx[m][r] < count;
+      const bool any_key = sum != 0.0f;  // NaN sums propagate
+      const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
+      const int64_t token = valid ? token_index(p, b, grid_row(bp.order, row_idx[m][r])) : 0;
+      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, true, token, head,
+                                  o[m], r, lse, 1.0f / sum);
+    }
+  }
+}
+
+}  // namespace dilated::cuda
