@@ -1,13 +1,15 @@
 // Hopper block forward (sm_90a): the block pass's forward (block_sparse_mma.cuh) on warpgroup
 // matrix products. A CTA owns 64 query rows inside one query block: one consumer warpgroup
 // (one wgmma row of 64) and a producer warpgroup that walks the block's row of the
-// multiplicity matrix and streams the kept blocks' K and V tiles of 64 keys into a ring of
-// stages (the copy engine for whole tiles of plain rows, cp.async for the rest). The consumer
-// walks the same row to know each tile's keys and multiplicity, and runs the dense Hopper
-// forward's pipeline: the softmax of tile t beside tile t - 1's P V. Two CTAs share an SM, so
-// one's products run while the other computes its exponentials (what the dense kernel's two
-// warpgroups do by taking turns); blocks of 64 give no two query blocks the same key tiles to
-// share (docs/design.md 3d).
+// multiplicity matrix and streams the kept blocks' keys into a ring of stages, 64 keys at a
+// time (the copy engine for whole runs of plain rows, cp.async for the rest). A stage holds
+// kParts such runs, not necessarily adjacent (with D = 64, two: the products and the per-tile
+// work of 128 keys, like the dense kernel's); a missing last part is zero-filled and masked.
+// The consumer walks the same row to know each part's keys and multiplicity, and runs the dense
+// Hopper forward's pipeline: the softmax of tile t beside tile t - 1's P V. Two CTAs share an
+// SM, so one's products run while the other computes its exponentials (what the dense kernel's
+// two warpgroups do by taking turns); blocks of 64 give no two query blocks the same key tiles
+// to share (docs/design.md 3d).
 #pragma once
 
 #include "cuda/hopper/stage_ring.cuh"
@@ -19,7 +21,7 @@
 namespace dilated::cuda::hopper {
 
 inline constexpr int kBlockRows = 64;  // query rows per CTA: one warpgroup's wgmma rows
-inline constexpr int kBlockKeys = 64;  // keys per tile, the cursors' step
+inline constexpr int kBlockKeys = 64;  // keys per part of a tile, the cursors' step
 inline constexpr int kBlockConsumerThreads = 128;
 inline constexpr int kBlockThreads = kBlockConsumerThreads + 128;  // and the producer warpgroup
 inline constexpr int kBlockCtasPerSm = 2;
@@ -31,10 +33,13 @@ static_assert(kBlockKeys == kMmaRows, "the cursors step by kMmaRows");
 
 template <int D>
 struct BlockForwardSmem {
-  // Stages in flight: as many as two CTAs per SM leave room for (227 KiB each SM).
-  static constexpr int kStages = D == 64 ? 4 : 2;
+  // Parts of 64 keys per tile, and stages in flight: as many as two CTAs per SM leave room for
+  // (228 KiB each SM).
+  static constexpr int kParts = D == 64 ? 2 : 1;
+  static constexpr int kStages = D == 64 ? 3 : 2;
+  static constexpr int kTileKeys = kParts * kBlockKeys;
   using QueryTile = GmmaTile<kBlockRows, D>;
-  using KeyTile = GmmaTile<kBlockKeys, D>;
+  using KeyTile = GmmaTile<kTileKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // The tiles, the stage barriers, a word per consumer thread (wgmma_wait_after), and room to
   // round the base up to 1024.
@@ -50,8 +55,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Smem = BlockForwardSmem<D>;
   constexpr int kStages = Smem::kStages;
+  constexpr int kParts = Smem::kParts;
+  constexpr int kTileKeys = Smem::kTileKeys;
   using KeyTile = typename Smem::KeyTile;
-  constexpr int NT = kBlockKeys / 8;  // n8 column tiles of scores
+  constexpr int NT = kTileKeys / 8;   // n8 column tiles of scores
+  constexpr int PT = kBlockKeys / 8;  // of a part
   constexpr int DT = D / 8;           // n8 column tiles of output
   constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
   extern __shared__ unsigned char smem_raw[];
@@ -71,28 +79,44 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   const int64_t limit = p.causal ? I + 1 : block_count(n, bp.block);
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
   const int last_row = min(q0 + kBlockRows, count) - 1;
-  // Both sides walk the row: the producer to fetch, the consumer to mask and weigh.
-  auto next = [&](const KeyTileCursor& c) { return next_tile(p, bp, row, c, limit, n, last_row); };
-  const KeyTileCursor first =
-      tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  // Both sides walk the row: the producer to fetch, the consumer to mask and weigh. A tile is
+  // kParts cursors; parts past the last kept tile have J == limit.
+  using TileCursors = KeyTileCursor[kParts];
+  auto next = [&](const KeyTileCursor& c) {
+    return c.J < limit ? next_tile(p, bp, row, c, limit, n, last_row) : c;
+  };
+  auto tile_from = [&](TileCursors& tile, const KeyTileCursor& c) {
+    tile[0] = c;
+#pragma unroll
+    for (int part = 1; part < kParts; ++part) tile[part] = next(tile[part - 1]);
+  };
+  TileCursors tile;
+  tile_from(tile, tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row));
+  auto advance = [&]() { tile_from(tile, next(tile[kParts - 1])); };
 
-  if (threadIdx.x == 0) ring.init(kBlockConsumerThreads / 32);
+  if (threadIdx.x == 0) ring.init(kBlockConsumerThreads / 32, kParts);
   __syncthreads();
 
   if (threadIdx.x >= kBlockConsumerThreads) {
     shrink_registers_to<kBlockProducerRegisters>();
     RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
     RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
-    int t = 0;
-    for (KeyTileCursor c = first; c.J < limit; c = next(c), ++t) {
-      k_span.idx0 = v_span.idx0 = c.key0;
-      k_span.count = v_span.count = c.end;  // keys past the block (or the causal cut) read 0
-      ProducerRows<kBlockKeys> rows;
-      rows.locate(maps, k_span, c.key0);
+    for (int t = 0; tile[0].J < limit; advance(), ++t) {
       ring.wait_empty(t);
-      produce_row_tiles<Elem, kBlockKeys, D>(
-          maps, k_span, v_span, rows, kv_head, b, k_tiles + (t % kStages) * KeyTile::kElements,
-          v_tiles + (t % kStages) * KeyTile::kElements, ring.full(t));
+#pragma unroll
+      for (int part = 0; part < kParts; ++part) {
+        // Keys past the block (or the causal cut), and a missing part, read as zeros.
+        const bool kept = tile[part].J < limit;
+        k_span.idx0 = v_span.idx0 = kept ? tile[part].key0 : 0;
+        k_span.count = v_span.count = kept ? tile[part].end : 0;
+        ProducerRows<kBlockKeys> rows;
+        rows.locate(maps, k_span, k_span.idx0);
+        // Part p is rows 64 p.. of the tile: an offset of 64 lines in each 64-column half.
+        const int offset = (t % kStages) * KeyTile::kElements + part * kBlockKeys * 64;
+        produce_row_tiles<Elem, kBlockKeys, D, KeyTile>(maps, k_span, v_span, rows, kv_head, b,
+                                                        k_tiles + offset, v_tiles + offset,
+                                                        ring.full(t));
+      }
     }
     cp_async_wait<0>();
     return;
@@ -117,21 +141,21 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   float row_sum[1][2] = {{0.0f, 0.0f}};
   const uint64_t q_desc = k_major_desc(smem_address(q_tile));
   const uint64_t k_desc = k_major_desc(smem_address(k_tiles));
-  const uint64_t v_desc = n_major_desc<kBlockKeys>(smem_address(v_tiles));
+  const uint64_t v_desc = n_major_desc<kTileKeys>(smem_address(v_tiles));
 
   auto issue_scores = [&](float(&s)[NT][4], int t) {
     const uint64_t k_stage = desc_plus(k_desc, (t % kStages) * kKeyTileBytes);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kBlockKeys>(s, desc_plus(q_desc, k_major_step<kBlockRows>(kk)),
-                                 desc_plus(k_stage, k_major_step<kBlockKeys>(kk)), kk > 0);
+      wgmma_ss<Elem, kTileKeys>(s, desc_plus(q_desc, k_major_step<kBlockRows>(kk)),
+                                desc_plus(k_stage, k_major_step<kTileKeys>(kk)), kk > 0);
     }
     wgmma_commit();
   };
   auto issue_values = [&](const uint32_t(&pa)[NT / 2][4], int t) {
     const uint64_t v_stage = desc_plus(v_desc, (t % kStages) * kKeyTileBytes);
 #pragma unroll
-    for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
+    for (int kk = 0; kk < kTileKeys / 16; ++kk) {
       wgmma_rs<Elem, D>(o[0], pa[kk], desc_plus(v_stage, n_major_step(kk)));
     }
     wgmma_commit();
@@ -139,50 +163,65 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   float s[1][NT][4];
   uint32_t pa[1][1][NT / 2][4];
   float corrections[1][2];
-  // Scores of the tile at c -> probabilities; the multiplicity m enters as log2(m) (bias).
-  auto softmax = [&](const KeyTileCursor& c) {
-    const bool needs_mask =
-        c.key0 + kBlockKeys > c.end || (p.causal && c.key0 + kBlockKeys > q0 + warp_row0);
-    if (scale_log2 > 0.0f) {  // the usual case: the scale rides in the exponent's FFMA
-      if (c.bias != 0.0f) {
-        const float shift = c.bias / scale_log2;
+  // Scores of the tile -> probabilities. Part by part: the multiplicity m enters as log2(m)
+  // (bias), keys past the part's end or after the row (causal) and a missing part get -inf.
+  // Scores are in units of `unit`: the scale rides in the exponent's FFMA where it is positive.
+  const float unit = scale_log2 > 0.0f ? scale_log2 : 1.0f;
+  auto softmax = [&]() {
+    if (scale_log2 <= 0.0f) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[0][j][e] *= scale_log2;
+      }
+    }
+#pragma unroll
+    for (int part = 0; part < kParts; ++part) {
+      const KeyTileCursor& c = tile[part];
+      const bool kept = c.J < limit;
+      const bool needs_mask = !kept || c.key0 + kBlockKeys > c.end ||
+                              (p.causal && c.key0 + kBlockKeys > q0 + warp_row0);
+      if (kept && c.bias != 0.0f) {
+        const float shift = c.bias / unit;
+#pragma unroll
+        for (int j = part * PT; j < (part + 1) * PT; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[0][j][e] += shift;
         }
       }
-      mask_scores(s, needs_mask, c.key0, c.end, p.causal, row_idx, 0);
-      softmax_scores_tile(s, row_max, row_sum, corrections, scale_log2);
-    } else {
-      scale_and_mask_scores(s, scale_log2, needs_mask, c.key0, c.end, p.causal, row_idx, 0);
+      if (needs_mask) {
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
+        for (int j = part * PT; j < (part + 1) * PT; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[0][j][e] += c.bias;
+          for (int e = 0; e < 4; ++e) {
+            const int key = c.key0 + (j - part * PT) * 8 + 2 * (lane % 4) + (e % 2);
+            const bool masked = !kept || key >= c.end || (p.causal && key > row_idx[0][e / 2]);
+            s[0][j][e] = masked ? -INFINITY : s[0][j][e];
+          }
+        }
       }
-      softmax_scores_tile(s, row_max, row_sum, corrections);
     }
+    softmax_scores_tile(s, row_max, row_sum, corrections, unit);
   };
   auto pack = [&]() { accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s); };
 
-  if (first.J < limit) {
+  if (tile[0].J < limit) {
     ring.wait_full(0);
     wgmma_fence();
     issue_scores(s[0], 0);
     wgmma_wait<0>();
     pin_accumulators(s[0]);
-    softmax(first);
+    softmax();
     pack();
     int t = 1;
-    for (KeyTileCursor c = next(first); c.J < limit; c = next(c), ++t) {
+    for (advance(); tile[0].J < limit; advance(), ++t) {
       ring.wait_full(t);
       wgmma_fence();
       issue_scores(s[0], t);
       issue_values(pa[0][0], t - 1);
       wgmma_wait<1>();  // the scores (committed first) are done; P V may still run
       pin_accumulators(s[0]);
-      softmax(c);
+      softmax();
       wgmma_wait_after<0>(row_sum[0][0] + row_sum[0][1], scratch);
       pin_accumulators(o[0]);
       pin_fragments(pa[0][0]);

@@ -24,9 +24,11 @@ struct StageRing {
   }
   // By one thread, before a __syncthreads: each producer thread arrives on full (directly or
   // when its copies land), each consumer warp on empty.
-  __device__ __forceinline__ void init(int consumer_warps = kConsumerThreads / 32) const {
+  // A producer thread that fills a stage in several parts arrives once per part.
+  __device__ __forceinline__ void init(int consumer_warps = kConsumerThreads / 32,
+                                       int parts = 1) const {
     for (int stage = 0; stage < Stages; ++stage) {
-      mbarrier_init(full(stage), 128);
+      mbarrier_init(full(stage), 128 * parts);
       mbarrier_init(empty(stage), consumer_warps);
     }
   }
@@ -85,11 +87,12 @@ struct ProducerRows {
 // The producer warpgroup's copy of the located rows of two spans with the same positions (K and
 // V, or Q and dO) into two tiles in the 128-byte-swizzle layout (rows past the run are
 // zero-filled). Eight threads share a row, one 16-byte chunk of each 64-column half apiece.
-template <typename Elem, int Rows, int D>
+// Tile: the destination's layout, which may hold more rows than are copied (the copy then fills
+// a part of it, from a row that is a multiple of 8).
+template <typename Elem, int Rows, int D, class Tile = GmmaTile<Rows, D>>
 __device__ __forceinline__ void copy_row_tiles(Elem* a_tile, Elem* b_tile, const RowSpan& a_span,
                                                const RowSpan& b_span,
                                                const ProducerRows<Rows>& rows) {
-  using Tile = GmmaTile<Rows, D>;
   const int thread = threadIdx.x % 128;
   // Row thread / 8 + 16 j keeps the thread's row % 8, so the destination moves by constants; the
   // 64-column halves of a row are constant offsets from one source pointer per tensor.
@@ -118,20 +121,19 @@ __device__ __forceinline__ void copy_row_tiles(Elem* a_tile, Elem* b_tile, const
 // located `rows` (a box
 // would read the next segment's rows, whose NaNs would reach the products through zero
 // weights). Every producer thread arrives on the stage's full barrier once, when its copies
-// have landed.
-template <typename Elem, int Rows, int D>
+// have landed. Tile: as copy_row_tiles.
+template <typename Elem, int Rows, int D, class Tile = GmmaTile<Rows, D>>
 __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const RowSpan& a_span,
                                                   const RowSpan& b_span,
                                                   const ProducerRows<Rows>& rows, int64_t head,
                                                   int64_t b, Elem* a_tile, Elem* b_tile,
                                                   uint32_t full) {
-  using Tile = GmmaTile<Rows, D>;
   if (copy_engine_tile<Rows>(maps, a_span, a_span.idx0)) {
     if (threadIdx.x % 128 == 0) {
       const int64_t first = a_span.first + static_cast<int64_t>(a_span.idx0) * a_span.step;
       const int phase = static_cast<int>(first % a_span.step);
       const int row = static_cast<int>(first / a_span.step);
-      mbarrier_expect_tx(full, 2 * Tile::kElements * 2);
+      mbarrier_expect_tx(full, 2 * Rows * D * 2);
 #pragma unroll
       for (int half = 0; half < D / 64; ++half) {
         const uint32_t offset = half * Tile::kHalfBytes;
@@ -142,7 +144,7 @@ __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const 
       }
     }
   } else {
-    copy_row_tiles<Elem, Rows, D>(a_tile, b_tile, a_span, b_span, rows);
+    copy_row_tiles<Elem, Rows, D, Tile>(a_tile, b_tile, a_span, b_span, rows);
   }
   // Also covers any other cp.async the thread issued for this stage (the backward's row
   // statistics); the copy engine's bytes are counted by the expect_tx above.
