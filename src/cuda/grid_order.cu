@@ -45,4 +45,24 @@ Status grid_order_on_device(const Params& p, const int64_t** order) {
   return {};
 }
 
+bool grid_runs_in_squares(const Params& p) {
+  if (!has_grid(p)) return false;
+  static std::mutex mutex;
+  static std::map<std::pair<int64_t, int64_t>, bool> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(p.grid.height, p.grid.width);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  const int64_t w = p.grid.width;
+  bool squares = p.grid.height % 8 == 0 && w % 8 == 0;
+  if (squares) {
+    const std::vector<int64_t> curve = hilbert_order(p.grid.height, w);
+    for (size_t t = 0; t < curve.size() && squares; ++t) {
+      const int64_t first = curve[t - t % 64];
+      squares = curve[t] / w / 8 == first / w / 8 && curve[t] % w / 8 == first % w / 8;
+    }
+  }
+  known.emplace(key, squares);
+  return squares;
+}
+
 }  // namespace dilated::cuda

@@ -16,4 +16,10 @@ namespace dilated::cuda {
 // launch before capturing a CUDA graph); later calls only look it up.
 Status grid_order_on_device(const Params& p, const int64_t** order);
 
+// Whether p's grid has a curve whose every 64 positions from a multiple of 64 fill one aligned
+// 8 x 8 square of the grid (Hilbert on power-of-two sides does): such a run is 8 runs of 8
+// consecutive rows, which the copy engine fetches as 8 boxes (hopper/tensor_maps.hpp). Cached
+// per grid shape; false without a grid.
+bool grid_runs_in_squares(const Params& p);
+
 }  // namespace dilated::cuda

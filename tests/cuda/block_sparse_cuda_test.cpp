@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <tuple>
 
+#include "cuda/grid_order.hpp"
 #include "cuda/oracle_check.hpp"
 
 namespace dilated::testing {
@@ -288,6 +290,59 @@ void sweep(Mode mode, int cases) {
   }
   std::printf("%s with blocks and grids: %d cases, worst 16-bit ratio so far %.2f\n",
               mode_name(mode), cases, worst_ratio_seen);
+}
+
+// Which grids' curves run in aligned 8 x 8 squares (the copy engine's square boxes): Hilbert on
+// power-of-two sides does; odd sides and the plain order do not. Runs without a GPU.
+TEST(GridSquares, PowerOfTwoHilbertRunsInSquares) {
+  Params p;
+  for (const auto& [h, w, squares] : {std::tuple<int64_t, int64_t, bool>{16, 16, true},
+                                      {32, 32, true},
+                                      {256, 256, true},
+                                      {7, 9, false},
+                                      {24, 20, false},
+                                      {0, 0, false}}) {
+    p.grid = {h, w};
+    p.seqlen = h * w;
+    EXPECT_EQ(cuda::grid_runs_in_squares(p), squares) << h << " x " << w;
+  }
+}
+
+// Curves that run in squares on the Hopper kernels: whole K/V tiles of non-causal dilation-1
+// passes (forward, dq, block forward) come square by square through the copy engine, rows in
+// another order than the curve's; partial tiles, dilated passes, causal cases and dk/dv's
+// query tiles keep cp.async. Segments of 128 and 192 positions (a 128-row tile, then a partial
+// one), both modes, head dims 64 and 128, blocks of 64.
+TEST(CudaBlockSparse, GridSquaresThroughTheCopyEngine) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  int case_number = 0;
+  for (int64_t side : {16, 32}) {
+    for (int64_t d : {64, 128}) {
+      for (bool causal : {false, true}) {
+        ProblemConfig c;
+        c.batch = 2;
+        c.grid_height = c.grid_width = side;
+        c.seqlen = side * side;
+        c.heads = 4;
+        c.heads_kv = 2;
+        c.head_dim = c.head_dim_v = d;
+        c.dtype = case_number % 2 ? DType::f16 : DType::bf16;
+        c.causal = causal;
+        c.mode = case_number % 3 == 0 ? Mode::head_groups : Mode::longnet;
+        c.patterns = {{128, 1}, {c.seqlen, 2}, {192, 1}};
+        if (case_number % 2 == 1) {
+          c.block_size = 64;
+          c.block_patterns = {{BlockKind::local, 1, 0, 0}, {BlockKind::random, 2, 0, seed}};
+        }
+        ++case_number;
+        SCOPED_TRACE("grid " + std::to_string(side) + "x" + std::to_string(side) + ", d " +
+                     std::to_string(d) + (causal ? ", causal" : "") + ", seed " +
+                     std::to_string(seed));
+        if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+      }
+    }
+  }
 }
 
 TEST(CudaBlockSparse, RandomMixesLongnet) {

@@ -19,9 +19,11 @@ static_assert(kRows == kKeys, "one tile size for the pass plan's query and key t
 // dk/dv read nothing that dq writes: they always overlap the dq launch before them.
 template <typename Elem, int D>
 void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
-  launch_pass_kernel(backward_dq_kernel<Elem, D>, pass_grid(pass, pass.head_count, p.batch),
-                     DqSmem<D>::kBytes, pass.overlaps_previous_launch, stream, p, pass,
-                     pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys));
+  const TensorMaps maps = pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys, true);
+  launch_pass_kernel(maps.square_width > 0 ? backward_dq_kernel<Elem, D, true>
+                                           : backward_dq_kernel<Elem, D, false>,
+                     pass_grid(pass, pass.head_count, p.batch), DqSmem<D>::kBytes,
+                     pass.overlaps_previous_launch, stream, p, pass, maps);
   launch_pass_kernel(backward_dkdv_kernel<Elem, D>, key_pass_grid(pass, p.heads_kv, p.batch),
                      DkdvSmem<D>::kBytes, true, stream, p, pass,
                      pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries));

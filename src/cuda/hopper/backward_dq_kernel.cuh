@@ -27,7 +27,7 @@ struct DqSmem {
       StageRing<kDqStages>::kBytes + 1024;
 };
 
-template <typename Elem, int D>
+template <typename Elem, int D, bool Squares>
 __global__ void __launch_bounds__(kThreads, 1)
     backward_dq_kernel(const Params p, const PassInfo pass,
                        const __grid_constant__ TensorMaps maps) {
@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (is_producer()) {
     become_producer();
-    stream_key_tiles<Elem, D, kDqStages>(p, pass, maps, tile, num_key_tiles, k_tiles, v_tiles,
-                                         ring);
+    stream_key_tiles<Elem, D, kDqStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
+                                                  v_tiles, ring);
     return;
   }
 

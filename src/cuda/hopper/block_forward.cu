@@ -32,7 +32,7 @@ void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream) {
     const dim3 grid(blocks_for(p.seqlen, kBlockRows), static_cast<unsigned>(p.heads),
                     static_cast<unsigned>(p.batch));
     kernel<<<grid, kBlockThreads, smem, stream>>>(
-        p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys));
+        p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true));
   });
 }
 

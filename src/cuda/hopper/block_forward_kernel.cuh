@@ -113,9 +113,15 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
         rows.locate(maps, k_span, k_span.idx0);
         // Part p is rows 64 p.. of the tile: an offset of 64 lines in each 64-column half.
         const int offset = (t % kStages) * KeyTile::kElements + part * kBlockKeys * 64;
-        produce_row_tiles<Elem, kBlockKeys, D, KeyTile>(maps, k_span, v_span, rows, kv_head, b,
-                                                        k_tiles + offset, v_tiles + offset,
-                                                        ring.full(t));
+        if (maps.square_width > 0) {
+          produce_square_tiles<Elem, kBlockKeys, D, KeyTile>(maps, k_span, v_span, rows, kv_head, b,
+                                                             k_tiles + offset, v_tiles + offset,
+                                                             ring.full(t));
+        } else {
+          produce_row_tiles<Elem, kBlockKeys, D, KeyTile>(maps, k_span, v_span, rows, kv_head, b,
+                                                          k_tiles + offset, v_tiles + offset,
+                                                          ring.full(t));
+        }
       }
     }
     cp_async_wait<0>();

@@ -63,6 +63,15 @@ __device__ __forceinline__ bool copy_engine_tile(const TensorMaps& maps, const R
   return maps.enabled && idx0 + Rows <= span.count;
 }
 
+// Whether the tile goes through the copy engine square by square (TensorMaps::square_width): a
+// whole tile of consecutive positions from a multiple of 64.
+template <int Rows>
+__device__ __forceinline__ bool copy_engine_squares(const TensorMaps& maps, const RowSpan& span,
+                                                    int idx0) {
+  return maps.square_width > 0 && idx0 + Rows <= span.count && span.step == 1 &&
+         ((static_cast<int>(span.first) + idx0) & 63) == 0;  // low bits suffice
+}
+
 template <int Rows>
 struct ProducerRows {
   static_assert(Rows % 16 == 0, "16 rows per pass of the producer warpgroup");
@@ -148,6 +157,54 @@ __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const 
   }
   // Also covers any other cp.async the thread issued for this stage (the backward's row
   // statistics); the copy engine's bytes are counted by the expect_tx above.
+  cp_async_mbarrier_arrive(full);
+}
+
+// By one thread: a whole tile of Rows positions whose 64-position runs are aligned 8 x 8 squares
+// of a token grid (TensorMaps::square_width) through the copy engine, a box per square, found
+// from the cell of its first position; rows in the square's row-major order.
+template <int Rows, int D, class Tile>
+__device__ __forceinline__ void copy_square_boxes(const TensorMaps& maps,
+                                                  const int (&cells)[Rows / 64], int64_t head,
+                                                  int64_t b, uint32_t a_tile, uint32_t b_tile,
+                                                  uint32_t full) {
+  mbarrier_expect_tx(full, 2 * Rows * D * 2);
+#pragma unroll
+  for (int square = 0; square < Rows / 64; ++square) {
+    const int x0 = cells[square] % maps.square_width & ~7;
+    const int y0 = cells[square] / maps.square_width & ~7;
+#pragma unroll
+    for (int half = 0; half < D / 64; ++half) {
+      const uint32_t offset = square * 64 * 128 + half * Tile::kHalfBytes;
+      tma_load_5d(a_tile + offset, &maps.a, full, half * 64, x0, y0, static_cast<int>(head),
+                  static_cast<int>(b));
+      tma_load_5d(b_tile + offset, &maps.b, full, half * 64, x0, y0, static_cast<int>(head),
+                  static_cast<int>(b));
+    }
+  }
+}
+
+// produce_row_tiles where the maps are a token grid's squares: whole tiles of positions from a
+// multiple of 64 square by square (row 16 j of the tile is this thread's row[j]), anything else
+// with cp.async.
+template <typename Elem, int Rows, int D, class Tile = GmmaTile<Rows, D>>
+__device__ __forceinline__ void produce_square_tiles(const TensorMaps& maps, const RowSpan& a_span,
+                                                     const RowSpan& b_span,
+                                                     const ProducerRows<Rows>& rows, int64_t head,
+                                                     int64_t b, Elem* a_tile, Elem* b_tile,
+                                                     uint32_t full) {
+  static_assert(Rows % 64 == 0, "whole squares");
+  if (copy_engine_squares<Rows>(maps, a_span, a_span.idx0)) {
+    if (threadIdx.x % 128 == 0) {
+      int cells[Rows / 64];
+#pragma unroll
+      for (int square = 0; square < Rows / 64; ++square) cells[square] = rows.row[4 * square];
+      copy_square_boxes<Rows, D, Tile>(maps, cells, head, b, smem_address(a_tile),
+                                       smem_address(b_tile), full);
+    }
+  } else {
+    copy_row_tiles<Elem, Rows, D, Tile>(a_tile, b_tile, a_span, b_span, rows);
+  }
   cp_async_mbarrier_arrive(full);
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/pattern_math.hpp"
+#include "cuda/grid_order.hpp"
 #include "cuda/hopper/tensor_maps.hpp"
 
 namespace dilated::cuda::hopper {
@@ -50,14 +51,53 @@ bool encode_map(const Params& p, const Tensor& t, int64_t heads, int64_t r, int 
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Maps of a and b with dilation r, where the copy engine can fetch their rows at all: not through a
-// token grid's order, a sequence window or varlen batches, nor with DILATED_CUDA_TMA=0.
+// 5-D map (D, x < width, y < height, head, batch) of t over p's token grid, boxes of 8 x 8 cells:
+// one box is an aligned square, its rows in row-major order.
+bool encode_square_map(const Params& p, const Tensor& t, int64_t heads, CUtensorMap* map) {
+  const auto encode = tensor_map_encoder();
+  if (!encode || !t.data) return false;
+  const cuuint64_t elem = 2;
+  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(p.head_dim),
+                              static_cast<cuuint64_t>(p.grid.width),
+                              static_cast<cuuint64_t>(p.grid.height),
+                              static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(p.batch)};
+  const cuuint64_t strides[4] = {static_cast<cuuint64_t>(t.row_stride) * elem,
+                                 static_cast<cuuint64_t>(t.row_stride * p.grid.width) * elem,
+                                 static_cast<cuuint64_t>(t.head_stride) * elem,
+                                 static_cast<cuuint64_t>(t.batch_stride) * elem};
+  const cuuint32_t box[5] = {64, 8, 8, 1, 1};
+  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  const CUtensorMapDataType type =
+      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(map, type, 5, t.data, dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+bool env_off(const char* name) {
+  const char* env = std::getenv(name);
+  return env && std::strcmp(env, "0") == 0;
+}
+
+// Maps of a and b with dilation r, where the copy engine can fetch their rows at all: not
+// through a sequence window or varlen batches, nor with DILATED_CUDA_TMA=0; through a token
+// grid's order only square by square (TensorMaps::square_width).
 TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, const Tensor& b,
-                        int64_t heads, int64_t r, int box_rows) {
+                        int64_t heads, int64_t r, int box_rows, bool keys_any_order) {
   TensorMaps maps{};
-  const char* env = std::getenv("DILATED_CUDA_TMA");
-  if ((env && std::strcmp(env, "0") == 0) || order || p.cu_seqlens || p.window.global_seqlen != 0 ||
+  if (env_off("DILATED_CUDA_TMA") || p.cu_seqlens || p.window.global_seqlen != 0 ||
       p.seqlen % r != 0) {
+    return maps;
+  }
+  if (order) {
+    if (!keys_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
+        env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
+      return maps;
+    }
+    if (encode_square_map(p, a, heads, &maps.a) && encode_square_map(p, b, heads, &maps.b)) {
+      maps.square_width = static_cast<int>(p.grid.width);
+    }
     return maps;
   }
   maps.enabled = encode_map(p, a, heads, r, box_rows, &maps.a) &&
@@ -68,14 +108,14 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
 }  // namespace
 
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
-                            int64_t heads, int box_rows) {
+                            int64_t heads, int box_rows, bool keys_any_order) {
   const int64_t r = head_pattern(p, pass.head_begin, p.mode == Mode::longnet ? pass.k : 0).dilation;
-  return strided_maps(p, pass.order, a, b, heads, r, box_rows);
+  return strided_maps(p, pass.order, a, b, heads, r, box_rows, keys_any_order);
 }
 
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
-                                const Tensor& b, int64_t heads, int box_rows) {
-  return strided_maps(p, order, a, b, heads, 1, box_rows);
+                                const Tensor& b, int64_t heads, int box_rows, bool keys_any_order) {
+  return strided_maps(p, order, a, b, heads, 1, box_rows, keys_any_order);
 }
 
 }  // namespace dilated::cuda::hopper

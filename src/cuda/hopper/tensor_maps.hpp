@@ -12,10 +12,14 @@ namespace dilated::cuda::hopper {
 // cp.async) where the selected rows are no plain stride of whole sequences (token grid,
 // sequence window, varlen), where N is no multiple of the dilation (the last phase's rows would
 // fall outside the map), where the encoder refuses the strides, and with DILATED_CUDA_TMA=0.
+// keys_any_order: the kernel may see a tile's rows in any order (K and V of a pass without
+// causal masking), so that a token grid whose curve runs in squares takes the copy engine
+// (TensorMaps::square_width; DILATED_CUDA_CURVE_SQUARES=0 keeps cp.async there).
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
-                            int64_t heads, int box_rows);
+                            int64_t heads, int box_rows, bool keys_any_order = false);
 // The same over consecutive positions (the block pass's tiles), rows through `order` if any.
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
-                                const Tensor& b, int64_t heads, int box_rows);
+                                const Tensor& b, int64_t heads, int box_rows,
+                                bool keys_any_order = false);
 
 }  // namespace dilated::cuda::hopper

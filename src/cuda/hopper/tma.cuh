@@ -11,11 +11,16 @@ namespace dilated::cuda::hopper {
 // Two tensors of one pass (K and V, or Q and dO) as 5-D maps (D, phase < r, position / r,
 // head, batch): the box (64 columns, 1 phase, Rows rows) at (half * 64, p % r, p / r, head, b)
 // is positions p + j r, j < Rows, of one 64-column half, in the 128-byte-swizzle layout.
-// enabled = 0: the producer copies with cp.async instead.
+// enabled = 0: the producer copies with cp.async instead. square_width > 0 (enabled = 0): the
+// maps are (D, x, y, head, batch) over a token grid this wide with boxes of 8 x 8 cells, and
+// whole tiles whose 64-position runs are aligned squares of the grid go through the copy engine
+// a square per box, rows in the square's row-major order (the keys of a tile in another order:
+// only where nothing depends on it).
 struct TensorMaps {
   CUtensorMap a;
   CUtensorMap b;
   int enabled;
+  int square_width;
 };
 
 // Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
