@@ -28,44 +28,24 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
-// 5-D map (D, phase < r, position / r, head, batch) of t for dilation r (tma.cuh).
-bool encode_map(const Params& p, const Tensor& t, int64_t heads, int64_t r, int box_rows,
-                CUtensorMap* map) {
+// 5-D map (D, i < n1, j < n2, head, batch) of t, row = i + n1 * j of its sequence, with boxes of
+// (64 columns, box1, box2) and 128-byte swizzle. Dilation r: (phase < r, position / r), boxes of
+// (1, Rows): every r-th row from any start. A grid's squares: (x < width, y < height), boxes
+// of (8, 8): an aligned square, its rows in row-major order.
+bool encode_map(const Params& p, const Tensor& t, int64_t heads, int64_t n1, int64_t n2, int box1,
+                int box2, CUtensorMap* map) {
   const auto encode = tensor_map_encoder();
   if (!encode || !t.data) return false;
   const cuuint64_t elem = 2;
-  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(p.head_dim), static_cast<cuuint64_t>(r),
-                              static_cast<cuuint64_t>(p.seqlen / r), static_cast<cuuint64_t>(heads),
+  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(p.head_dim), static_cast<cuuint64_t>(n1),
+                              static_cast<cuuint64_t>(n2), static_cast<cuuint64_t>(heads),
                               static_cast<cuuint64_t>(p.batch)};
   const cuuint64_t strides[4] = {static_cast<cuuint64_t>(t.row_stride) * elem,
-                                 static_cast<cuuint64_t>(t.row_stride * r) * elem,
+                                 static_cast<cuuint64_t>(t.row_stride * n1) * elem,
                                  static_cast<cuuint64_t>(t.head_stride) * elem,
                                  static_cast<cuuint64_t>(t.batch_stride) * elem};
-  const cuuint32_t box[5] = {64, 1, static_cast<cuuint32_t>(box_rows), 1, 1};
-  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
-  const CUtensorMapDataType type =
-      p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  return encode(map, type, 5, t.data, dims, strides, box, element_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
-// 5-D map (D, x < width, y < height, head, batch) of t over p's token grid, boxes of 8 x 8 cells:
-// one box is an aligned square, its rows in row-major order.
-bool encode_square_map(const Params& p, const Tensor& t, int64_t heads, CUtensorMap* map) {
-  const auto encode = tensor_map_encoder();
-  if (!encode || !t.data) return false;
-  const cuuint64_t elem = 2;
-  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(p.head_dim),
-                              static_cast<cuuint64_t>(p.grid.width),
-                              static_cast<cuuint64_t>(p.grid.height),
-                              static_cast<cuuint64_t>(heads), static_cast<cuuint64_t>(p.batch)};
-  const cuuint64_t strides[4] = {static_cast<cuuint64_t>(t.row_stride) * elem,
-                                 static_cast<cuuint64_t>(t.row_stride * p.grid.width) * elem,
-                                 static_cast<cuuint64_t>(t.head_stride) * elem,
-                                 static_cast<cuuint64_t>(t.batch_stride) * elem};
-  const cuuint32_t box[5] = {64, 8, 8, 1, 1};
+  const cuuint32_t box[5] = {64, static_cast<cuuint32_t>(box1), static_cast<cuuint32_t>(box2), 1,
+                             1};
   const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
   const CUtensorMapDataType type =
       p.dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
@@ -95,13 +75,15 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
         env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
       return maps;
     }
-    if (encode_square_map(p, a, heads, &maps.a) && encode_square_map(p, b, heads, &maps.b)) {
+    const int64_t w = p.grid.width, h = p.grid.height;
+    if (encode_map(p, a, heads, w, h, 8, 8, &maps.a) &&
+        encode_map(p, b, heads, w, h, 8, 8, &maps.b)) {
       maps.square_width = static_cast<int>(p.grid.width);
     }
     return maps;
   }
-  maps.enabled = encode_map(p, a, heads, r, box_rows, &maps.a) &&
-                 encode_map(p, b, heads, r, box_rows, &maps.b);
+  maps.enabled = encode_map(p, a, heads, r, p.seqlen / r, 1, box_rows, &maps.a) &&
+                 encode_map(p, b, heads, r, p.seqlen / r, 1, box_rows, &maps.b);
   return maps;
 }
 

@@ -138,9 +138,7 @@ __device__ __forceinline__ void store_block_forward_rows(const Params& p, const 
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[m][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = quad_sum(row_sum[m][r]);
       const bool valid = row_idx[m][r] < count;
       const bool any_key = sum != 0.0f;  // NaN sums propagate
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;

@@ -140,6 +140,12 @@ __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor&
   if (lane % 4 == 0) lse_rows[lse_at] = mw.lse;
 }
 
+// The sum of x over the quad of lanes that holds a row of an m16n8 accumulator tile.
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
 // Epilogue of a forward pass for the thread's rows: out (or the running fp32 merge) and lse.
 // row_sum: the rows' (per-thread partial) softmax sums, for lse; row_norm: the sums of the
 // weights the output accumulators hold (the same, or those weights as rounded for the product).
@@ -153,13 +159,9 @@ __device__ __forceinline__ void store_forward_rows(
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float sum = row_sum[m][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = quad_sum(row_sum[m][r]);
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
-      float norm = row_norm[m][r];
-      norm += __shfl_xor_sync(0xffffffffu, norm, 1);
-      norm += __shfl_xor_sync(0xffffffffu, norm, 2);
+      const float norm = quad_sum(row_norm[m][r]);
       // Rows past the slice, and rows that see no key (their sum is 0), are not written.
       const bool valid =
           row_idx[m][r] < rows.count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
