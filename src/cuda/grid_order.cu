@@ -15,6 +15,41 @@
 
 namespace dilated::cuda {
 
+namespace {
+
+// Whether every 64 cells of `curve` from a multiple of 64 lie in one aligned 8 x 8 square of a
+// grid `width` wide (64 distinct cells: the whole square).
+bool curve_in_squares(const std::vector<int64_t>& curve, int64_t width) {
+  for (size_t t = 0; t < curve.size(); ++t) {
+    const int64_t first = curve[t - t % 64];
+    if (curve[t] / width / 8 != first / width / 8 || curve[t] % width / 8 != first % width / 8) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Per grid shape, whether its curve runs in squares: filled by whichever of the two functions
+// below meets the shape first, so the curve is computed once for both where the upload comes
+// first (the launchers upload before they build tensor maps).
+std::mutex squares_mutex;
+std::map<std::pair<int64_t, int64_t>, bool> squares_by_shape;
+
+bool remember_squares(const Params& p, const std::vector<int64_t>* curve) {
+  const std::lock_guard<std::mutex> lock(squares_mutex);
+  const auto key = std::make_pair(p.grid.height, p.grid.width);
+  if (auto it = squares_by_shape.find(key); it != squares_by_shape.end()) return it->second;
+  bool squares = p.grid.height % 8 == 0 && p.grid.width % 8 == 0;
+  if (squares) {
+    squares = curve ? curve_in_squares(*curve, p.grid.width)
+                    : curve_in_squares(hilbert_order(p.grid.height, p.grid.width), p.grid.width);
+  }
+  squares_by_shape.emplace(key, squares);
+  return squares;
+}
+
+}  // namespace
+
 Status grid_order_on_device(const Params& p, const int64_t** order) {
   *order = nullptr;
   if (!has_grid(p)) return {};
@@ -29,6 +64,7 @@ Status grid_order_on_device(const Params& p, const int64_t** order) {
     return {};
   }
   const std::vector<int64_t> host = hilbert_order(p.grid.height, p.grid.width);
+  remember_squares(p, &host);
   const size_t bytes = host.size() * sizeof(int64_t);
   void* curve = nullptr;
   if (Status s = cuda_status(cudaMalloc(&curve, bytes), "cudaMalloc (token order)"); !s.ok()) {
@@ -46,23 +82,7 @@ Status grid_order_on_device(const Params& p, const int64_t** order) {
 }
 
 bool grid_runs_in_squares(const Params& p) {
-  if (!has_grid(p)) return false;
-  static std::mutex mutex;
-  static std::map<std::pair<int64_t, int64_t>, bool> known;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_pair(p.grid.height, p.grid.width);
-  if (auto it = known.find(key); it != known.end()) return it->second;
-  const int64_t w = p.grid.width;
-  bool squares = p.grid.height % 8 == 0 && w % 8 == 0;
-  if (squares) {
-    const std::vector<int64_t> curve = hilbert_order(p.grid.height, w);
-    for (size_t t = 0; t < curve.size() && squares; ++t) {
-      const int64_t first = curve[t - t % 64];
-      squares = curve[t] / w / 8 == first / w / 8 && curve[t] % w / 8 == first % w / 8;
-    }
-  }
-  known.emplace(key, squares);
-  return squares;
+  return has_grid(p) && remember_squares(p, nullptr);
 }
 
 }  // namespace dilated::cuda
