@@ -124,13 +124,28 @@ __device__ __forceinline__ void copy_row_tiles(Elem* a_tile, Elem* b_tile, const
   }
 }
 
+// By one thread: the box at (c1, c2) of both maps (tma.cuh), each 64-column half at its offset
+// in the tiles at shared addresses a_dst and b_dst.
+template <int D, class Tile>
+__device__ __forceinline__ void load_box_pair(const TensorMaps& maps, uint32_t a_dst,
+                                              uint32_t b_dst, uint32_t full, int c1, int c2,
+                                              int64_t head, int64_t b) {
+#pragma unroll
+  for (int half = 0; half < D / 64; ++half) {
+    const uint32_t offset = half * Tile::kHalfBytes;
+    tma_load_5d(a_dst + offset, &maps.a, full, half * 64, c1, c2, static_cast<int>(head),
+                static_cast<int>(b));
+    tma_load_5d(b_dst + offset, &maps.b, full, half * 64, c1, c2, static_cast<int>(head),
+                static_cast<int>(b));
+  }
+}
+
 // Rows idx0 .. idx0 + Rows - 1 of two spans (A: k or q, B: v or dout; the same positions) into a
 // stage: a whole tile through the copy engine where `maps` hold the two tensors (one thread
 // issues it; tma.cuh), the last partial tile of a run and anything else with cp.async from the
-// located `rows` (a box
-// would read the next segment's rows, whose NaNs would reach the products through zero
-// weights). Every producer thread arrives on the stage's full barrier once, when its copies
-// have landed. Tile: as copy_row_tiles.
+// located `rows` (a box would read the next segment's rows, whose NaNs would reach the products
+// through zero weights). Every producer thread arrives on the stage's full barrier once, when
+// its copies have landed. Tile: as copy_row_tiles.
 template <typename Elem, int Rows, int D, class Tile = GmmaTile<Rows, D>>
 __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const RowSpan& a_span,
                                                   const RowSpan& b_span,
@@ -143,14 +158,8 @@ __device__ __forceinline__ void produce_row_tiles(const TensorMaps& maps, const 
       const int phase = static_cast<int>(first % a_span.step);
       const int row = static_cast<int>(first / a_span.step);
       mbarrier_expect_tx(full, 2 * Rows * D * 2);
-#pragma unroll
-      for (int half = 0; half < D / 64; ++half) {
-        const uint32_t offset = half * Tile::kHalfBytes;
-        tma_load_5d(smem_address(a_tile) + offset, &maps.a, full, half * 64, phase, row,
-                    static_cast<int>(head), static_cast<int>(b));
-        tma_load_5d(smem_address(b_tile) + offset, &maps.b, full, half * 64, phase, row,
-                    static_cast<int>(head), static_cast<int>(b));
-      }
+      load_box_pair<D, Tile>(maps, smem_address(a_tile), smem_address(b_tile), full, phase, row,
+                             head, b);
     }
   } else {
     copy_row_tiles<Elem, Rows, D, Tile>(a_tile, b_tile, a_span, b_span, rows);
@@ -173,14 +182,8 @@ __device__ __forceinline__ void copy_square_boxes(const TensorMaps& maps,
   for (int square = 0; square < Rows / 64; ++square) {
     const int x0 = cells[square] % maps.square_width & ~7;
     const int y0 = cells[square] / maps.square_width & ~7;
-#pragma unroll
-    for (int half = 0; half < D / 64; ++half) {
-      const uint32_t offset = square * 64 * 128 + half * Tile::kHalfBytes;
-      tma_load_5d(a_tile + offset, &maps.a, full, half * 64, x0, y0, static_cast<int>(head),
-                  static_cast<int>(b));
-      tma_load_5d(b_tile + offset, &maps.b, full, half * 64, x0, y0, static_cast<int>(head),
-                  static_cast<int>(b));
-    }
+    load_box_pair<D, Tile>(maps, a_tile + square * 64 * 128, b_tile + square * 64 * 128, full, x0,
+                           y0, head, b);
   }
 }
 
