@@ -5,8 +5,9 @@
 // time (the copy engine for whole runs of plain rows, cp.async for the rest). A stage holds
 // kParts such runs, not necessarily adjacent (with D = 64, two: the products and the per-tile
 // work of 128 keys, like the dense kernel's); a missing last part is zero-filled and masked.
-// The consumer walks the same row to know each part's keys and multiplicity, and runs the dense
-// Hopper forward's pipeline: the softmax of tile t beside tile t - 1's P V. Two CTAs share an
+// The producer also writes each stage's parts (keys and multiplicity) beside it, so the consumer
+// does not walk the row (two dependent global reads per part), and runs the dense Hopper
+// forward's pipeline: the softmax of tile t beside tile t - 1's P V. Two CTAs share an
 // SM, so one's products run while the other computes its exponentials (what the dense kernel's
 // two warpgroups do by taking turns); blocks of 64 give no two query blocks the same key tiles
 // to share (docs/design.md 3d).
@@ -31,6 +32,16 @@ inline constexpr int kBlockProducerRegisters = 40;
 inline constexpr int kBlockConsumerRegisters = 216;
 static_assert(kBlockKeys == kMmaRows, "the cursors step by kMmaRows");
 
+// A part of a stage as the producer saw it: keys key0 .. end - 1 of one kept block (end == 0:
+// no part; every key is masked) and its score bias log2(multiplicity); `last` (part 0 only):
+// no stage follows.
+struct StagedPart {
+  int key0;
+  int end;
+  float bias;
+  int last;
+};
+
 template <int D>
 struct BlockForwardSmem {
   // Parts of 64 keys per tile, and stages in flight: as many as two CTAs per SM leave room for
@@ -41,10 +52,11 @@ struct BlockForwardSmem {
   using QueryTile = GmmaTile<kBlockRows, D>;
   using KeyTile = GmmaTile<kTileKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
-  // The tiles, the stage barriers, a word per consumer thread (wgmma_wait_after), and room to
-  // round the base up to 1024.
+  static constexpr int kNoteBytes = kStages * kParts * static_cast<int>(sizeof(StagedPart));
+  // The tiles, the stages' parts, the stage barriers, a word per consumer thread
+  // (wgmma_wait_after), and room to round the base up to 1024.
   static constexpr int kBytes =
-      kTileBytes + StageRing<kStages>::kBytes + 4 * kBlockConsumerThreads + 1024;
+      kTileBytes + kNoteBytes + StageRing<kStages>::kBytes + 4 * kBlockConsumerThreads + 1024;
   static_assert(kBlockCtasPerSm * (kBytes + 1024) <= 228 * 1024, "two CTAs per SM");
 };
 
@@ -66,7 +78,8 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   Elem* q_tile = first_tile<Elem>(smem_raw);
   Elem* k_tiles = q_tile + Smem::QueryTile::kElements;
   Elem* v_tiles = k_tiles + kStages * KeyTile::kElements;
-  const StageRing<kStages> ring{smem_address(v_tiles + kStages * KeyTile::kElements)};
+  StagedPart* notes = reinterpret_cast<StagedPart*>(v_tiles + kStages * KeyTile::kElements);
+  const StageRing<kStages> ring{smem_address(notes + kStages * kParts)};
   const uint32_t scratch = ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;
 
   const int64_t b = blockIdx.z, head = blockIdx.y;
@@ -79,8 +92,8 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   const int64_t limit = p.causal ? I + 1 : block_count(n, bp.block);
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
   const int last_row = min(q0 + kBlockRows, count) - 1;
-  // Both sides walk the row: the producer to fetch, the consumer to mask and weigh. A tile is
-  // kParts cursors; parts past the last kept tile have J == limit.
+  // The producer walks the row; a tile is kParts cursors, parts past the last kept tile have
+  // J == limit.
   using TileCursors = KeyTileCursor[kParts];
   auto next = [&](const KeyTileCursor& c) {
     return c.J < limit ? next_tile(p, bp, row, c, limit, n, last_row) : c;
@@ -90,25 +103,28 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
 #pragma unroll
     for (int part = 1; part < kParts; ++part) tile[part] = next(tile[part - 1]);
   };
-  TileCursors tile;
-  tile_from(tile, tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row));
-  auto advance = [&]() { tile_from(tile, next(tile[kParts - 1])); };
+  const int64_t first_block = next_kept_block(row, 0, limit);
 
-  if (threadIdx.x == 0) ring.init(kBlockConsumerThreads / 32, kParts);
+  if (threadIdx.x == 0) ring.init(kBlockConsumerThreads / 32, kParts, 1);
   __syncthreads();
 
   if (threadIdx.x >= kBlockConsumerThreads) {
     shrink_registers_to<kBlockProducerRegisters>();
+    TileCursors tile;
+    tile_from(tile, tile_of_block(p, bp, row, first_block, limit, n, last_row));
+    const bool writer = threadIdx.x % 128 == 0;
     RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
     RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
-    for (int t = 0; tile[0].J < limit; advance(), ++t) {
+    for (int t = 0; tile[0].J < limit; ++t) {
       ring.wait_empty(t);
+      StagedPart* note = notes + (t % kStages) * kParts;
 #pragma unroll
       for (int part = 0; part < kParts; ++part) {
         // Keys past the block (or the causal cut), and a missing part, read as zeros.
         const bool kept = tile[part].J < limit;
         k_span.idx0 = v_span.idx0 = kept ? tile[part].key0 : 0;
         k_span.count = v_span.count = kept ? tile[part].end : 0;
+        if (writer) note[part] = {k_span.idx0, k_span.count, kept ? tile[part].bias : 0.0f, 0};
         ProducerRows<kBlockKeys> rows;
         rows.locate(maps, k_span, k_span.idx0);
         // Part p is rows 64 p.. of the tile: an offset of 64 lines in each 64-column half.
@@ -122,6 +138,12 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
                                                           k_tiles + offset, v_tiles + offset,
                                                           ring.full(t));
         }
+      }
+      // The next tile is found while this one's copies are in flight.
+      tile_from(tile, next(tile[kParts - 1]));
+      if (writer) {
+        note[0].last = tile[0].J >= limit;
+        mbarrier_arrive(ring.full(t));
       }
     }
     cp_async_wait<0>();
@@ -169,6 +191,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   float s[1][NT][4];
   uint32_t pa[1][1][NT / 2][4];
   float corrections[1][2];
+  StagedPart staged[kParts];
+  auto read_parts = [&](int t) {
+#pragma unroll
+    for (int part = 0; part < kParts; ++part) staged[part] = notes[(t % kStages) * kParts + part];
+  };
   // Scores of the tile -> probabilities. Part by part: the multiplicity m enters as log2(m)
   // (bias), keys past the part's end or after the row (causal) and a missing part get -inf.
   // Scores are in units of `unit`: the scale rides in the exponent's FFMA where it is positive.
@@ -183,11 +210,10 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
     }
 #pragma unroll
     for (int part = 0; part < kParts; ++part) {
-      const KeyTileCursor& c = tile[part];
-      const bool kept = c.J < limit;
-      const bool needs_mask = !kept || c.key0 + kBlockKeys > c.end ||
-                              (p.causal && c.key0 + kBlockKeys > q0 + warp_row0);
-      if (kept && c.bias != 0.0f) {
+      const StagedPart& c = staged[part];
+      const bool needs_mask =
+          c.key0 + kBlockKeys > c.end || (p.causal && c.key0 + kBlockKeys > q0 + warp_row0);
+      if (c.bias != 0.0f) {
         const float shift = c.bias / unit;
 #pragma unroll
         for (int j = part * PT; j < (part + 1) * PT; ++j) {
@@ -201,7 +227,7 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = c.key0 + (j - part * PT) * 8 + 2 * (lane % 4) + (e % 2);
-            const bool masked = !kept || key >= c.end || (p.causal && key > row_idx[0][e / 2]);
+            const bool masked = key >= c.end || (p.causal && key > row_idx[0][e / 2]);
             s[0][j][e] = masked ? -INFINITY : s[0][j][e];
           }
         }
@@ -211,8 +237,9 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   };
   auto pack = [&]() { accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s); };
 
-  if (tile[0].J < limit) {
+  if (first_block < limit) {
     ring.wait_full(0);
+    read_parts(0);
     wgmma_fence();
     issue_scores(s[0], 0);
     wgmma_wait<0>();
@@ -220,8 +247,10 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
     softmax();
     pack();
     int t = 1;
-    for (advance(); tile[0].J < limit; advance(), ++t) {
+    for (bool more = !staged[0].last; more; ++t) {
       ring.wait_full(t);
+      read_parts(t);
+      more = !staged[0].last;
       wgmma_fence();
       issue_scores(s[0], t);
       issue_values(pa[0][0], t - 1);

@@ -23,13 +23,16 @@ struct StageRing {
     return bars + 8 * (Stages + t % Stages);
   }
   // By one thread, before a __syncthreads: each producer thread arrives on full (directly or
-  // when its copies land), each consumer warp on empty.
-  // A producer thread that fills a stage in several parts arrives once per part.
-  __device__ __forceinline__ void init(int consumer_warps = kConsumerThreads / 32,
-                                       int parts = 1) const {
+  // when its copies land), each consumer warp on empty (`consumers` arrivals: warps, or threads
+  // with release_each_thread).
+  // A producer thread that fills a stage in several parts arrives once per part; `notes` more
+  // arrivals come from producer threads that also write what the stage holds (a plain arrive,
+  // whose release makes those writes visible to the consumers' wait).
+  __device__ __forceinline__ void init(int consumers = kConsumerThreads / 32, int parts = 1,
+                                       int notes = 0) const {
     for (int stage = 0; stage < Stages; ++stage) {
-      mbarrier_init(full(stage), 128 * parts);
-      mbarrier_init(empty(stage), consumer_warps);
+      mbarrier_init(full(stage), 128 * parts + notes);
+      mbarrier_init(empty(stage), consumers);
     }
   }
   // Producer: before filling item t's stage.
@@ -47,6 +50,11 @@ struct StageRing {
     __syncwarp();
     if (threadIdx.x % 32 == 0) mbarrier_arrive(empty(t));
   }
+  // Consumer thread: done with item t, after plain reads of it (not only products). Each
+  // thread's arrive releases its own reads, which compute-sanitizer's racecheck follows; after
+  // a __syncwarp one lane's arrive orders them too, but racecheck reported the copy into the
+  // stage after it as a hazard (bench/NOTES.md). init's consumer count is then in threads.
+  __device__ __forceinline__ void release_each_thread(int t) const { mbarrier_arrive(empty(t)); }
 };
 
 // The tensor rows one producer thread copies for a tile of Rows selected rows from idx0: rows

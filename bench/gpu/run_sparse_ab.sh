@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Same-run A/B of the block-sparse bench: the working tree's block_sparse_gpu_bench (in $BUILD,
+# built by run_sparse_gpu.sh) against a base commit's, timed in alternation so that every number
+# comes from one card in one session. Before the device call, on the development machine:
+#   git archive -o bench/gpu/.base.tar <base commit>   (untracked, so it travels with the tree)
+# Usage: bench/gpu/run_sparse_ab.sh build        builds the base (may run beside the new build)
+#        bench/gpu/run_sparse_ab.sh [rounds]     the density sweeps (BENCH_ARGS: bench options)
+# Logs under $OUT: ab_sparse_<variant>_<round>.md, and the table of medians on stdout.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-out}
+BUILD=${BUILD:-build-sparse-gpu}
+BASE=${BASE_DIR:-/tmp/ab-base}
+mkdir -p "$OUT" "$BASE"
+
+if [[ ${1:-} == build ]]; then
+  tar -xf bench/gpu/.base.tar -C "$BASE" || { echo "no bench/gpu/.base.tar"; exit 1; }
+  cmake -S "$BASE" -B "$BASE/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DDILATED_CUDA_ARCHS="90-real" -DCMAKE_PREFIX_PATH="$PWD/.deps" -DDILATED_BUILD_CLI=OFF \
+    >"$OUT/ab_base_configure.log" 2>&1 &&
+    ninja -C "$BASE/build" ${NINJA_JOBS:+-j $NINJA_JOBS} block_sparse_gpu_bench cuda_backend_timing \
+      >"$OUT/ab_base_build.log" 2>&1 || { tail -20 "$OUT/ab_base_build.log"; exit 1; }
+  exit 0
+fi
+
+rounds=${1:-2}
+for ((round = 0; round < rounds; ++round)); do
+  # shellcheck disable=SC2086
+  "$BASE/build/bin/block_sparse_gpu_bench" --skip-grid ${BENCH_ARGS:-} >"$OUT/ab_sparse_base_$round.md" 2>&1
+  # shellcheck disable=SC2086
+  ./$BUILD/bin/block_sparse_gpu_bench --skip-grid ${BENCH_ARGS:-} >"$OUT/ab_sparse_new_$round.md" 2>&1
+done
+# Per pattern: forward and forward+backward TFLOP/s of each variant, median over rounds.
+python3 - "$OUT" "$rounds" <<'PY'
+import collections, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+rows = collections.defaultdict(lambda: collections.defaultdict(list))
+order = []
+for variant in ("base", "new"):
+    for r in range(rounds):
+        for line in open(f"{out}/ab_sparse_{variant}_{r}.md"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) != 8 or not cells[1].endswith("%"):
+                continue
+            if cells[0] not in order:
+                order.append(cells[0])
+            rows[cells[0]][variant].append((float(cells[3]), float(cells[6])))
+print("| pattern | base fwd TFLOP/s | new fwd TFLOP/s | base fwd+bwd | new fwd+bwd |")
+print("|---|---|---|---|---|")
+for name in order:
+    med = lambda v, i: statistics.median(x[i] for x in rows[name][v]) if rows[name][v] else float("nan")
+    print(f"| {name} | {med('base', 0):.1f} | {med('new', 0):.1f} | {med('base', 1):.1f} | {med('new', 1):.1f} |")
+PY
