@@ -4,7 +4,9 @@
 # comes from one card in one session. Before the device call, on the development machine:
 #   git archive -o bench/gpu/.base.tar <base commit>   (untracked, so it travels with the tree)
 # Usage: bench/gpu/run_sparse_ab.sh build        builds the base (may run beside the new build)
-#        bench/gpu/run_sparse_ab.sh [rounds]     the density sweeps (BENCH_ARGS: bench options)
+#        bench/gpu/run_sparse_ab.sh [rounds]     the density sweeps (BENCH_ARGS: bench options;
+#                                                AB_ENV: environment assignments for a third
+#                                                variant, the working tree with them)
 # Logs under $OUT: ab_sparse_<variant>_<round>.md, and the table of medians on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,14 +31,20 @@ for ((round = 0; round < rounds; ++round)); do
   "$BASE/build/bin/block_sparse_gpu_bench" --skip-grid ${BENCH_ARGS:-} >"$OUT/ab_sparse_base_$round.md" 2>&1
   # shellcheck disable=SC2086
   ./$BUILD/bin/block_sparse_gpu_bench --skip-grid ${BENCH_ARGS:-} >"$OUT/ab_sparse_new_$round.md" 2>&1
+  if [[ -n ${AB_ENV:-} ]]; then
+    # shellcheck disable=SC2086
+    env $AB_ENV ./$BUILD/bin/block_sparse_gpu_bench --skip-grid ${BENCH_ARGS:-} \
+      >"$OUT/ab_sparse_knob_$round.md" 2>&1
+  fi
 done
 # Per pattern: forward and forward+backward TFLOP/s of each variant, median over rounds.
-python3 - "$OUT" "$rounds" <<'PY'
+python3 - "$OUT" "$rounds" "${AB_ENV:-}" <<'PY'
 import collections, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, knob = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+variants = ["base", "new"] + (["knob"] if knob else [])
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 order = []
-for variant in ("base", "new"):
+for variant in variants:
     for r in range(rounds):
         for line in open(f"{out}/ab_sparse_{variant}_{r}.md"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -45,9 +53,12 @@ for variant in ("base", "new"):
             if cells[0] not in order:
                 order.append(cells[0])
             rows[cells[0]][variant].append((float(cells[3]), float(cells[6])))
-print("| pattern | base fwd TFLOP/s | new fwd TFLOP/s | base fwd+bwd | new fwd+bwd |")
-print("|---|---|---|---|---|")
+names = [v if v != "knob" else f"new {knob}" for v in variants]
+print("| pattern | " + " | ".join(f"{v} fwd TFLOP/s" for v in names) + " | "
+      + " | ".join(f"{v} fwd+bwd" for v in names) + " |")
+print("|---" * (1 + 2 * len(variants)) + "|")
 for name in order:
     med = lambda v, i: statistics.median(x[i] for x in rows[name][v]) if rows[name][v] else float("nan")
-    print(f"| {name} | {med('base', 0):.1f} | {med('new', 0):.1f} | {med('base', 1):.1f} | {med('new', 1):.1f} |")
+    print(f"| {name} | " + " | ".join(f"{med(v, 0):.1f}" for v in variants) + " | "
+          + " | ".join(f"{med(v, 1):.1f}" for v in variants) + " |")
 PY

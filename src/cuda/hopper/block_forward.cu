@@ -21,18 +21,37 @@ const char* block_forward_unsupported(const Params& p, int sm) {
   return "";
 }
 
+// Two warpgroups per CTA sharing each stage where the blocks allow it, unless the environment
+// variable DILATED_CUDA_HOPPER_BLOCK_SHARED=0 asks for one (to compare the shapes in one build).
+bool shared_stages(const BlockPass& bp) {
+  static const bool off = [] {
+    const char* env = std::getenv("DILATED_CUDA_HOPPER_BLOCK_SHARED");
+    return env && std::strcmp(env, "0") == 0;
+  }();
+  return !off && bp.block % BlockForwardShape<2>::kRows == 0;
+}
+
+template <typename Elem, int D, int Groups>
+void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
+  const auto kernel = block_forward_kernel<Elem, D, Groups>;
+  const int smem = BlockForwardSmem<D, Groups>::kBytes;
+  // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const dim3 grid(blocks_for(p.seqlen, BlockForwardShape<Groups>::kRows),
+                  static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch));
+  kernel<<<grid, BlockForwardShape<Groups>::kThreads, smem, stream>>>(
+      p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true));
+}
+
 void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   with_instance(p, [&](auto elem, auto dim) {
     using Elem = decltype(elem);
     constexpr int D = decltype(dim)::value;
-    const auto kernel = block_forward_kernel<Elem, D>;
-    const int smem = BlockForwardSmem<D>::kBytes;
-    // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    const dim3 grid(blocks_for(p.seqlen, kBlockRows), static_cast<unsigned>(p.heads),
-                    static_cast<unsigned>(p.batch));
-    kernel<<<grid, kBlockThreads, smem, stream>>>(
-        p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true));
+    if (shared_stages(bp)) {
+      launch<Elem, D, 2>(p, bp, stream);
+    } else {
+      launch<Elem, D, 1>(p, bp, stream);
+    }
   });
 }
 

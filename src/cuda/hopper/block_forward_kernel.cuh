@@ -1,17 +1,20 @@
 // Hopper block forward (sm_90a): the block pass's forward (block_sparse_mma.cuh) on warpgroup
-// matrix products. A CTA owns 64 query rows inside one query block: one consumer warpgroup
-// (one wgmma row of 64) and a producer warpgroup that walks the block's row of the
-// multiplicity matrix and streams the kept blocks' keys into a ring of stages, 64 keys at a
-// time (the copy engine for whole runs of plain rows, cp.async for the rest). A stage holds
-// kParts such runs, not necessarily adjacent (with D = 64, two: the products and the per-tile
-// work of 128 keys, like the dense kernel's); a missing last part is zero-filled and masked.
-// The producer also writes each stage's parts (keys and multiplicity) beside it, so the consumer
-// does not walk the row (two dependent global reads per part), and runs the dense Hopper
-// forward's pipeline: the softmax of tile t beside tile t - 1's P V. Two CTAs share an
-// SM, so one's products run while the other computes its exponentials (what the dense kernel's
-// two warpgroups do by taking turns); blocks of 64 give no two query blocks the same key tiles
-// to share (docs/design.md 3d).
+// matrix products. A CTA owns 64 query rows per consumer warpgroup (one wgmma row), all inside
+// one query block, and a producer warpgroup that walks the block's row of the multiplicity
+// matrix and streams the kept blocks' keys into a ring of stages, 64 keys at a time (the copy
+// engine for whole runs of plain rows, cp.async for the rest). A stage holds kParts such runs,
+// not necessarily adjacent (two: the products and the per-tile work of 128 keys, like the dense
+// kernel's); a missing last part is zero-filled and masked. The producer also writes each
+// stage's parts (keys and multiplicity) beside it, so the consumers do not walk the row (two
+// dependent global reads per part). Each consumer runs the dense Hopper forward's pipeline: the
+// softmax of tile t beside tile t - 1's P V. Two shapes (BlockForwardShape): with blocks of a
+// multiple of 128, two warpgroups share every stage and take turns issuing their products, as
+// in the dense kernel; otherwise one warpgroup per CTA and two CTAs per SM, whose products and
+// exponentials interleave without turns (blocks of 64 give two query blocks no key tiles to
+// share; docs/design.md 3d).
 #pragma once
+
+#include <type_traits>
 
 #include "cuda/hopper/stage_ring.cuh"
 #include "cuda/hopper/warp_roles.cuh"
@@ -21,51 +24,72 @@
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kBlockRows = 64;  // query rows per CTA: one warpgroup's wgmma rows
 inline constexpr int kBlockKeys = 64;  // keys per part of a tile, the cursors' step
-inline constexpr int kBlockConsumerThreads = 128;
-inline constexpr int kBlockThreads = kBlockConsumerThreads + 128;  // and the producer warpgroup
-inline constexpr int kBlockCtasPerSm = 2;
-// 65536 registers / (2 CTAs x 256 threads) = 128 each at launch; the producer gives 88 of its
-// 128 to the consumers.
-inline constexpr int kBlockProducerRegisters = 40;
-inline constexpr int kBlockConsumerRegisters = 216;
 static_assert(kBlockKeys == kMmaRows, "the cursors step by kMmaRows");
+
+// A CTA's shape: Groups consumer warpgroups of 64 query rows of one query block (2 needs blocks
+// of a multiple of 128), a producer warpgroup, CTAs per SM, and the register split (setmaxnreg
+// moves what the producer gives up to the consumers, no more: the launch's allocation is
+// 128 x 256 per CTA for one group, 168 x 384 for two).
+template <int Groups>
+struct BlockForwardShape {
+  static constexpr int kRows = 64 * Groups;
+  static constexpr int kConsumerThreads = 128 * Groups;
+  static constexpr int kThreads = kConsumerThreads + 128;
+  static constexpr int kCtasPerSm = Groups == 1 ? 2 : 1;
+  static constexpr int kProducerRegisters = 40;
+  static constexpr int kConsumerRegisters = Groups == 1 ? 216 : 232;
+  static_assert(128 * kProducerRegisters + kConsumerThreads * kConsumerRegisters ==
+                    (Groups == 1 ? 128 : 168) * kThreads,
+                "the register split");
+};
 
 // A part of a stage as the producer saw it: keys key0 .. end - 1 of one kept block (end == 0:
 // no part; every key is masked) and its score bias log2(multiplicity); `last` (part 0 only):
 // no stage follows.
-struct StagedPart {
+struct alignas(16) StagedPart {
   int key0;
   int end;
   float bias;
   int last;
 };
 
-template <int D>
+template <int D, int Groups>
 struct BlockForwardSmem {
-  // Parts of 64 keys per tile, and stages in flight: as many as two CTAs per SM leave room for
-  // (228 KiB each SM).
-  static constexpr int kParts = D == 64 ? 2 : 1;
-  static constexpr int kStages = D == 64 ? 3 : 2;
+  using Shape = BlockForwardShape<Groups>;
+  // Parts of 64 keys per tile, and stages in flight: as many as the CTAs of an SM leave room
+  // for (228 KiB each SM; two CTAs at D = 128 hold 64-key tiles only).
+  static constexpr int kParts = D == 64 || Groups == 2 ? 2 : 1;
+  static constexpr int kStages = Groups == 1 ? (D == 64 ? 3 : 2) : (D == 64 ? 4 : 3);
   static constexpr int kTileKeys = kParts * kBlockKeys;
-  using QueryTile = GmmaTile<kBlockRows, D>;
+  using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kTileKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   static constexpr int kNoteBytes = kStages * kParts * static_cast<int>(sizeof(StagedPart));
   // The tiles, the stages' parts, the stage barriers, a word per consumer thread
   // (wgmma_wait_after), and room to round the base up to 1024.
   static constexpr int kBytes =
-      kTileBytes + kNoteBytes + StageRing<kStages>::kBytes + 4 * kBlockConsumerThreads + 1024;
-  static_assert(kBlockCtasPerSm * (kBytes + 1024) <= 228 * 1024, "two CTAs per SM");
+      kTileBytes + kNoteBytes + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads + 1024;
+  static_assert(Shape::kCtasPerSm * (kBytes + 1024) <= 228 * 1024, "the CTAs of an SM");
 };
 
-template <typename Elem, int D>
-__global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
+// Turns for one warpgroup: none.
+struct NoTurns {
+  int warpgroup;
+  __device__ __forceinline__ void begin() const {}
+  __device__ __forceinline__ void wait() const {}
+  __device__ __forceinline__ void pass() const {}
+  __device__ __forceinline__ void end() const {}
+};
+
+template <typename Elem, int D, int Groups>
+__global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
+                                  BlockForwardShape<Groups>::kCtasPerSm)
     block_forward_kernel(const Params p, const BlockPass bp,
                          const __grid_constant__ TensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Smem = BlockForwardSmem<D>;
+  using Shape = BlockForwardShape<Groups>;
+  using Smem = BlockForwardSmem<D, Groups>;
   constexpr int kStages = Smem::kStages;
   constexpr int kParts = Smem::kParts;
   constexpr int kTileKeys = Smem::kTileKeys;
@@ -84,14 +108,14 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
 
   const int64_t b = blockIdx.z, head = blockIdx.y;
   const int64_t n = seq_length(p, b);
-  const int q0 = static_cast<int>(blockIdx.x) * kBlockRows;
+  const int q0 = static_cast<int>(blockIdx.x) * Shape::kRows;
   if (q0 >= n) return;
   const int count = static_cast<int>(n);
   const int64_t kv_head = kv_head_of(p, head);
   const int64_t I = q0 / bp.block;
   const int64_t limit = p.causal ? I + 1 : block_count(n, bp.block);
   const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
-  const int last_row = min(q0 + kBlockRows, count) - 1;
+  const int last_row = min(q0 + Shape::kRows, count) - 1;
   // The producer walks the row; a tile is kParts cursors, parts past the last kept tile have
   // J == limit.
   using TileCursors = KeyTileCursor[kParts];
@@ -105,11 +129,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   };
   const int64_t first_block = next_kept_block(row, 0, limit);
 
-  if (threadIdx.x == 0) ring.init(kBlockConsumerThreads / 32, kParts, 1);
+  if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32, kParts, 1);
   __syncthreads();
 
-  if (threadIdx.x >= kBlockConsumerThreads) {
-    shrink_registers_to<kBlockProducerRegisters>();
+  if (threadIdx.x >= Shape::kConsumerThreads) {
+    shrink_registers_to<Shape::kProducerRegisters>();
     TileCursors tile;
     tile_from(tile, tile_of_block(p, bp, row, first_block, limit, n, last_row));
     const bool writer = threadIdx.x % 128 == 0;
@@ -150,16 +174,17 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
     return;
   }
 
-  grow_registers_to<kBlockConsumerRegisters>();
-  load_tile_async<Elem, kBlockRows, D, kBlockConsumerThreads, typename Smem::QueryTile>(
+  grow_registers_to<Shape::kConsumerRegisters>();
+  load_tile_async<Elem, Shape::kRows, D, Shape::kConsumerThreads, typename Smem::QueryTile>(
       q_tile, position_span<Elem>(p, bp, p.q, b, head, q0, count));
   cp_async_commit();
   cp_async_wait<0>();
   fence_proxy_async();
-  named_barrier_sync(1, kBlockConsumerThreads);
+  named_barrier_sync(1, Shape::kConsumerThreads);
 
+  const int group = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
-  const int warp_row0 = threadIdx.x / 32 * 16;
+  const int warp_row0 = threadIdx.x / 32 * 16;  // of the CTA's rows
   const float scale_log2 = p.scale * kLog2e;
   int row_idx[1][2];  // positions of the thread's two rows
   row_idx[0][0] = q0 + warp_row0 + lane / 4;
@@ -167,7 +192,7 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   float o[1][DT][4] = {};
   float row_max[1][2] = {{-INFINITY, -INFINITY}};
   float row_sum[1][2] = {{0.0f, 0.0f}};
-  const uint64_t q_desc = k_major_desc(smem_address(q_tile));
+  const uint64_t q_desc = k_major_desc(smem_address(q_tile) + group * 64 * 128);
   const uint64_t k_desc = k_major_desc(smem_address(k_tiles));
   const uint64_t v_desc = n_major_desc<kTileKeys>(smem_address(v_tiles));
 
@@ -175,7 +200,7 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
     const uint64_t k_stage = desc_plus(k_desc, (t % kStages) * kKeyTileBytes);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kTileKeys>(s, desc_plus(q_desc, k_major_step<kBlockRows>(kk)),
+      wgmma_ss<Elem, kTileKeys>(s, desc_plus(q_desc, k_major_step<Shape::kRows>(kk)),
                                 desc_plus(k_stage, k_major_step<kTileKeys>(kk)), kk > 0);
     }
     wgmma_commit();
@@ -192,9 +217,18 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   uint32_t pa[1][1][NT / 2][4];
   float corrections[1][2];
   StagedPart staged[kParts];
+  // Lane 0 reads the stage's parts and hands them to its warp: the lane that releases the stage
+  // is then the one that read it, which compute-sanitizer's racecheck can follow (it reports
+  // reads by the other lanes, ordered by __syncwarp before lane 0's release, as hazards).
   auto read_parts = [&](int t) {
 #pragma unroll
-    for (int part = 0; part < kParts; ++part) staged[part] = notes[(t % kStages) * kParts + part];
+    for (int part = 0; part < kParts; ++part) {
+      int4 v = make_int4(0, 0, 0, 0);
+      if (lane == 0) v = *reinterpret_cast<const int4*>(&notes[(t % kStages) * kParts + part]);
+      staged[part] = {__shfl_sync(0xffffffffu, v.x, 0), __shfl_sync(0xffffffffu, v.y, 0),
+                      __int_as_float(__shfl_sync(0xffffffffu, v.z, 0)),
+                      __shfl_sync(0xffffffffu, v.w, 0)};
+    }
   };
   // Scores of the tile -> probabilities. Part by part: the multiplicity m enters as log2(m)
   // (bias), keys past the part's end or after the row (causal) and a missing part get -inf.
@@ -237,11 +271,16 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
   };
   auto pack = [&]() { accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s); };
 
+  using Turns = std::conditional_t<Groups == 2, IssueTurns, NoTurns>;
+  const Turns turns{group};
   if (first_block < limit) {
+    turns.begin();
     ring.wait_full(0);
     read_parts(0);
+    turns.wait();
     wgmma_fence();
     issue_scores(s[0], 0);
+    turns.pass();
     wgmma_wait<0>();
     pin_accumulators(s[0]);
     softmax();
@@ -251,9 +290,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
       ring.wait_full(t);
       read_parts(t);
       more = !staged[0].last;
+      turns.wait();
       wgmma_fence();
       issue_scores(s[0], t);
       issue_values(pa[0][0], t - 1);
+      turns.pass();
       wgmma_wait<1>();  // the scores (committed first) are done; P V may still run
       pin_accumulators(s[0]);
       softmax();
@@ -264,8 +305,11 @@ __global__ void __launch_bounds__(kBlockThreads, kBlockCtasPerSm)
       rescale_outputs(o, corrections);
       pack();
     }
+    turns.wait();
     wgmma_fence();
     issue_values(pa[0][0], t - 1);
+    turns.pass();
+    turns.end();
     wgmma_wait<0>();
     pin_accumulators(o[0]);
     pin_fragments(pa[0][0]);

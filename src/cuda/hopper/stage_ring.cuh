@@ -23,8 +23,7 @@ struct StageRing {
     return bars + 8 * (Stages + t % Stages);
   }
   // By one thread, before a __syncthreads: each producer thread arrives on full (directly or
-  // when its copies land), each consumer warp on empty (`consumers` arrivals: warps, or threads
-  // with release_each_thread).
+  // when its copies land), each of `consumers` warps on empty.
   // A producer thread that fills a stage in several parts arrives once per part; `notes` more
   // arrivals come from producer threads that also write what the stage holds (a plain arrive,
   // whose release makes those writes visible to the consumers' wait).
@@ -50,11 +49,6 @@ struct StageRing {
     __syncwarp();
     if (threadIdx.x % 32 == 0) mbarrier_arrive(empty(t));
   }
-  // Consumer thread: done with item t, after plain reads of it (not only products). Each
-  // thread's arrive releases its own reads, which compute-sanitizer's racecheck follows; after
-  // a __syncwarp one lane's arrive orders them too, but racecheck reported the copy into the
-  // stage after it as a hazard (bench/NOTES.md). init's consumer count is then in threads.
-  __device__ __forceinline__ void release_each_thread(int t) const { mbarrier_arrive(empty(t)); }
 };
 
 // The tensor rows one producer thread copies for a tile of Rows selected rows from idx0: rows
