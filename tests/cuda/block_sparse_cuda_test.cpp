@@ -446,6 +446,12 @@ TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
   c.block_size = 128;
   c.seqlen = 331;
   c.head_dim = c.head_dim_v = 64;
+  if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+  // Local and global patterns over blocks of 64 at D = 128: on Hopper two query blocks per CTA,
+  // their warpgroups sharing the stages of the key blocks either keeps.
+  c.block_size = 64;
+  c.head_dim = c.head_dim_v = 128;
+  c.block_patterns = {{BlockKind::local, 2, 0, 0}, {BlockKind::global, 1, 0, 0}};
   check_against_oracle(cuda(), c, seed, &worst_ratio_seen);
 }
 

@@ -21,14 +21,31 @@ const char* block_forward_unsupported(const Params& p, int sm) {
   return "";
 }
 
-// Two warpgroups per CTA sharing each stage where the blocks allow it, unless the environment
-// variable DILATED_CUDA_HOPPER_BLOCK_SHARED=0 asks for one (to compare the shapes in one build).
-bool shared_stages(const BlockPass& bp) {
+// Whether neighbouring query blocks keep nearly the same key blocks whatever the sizes: local
+// and global patterns only (two rows of local(W) differ in 2 of 2W + 2 blocks).
+bool neighbours_share_keys(const Params& p) {
+  for (int i = 0; i < p.blocks.num_patterns; ++i) {
+    const BlockKind kind = p.blocks.patterns[i].kind;
+    if (kind != BlockKind::local && kind != BlockKind::global) return false;
+  }
+  return true;
+}
+
+// Two warpgroups per CTA sharing each stage: with blocks of a multiple of 128 (one query block
+// per CTA), or at D = 128 where neighbouring blocks share their keys (two query blocks per CTA,
+// streaming the blocks either keeps); unless the environment variable
+// DILATED_CUDA_HOPPER_BLOCK_SHARED=0 asks for one warpgroup per CTA (to compare the shapes in
+// one build). At D = 64 two query blocks per CTA measured 18% slower than one warpgroup per CTA
+// (H200, local patterns, blocks of 64): the producer walks both rows for tiles that take half
+// the time of D = 128's (bench/NOTES.md).
+bool shared_stages(const Params& p, const BlockPass& bp) {
   static const bool off = [] {
     const char* env = std::getenv("DILATED_CUDA_HOPPER_BLOCK_SHARED");
     return env && std::strcmp(env, "0") == 0;
   }();
-  return !off && bp.block % BlockForwardShape<2>::kRows == 0;
+  if (off) return false;
+  return bp.block % BlockForwardShape<2>::kRows == 0 ||
+         (p.head_dim == 128 && neighbours_share_keys(p));
 }
 
 template <typename Elem, int D, int Groups>
@@ -47,7 +64,7 @@ void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   with_instance(p, [&](auto elem, auto dim) {
     using Elem = decltype(elem);
     constexpr int D = decltype(dim)::value;
-    if (shared_stages(bp)) {
+    if (shared_stages(p, bp)) {
       launch<Elem, D, 2>(p, bp, stream);
     } else {
       launch<Elem, D, 1>(p, bp, stream);

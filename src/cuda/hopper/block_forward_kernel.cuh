@@ -1,17 +1,20 @@
 // Hopper block forward (sm_90a): the block pass's forward (block_sparse_mma.cuh) on warpgroup
-// matrix products. A CTA owns 64 query rows per consumer warpgroup (one wgmma row), all inside
-// one query block, and a producer warpgroup that walks the block's row of the multiplicity
-// matrix and streams the kept blocks' keys into a ring of stages, 64 keys at a time (the copy
-// engine for whole runs of plain rows, cp.async for the rest). A stage holds kParts such runs,
-// not necessarily adjacent (two: the products and the per-tile work of 128 keys, like the dense
+// matrix products. A CTA owns 64 query rows per consumer warpgroup (one wgmma row) and a
+// producer warpgroup that walks the rows' query block's row of the multiplicity matrix and
+// streams the kept blocks' keys into a ring of stages, 64 keys at a time (the copy engine for
+// whole runs of plain rows, cp.async for the rest). A stage holds kParts such runs, not
+// necessarily adjacent (two: the products and the per-tile work of 128 keys, like the dense
 // kernel's); a missing last part is zero-filled and masked. The producer also writes each
-// stage's parts (keys and multiplicity) beside it, so the consumers do not walk the row (two
-// dependent global reads per part). Each consumer runs the dense Hopper forward's pipeline: the
-// softmax of tile t beside tile t - 1's P V. Two shapes (BlockForwardShape): with blocks of a
-// multiple of 128, two warpgroups share every stage and take turns issuing their products, as
-// in the dense kernel; otherwise one warpgroup per CTA and two CTAs per SM, whose products and
-// exponentials interleave without turns (blocks of 64 give two query blocks no key tiles to
-// share; docs/design.md 3d).
+// stage's parts (keys and multiplicity, per warpgroup) beside it, so the consumers do not walk
+// the row (two dependent global reads per part). Each consumer runs the dense Hopper forward's
+// pipeline: the softmax of tile t beside tile t - 1's P V. Two shapes (BlockForwardShape):
+// - two warpgroups share every stage and take turns issuing their products, as in the dense
+//   kernel: with blocks of a multiple of 128 (both in one query block), or for patterns whose
+//   neighbouring query blocks keep nearly the same key blocks (local, global), where the two
+//   warpgroups' blocks may differ and the producer streams the blocks either keeps;
+// - otherwise one warpgroup per CTA and two CTAs per SM, whose products and exponentials
+//   interleave without turns (blocks of 64 give two query blocks of a random or topk pattern
+//   no key tiles to share; docs/design.md 3d).
 #pragma once
 
 #include <type_traits>
@@ -27,10 +30,9 @@ namespace dilated::cuda::hopper {
 inline constexpr int kBlockKeys = 64;  // keys per part of a tile, the cursors' step
 static_assert(kBlockKeys == kMmaRows, "the cursors step by kMmaRows");
 
-// A CTA's shape: Groups consumer warpgroups of 64 query rows of one query block (2 needs blocks
-// of a multiple of 128), a producer warpgroup, CTAs per SM, and the register split (setmaxnreg
-// moves what the producer gives up to the consumers, no more: the launch's allocation is
-// 128 x 256 per CTA for one group, 168 x 384 for two).
+// A CTA's shape: Groups consumer warpgroups of 64 query rows, a producer warpgroup, CTAs per SM,
+// and the register split (setmaxnreg moves what the producer gives up to the consumers, no
+// more: the launch's allocation is 128 x 256 per CTA for one group, 168 x 384 for two).
 template <int Groups>
 struct BlockForwardShape {
   static constexpr int kRows = 64 * Groups;
@@ -65,7 +67,9 @@ struct BlockForwardSmem {
   using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kTileKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
-  static constexpr int kNoteBytes = kStages * kParts * static_cast<int>(sizeof(StagedPart));
+  // A note per stage, part and warpgroup.
+  static constexpr int kNoteBytes =
+      kStages * kParts * Groups * static_cast<int>(sizeof(StagedPart));
   // The tiles, the stages' parts, the stage barriers, a word per consumer thread
   // (wgmma_wait_after), and room to round the base up to 1024.
   static constexpr int kBytes =
@@ -103,7 +107,7 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   Elem* k_tiles = q_tile + Smem::QueryTile::kElements;
   Elem* v_tiles = k_tiles + kStages * KeyTile::kElements;
   StagedPart* notes = reinterpret_cast<StagedPart*>(v_tiles + kStages * KeyTile::kElements);
-  const StageRing<kStages> ring{smem_address(notes + kStages * kParts)};
+  const StageRing<kStages> ring{smem_address(notes + kStages * kParts * Groups)};
   const uint32_t scratch = ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;
 
   const int64_t b = blockIdx.z, head = blockIdx.y;
@@ -113,21 +117,28 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   const int count = static_cast<int>(n);
   const int64_t kv_head = kv_head_of(p, head);
   const int64_t I = q0 / bp.block;
-  const int64_t limit = p.causal ? I + 1 : block_count(n, bp.block);
-  const uint8_t* row = bp.mult + mult_row_index(bp, b, class_of_head(bp, head), I);
+  // With blocks of 64 x an odd number, warpgroup 1's rows may lie in the next query block, whose
+  // row is `other`: the producer then walks the blocks either row keeps and notes per warpgroup
+  // which parts it keeps (the launcher picks this shape for patterns whose neighbouring rows
+  // nearly agree, BlockForwardShape).
+  const int64_t I_last = Groups == 2 && q0 + kBlockKeys < count ? (q0 + kBlockKeys) / bp.block : I;
+  const int64_t limit = p.causal ? I_last + 1 : block_count(n, bp.block);
+  const int64_t cls = class_of_head(bp, head);
+  const uint8_t* row = bp.mult + mult_row_index(bp, b, cls, I);
+  const uint8_t* other = I_last != I ? bp.mult + mult_row_index(bp, b, cls, I_last) : nullptr;
   const int last_row = min(q0 + Shape::kRows, count) - 1;
   // The producer walks the row; a tile is kParts cursors, parts past the last kept tile have
   // J == limit.
   using TileCursors = KeyTileCursor[kParts];
   auto next = [&](const KeyTileCursor& c) {
-    return c.J < limit ? next_tile(p, bp, row, c, limit, n, last_row) : c;
+    return c.J < limit ? next_tile(p, bp, row, c, limit, n, last_row, other) : c;
   };
   auto tile_from = [&](TileCursors& tile, const KeyTileCursor& c) {
     tile[0] = c;
 #pragma unroll
     for (int part = 1; part < kParts; ++part) tile[part] = next(tile[part - 1]);
   };
-  const int64_t first_block = next_kept_block(row, 0, limit);
+  const int64_t first_block = next_kept_block(row, 0, limit, 1, other);
 
   if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32, kParts, 1);
   __syncthreads();
@@ -141,14 +152,26 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
     RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
     for (int t = 0; tile[0].J < limit; ++t) {
       ring.wait_empty(t);
-      StagedPart* note = notes + (t % kStages) * kParts;
+      StagedPart* note = notes + (t % kStages) * kParts * Groups;
 #pragma unroll
       for (int part = 0; part < kParts; ++part) {
         // Keys past the block (or the causal cut), and a missing part, read as zeros.
         const bool kept = tile[part].J < limit;
         k_span.idx0 = v_span.idx0 = kept ? tile[part].key0 : 0;
         k_span.count = v_span.count = kept ? tile[part].end : 0;
-        if (writer) note[part] = {k_span.idx0, k_span.count, kept ? tile[part].bias : 0.0f, 0};
+        if (writer) {
+#pragma unroll
+          for (int group = 0; group < Groups; ++group) {
+            int end = k_span.count;
+            float bias = kept ? tile[part].bias : 0.0f;
+            if (other != nullptr && kept) {  // the warpgroup's own row says whether it keeps J
+              const uint8_t c = (group == 0 ? row : other)[tile[part].J];
+              end = c != 0 ? end : 0;
+              bias = c != 0 ? __log2f(static_cast<float>(c)) : 0.0f;
+            }
+            note[part * Groups + group] = {k_span.idx0, end, bias, 0};
+          }
+        }
         ProducerRows<kBlockKeys> rows;
         rows.locate(maps, k_span, k_span.idx0);
         // Part p is rows 64 p.. of the tile: an offset of 64 lines in each 64-column half.
@@ -166,7 +189,8 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
       // The next tile is found while this one's copies are in flight.
       tile_from(tile, next(tile[kParts - 1]));
       if (writer) {
-        note[0].last = tile[0].J >= limit;
+#pragma unroll
+        for (int group = 0; group < Groups; ++group) note[group].last = tile[0].J >= limit;
         mbarrier_arrive(ring.full(t));
       }
     }
@@ -224,7 +248,10 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
 #pragma unroll
     for (int part = 0; part < kParts; ++part) {
       int4 v = make_int4(0, 0, 0, 0);
-      if (lane == 0) v = *reinterpret_cast<const int4*>(&notes[(t % kStages) * kParts + part]);
+      if (lane == 0) {
+        v = *reinterpret_cast<const int4*>(
+            &notes[((t % kStages) * kParts + part) * Groups + group]);
+      }
       staged[part] = {__shfl_sync(0xffffffffu, v.x, 0), __shfl_sync(0xffffffffu, v.y, 0),
                       __int_as_float(__shfl_sync(0xffffffffu, v.z, 0)),
                       __shfl_sync(0xffffffffu, v.w, 0)};

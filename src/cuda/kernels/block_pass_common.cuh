@@ -38,13 +38,16 @@ __device__ __forceinline__ RowSpan position_span(const Params& p, const BlockPas
 }
 
 // The first kept block at or after `from` of row[0], row[stride], ... (count entries), or
-// count; every warp finds the same one (warp-uniform ballots over the same bytes).
+// count; every warp finds the same one (warp-uniform ballots over the same bytes). With `other`
+// (a second row, stride 1), the first block either row keeps.
 __device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from, int64_t count,
-                                                   int64_t stride = 1) {
+                                                   int64_t stride = 1,
+                                                   const uint8_t* other = nullptr) {
   const int lane = threadIdx.x % 32;
   for (int64_t J0 = from; J0 < count; J0 += 32) {
     const int64_t J = J0 + lane;
-    const unsigned live = __ballot_sync(0xffffffffu, J < count && row[J * stride] != 0);
+    const unsigned live = __ballot_sync(
+        0xffffffffu, J < count && (row[J * stride] != 0 || (other != nullptr && other[J] != 0)));
     if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
   }
   return count;
@@ -71,14 +74,17 @@ __device__ __forceinline__ KeyTileCursor tile_of_block(const Params& p, const Bl
   return c;
 }
 
+// The tile after c; with `other`, over the blocks either row keeps (the bias is row's).
 __device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockPass& bp,
                                                    const uint8_t* row, KeyTileCursor c,
-                                                   int64_t limit, int64_t n, int last_row) {
+                                                   int64_t limit, int64_t n, int last_row,
+                                                   const uint8_t* other = nullptr) {
   if (c.key0 + kMmaRows < c.end) {
     c.key0 += kMmaRows;
     return c;
   }
-  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit), limit, n, last_row);
+  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit, 1, other), limit, n,
+                       last_row);
 }
 
 // dk/dv's walk over query tiles: query head `head` (== head_end when done), its kept query
