@@ -1,7 +1,7 @@
 // Hopper block forward (sm_90a): the block pass's forward (block_sparse_mma.cuh) on warpgroup
 // matrix products. A CTA owns 64 query rows per consumer warpgroup (one wgmma row) and a
-// producer warpgroup that walks the rows' query block's row of the multiplicity matrix and
-// streams the kept blocks' keys into a ring of stages, 64 keys at a time (the copy engine for
+// producer warpgroup that walks the multiplicity matrix's row of their query block and streams
+// the kept blocks' keys into a ring of stages, 64 keys at a time (the copy engine for
 // whole runs of plain rows, cp.async for the rest). A stage holds kParts such runs, not
 // necessarily adjacent (two: the products and the per-tile work of 128 keys, like the dense
 // kernel's); a missing last part is zero-filled and masked. The producer also writes each
@@ -119,8 +119,8 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   const int64_t I = q0 / bp.block;
   // With blocks of 64 x an odd number, warpgroup 1's rows may lie in the next query block, whose
   // row is `other`: the producer then walks the blocks either row keeps and notes per warpgroup
-  // which parts it keeps (the launcher picks this shape for patterns whose neighbouring rows
-  // nearly agree, BlockForwardShape).
+  // which parts it keeps (the launcher takes this shape only where neighbouring rows nearly
+  // agree: shared_stages in block_forward.cu).
   const int64_t I_last = Groups == 2 && q0 + kBlockKeys < count ? (q0 + kBlockKeys) / bp.block : I;
   const int64_t limit = p.causal ? I_last + 1 : block_count(n, bp.block);
   const int64_t cls = class_of_head(bp, head);
