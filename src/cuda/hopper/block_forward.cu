@@ -33,19 +33,20 @@ bool neighbours_share_keys(const Params& p) {
 
 // Two warpgroups per CTA sharing each stage: with blocks of a multiple of 128 (one query block
 // per CTA), or at D = 128 where neighbouring blocks share their keys (two query blocks per CTA,
-// streaming the blocks either keeps); unless the environment variable
-// DILATED_CUDA_HOPPER_BLOCK_SHARED=0 asks for one warpgroup per CTA (to compare the shapes in
-// one build). At D = 64 two query blocks per CTA measured 18% slower than one warpgroup per CTA
-// (H200, local patterns, blocks of 64): the producer walks both rows for tiles that take half
-// the time of D = 128's (bench/NOTES.md).
+// streaming the blocks either keeps). At D = 64 two query blocks per CTA measured 18% slower
+// than one warpgroup per CTA (H200, local patterns, blocks of 64): the producer walks both rows
+// for tiles that take half the time of D = 128's (bench/NOTES.md). The environment variable
+// DILATED_CUDA_HOPPER_BLOCK_SHARED compares the shapes in one build: 0 gives one warpgroup per
+// CTA, 1 two wherever the patterns allow it, at any D.
 bool shared_stages(const Params& p, const BlockPass& bp) {
-  static const bool off = [] {
+  static const int forced = [] {
     const char* env = std::getenv("DILATED_CUDA_HOPPER_BLOCK_SHARED");
-    return env && std::strcmp(env, "0") == 0;
+    return env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0) ? env[0] - '0' : -1;
   }();
-  if (off) return false;
-  return bp.block % BlockForwardShape<2>::kRows == 0 ||
-         (p.head_dim == 128 && neighbours_share_keys(p));
+  if (forced == 0) return false;
+  const bool one_block = bp.block % BlockForwardShape<2>::kRows == 0;
+  if (forced == 1) return one_block || neighbours_share_keys(p);
+  return one_block || (p.head_dim == 128 && neighbours_share_keys(p));
 }
 
 template <typename Elem, int D, int Groups>

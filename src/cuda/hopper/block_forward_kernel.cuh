@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
 #pragma unroll
     for (int part = 1; part < kParts; ++part) tile[part] = next(tile[part - 1]);
   };
-  const int64_t first_block = next_kept_block(row, 0, limit, 1, other);
+  const KeptBlock first = next_kept(row, 0, limit, 1, other);
 
   if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32, kParts, 1);
   __syncthreads();
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   if (threadIdx.x >= Shape::kConsumerThreads) {
     shrink_registers_to<Shape::kProducerRegisters>();
     TileCursors tile;
-    tile_from(tile, tile_of_block(p, bp, row, first_block, limit, n, last_row));
+    tile_from(tile, tile_of_block(p, bp, first, limit, n, last_row));
     const bool writer = threadIdx.x % 128 == 0;
     RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
     RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
@@ -162,14 +162,12 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
         if (writer) {
 #pragma unroll
           for (int group = 0; group < Groups; ++group) {
-            int end = k_span.count;
-            float bias = kept ? tile[part].bias : 0.0f;
-            if (other != nullptr && kept) {  // the warpgroup's own row says whether it keeps J
-              const uint8_t c = (group == 0 ? row : other)[tile[part].J];
-              end = c != 0 ? end : 0;
-              bias = c != 0 ? __log2f(static_cast<float>(c)) : 0.0f;
-            }
-            note[part * Groups + group] = {k_span.idx0, end, bias, 0};
+            // Over two rows, the warpgroup's own row says whether it keeps the block.
+            const float bias =
+                other != nullptr && group == 1 ? tile[part].other_bias : tile[part].bias;
+            const bool keeps = kept && bias != -INFINITY;
+            note[part * Groups + group] = {k_span.idx0, keeps ? k_span.count : 0,
+                                           keeps ? bias : 0.0f, 0};
           }
         }
         ProducerRows<kBlockKeys> rows;
@@ -300,7 +298,7 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
 
   using Turns = std::conditional_t<Groups == 2, IssueTurns, NoTurns>;
   const Turns turns{group};
-  if (first_block < limit) {
+  if (first.J < limit) {
     turns.begin();
     ring.wait_full(0);
     read_parts(0);

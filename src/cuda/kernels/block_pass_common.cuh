@@ -37,44 +37,60 @@ __device__ __forceinline__ RowSpan position_span(const Params& p, const BlockPas
           count};
 }
 
-// The first kept block at or after `from` of row[0], row[stride], ... (count entries), or
-// count; every warp finds the same one (warp-uniform ballots over the same bytes). With `other`
-// (a second row, stride 1), the first block either row keeps.
-__device__ __forceinline__ int64_t next_kept_block(const uint8_t* row, int64_t from, int64_t count,
-                                                   int64_t stride = 1,
-                                                   const uint8_t* other = nullptr) {
+// A kept block: its index (the bound searched to where there is none) and its multiplicity in
+// the row and in a second row (0 where that row drops it, or without one).
+struct KeptBlock {
+  int64_t J;
+  int count;
+  int other_count;
+};
+
+// The first kept block at or after `from` of row[0], row[stride], ... (count entries); every
+// warp finds the same one (warp-uniform ballots over the same bytes). With `other` (a second
+// row, stride 1), the first block either row keeps. The multiplicities come from the bytes the
+// ballot read (shuffled from the lane that found the block): a second read of them was one more
+// dependent global load per block on the walk.
+__device__ __forceinline__ KeptBlock next_kept(const uint8_t* row, int64_t from, int64_t count,
+                                               int64_t stride = 1, const uint8_t* other = nullptr) {
   const int lane = threadIdx.x % 32;
   for (int64_t J0 = from; J0 < count; J0 += 32) {
     const int64_t J = J0 + lane;
-    const unsigned live = __ballot_sync(
-        0xffffffffu, J < count && (row[J * stride] != 0 || (other != nullptr && other[J] != 0)));
-    if (live) return J0 + __ffs(static_cast<int>(live)) - 1;
+    const int mine = J < count ? row[J * stride] : 0;
+    const int theirs = other != nullptr && J < count ? other[J] : 0;
+    const unsigned live = __ballot_sync(0xffffffffu, mine != 0 || theirs != 0);
+    if (live) {
+      const int src = __ffs(static_cast<int>(live)) - 1;
+      return {J0 + src, __shfl_sync(0xffffffffu, mine, src), __shfl_sync(0xffffffffu, theirs, src)};
+    }
   }
-  return count;
+  return {count, 0, 0};
 }
 
 // The forward's walk over key tiles: block J (== limit when done), its tile at key0, the end of
-// its keys (the causal cut included) and the score bias log2(multiplicity).
+// its keys (the causal cut included) and the score bias log2(multiplicity); over two rows
+// (next_kept's `other`), other_bias is the second row's (-inf where a row drops the block).
 struct KeyTileCursor {
   int64_t J;
   int key0;
   int end;
   float bias;
+  float other_bias;
 };
 
 __device__ __forceinline__ KeyTileCursor tile_of_block(const Params& p, const BlockPass& bp,
-                                                       const uint8_t* row, int64_t J, int64_t limit,
-                                                       int64_t n, int last_row) {
-  KeyTileCursor c{J, 0, 0, 0.0f};
-  if (J >= limit) return c;
-  c.key0 = static_cast<int>(J * bp.block);
-  c.end = static_cast<int>(min(J * bp.block + bp.block, n));
+                                                       const KeptBlock& k, int64_t limit, int64_t n,
+                                                       int last_row) {
+  KeyTileCursor c{k.J, 0, 0, 0.0f, 0.0f};
+  if (k.J >= limit) return c;
+  c.key0 = static_cast<int>(k.J * bp.block);
+  c.end = static_cast<int>(min(k.J * bp.block + bp.block, n));
   if (p.causal) c.end = min(c.end, last_row + 1);
-  c.bias = __log2f(static_cast<float>(row[J]));
+  c.bias = __log2f(static_cast<float>(k.count));
+  c.other_bias = __log2f(static_cast<float>(k.other_count));
   return c;
 }
 
-// The tile after c; with `other`, over the blocks either row keeps (the bias is row's).
+// The tile after c; with `other`, over the blocks either row keeps.
 __device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockPass& bp,
                                                    const uint8_t* row, KeyTileCursor c,
                                                    int64_t limit, int64_t n, int last_row,
@@ -83,8 +99,7 @@ __device__ __forceinline__ KeyTileCursor next_tile(const Params& p, const BlockP
     c.key0 += kMmaRows;
     return c;
   }
-  return tile_of_block(p, bp, row, next_kept_block(row, c.J + 1, limit, 1, other), limit, n,
-                       last_row);
+  return tile_of_block(p, bp, next_kept(row, c.J + 1, limit, 1, other), limit, n, last_row);
 }
 
 // dk/dv's walk over query tiles: query head `head` (== head_end when done), its kept query
@@ -109,12 +124,12 @@ struct QueryWalk {
   // The first kept query block at or after (head, from), heads in order.
   __device__ __forceinline__ QueryTileCursor find(int64_t head, int64_t from) const {
     for (; head < head_end; ++head, from = p.causal ? J : 0) {
-      const int64_t I = next_kept_block(column(head), from, nb, bp.nb);
-      if (I < nb) {
-        QueryTileCursor c{head, I, static_cast<int>(I * bp.block),
-                          static_cast<int>(min(I * bp.block + bp.block, n)), 0.0f};
+      const KeptBlock k = next_kept(column(head), from, nb, bp.nb);
+      if (k.J < nb) {
+        QueryTileCursor c{head, k.J, static_cast<int>(k.J * bp.block),
+                          static_cast<int>(min(k.J * bp.block + bp.block, n)), 0.0f};
         if (p.causal && c.query0 < k0) c.query0 = k0;  // earlier queries see none of the keys
-        c.bias = __log2f(static_cast<float>(column(head)[I * bp.nb]));
+        c.bias = __log2f(static_cast<float>(k.count));
         return c;
       }
     }

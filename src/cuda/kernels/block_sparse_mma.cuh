@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kBlockForwardThreads<MT>)
                                                       next_rows);
     cp_async_commit();
   };
-  KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  KeyTileCursor cur = tile_of_block(p, bp, next_kept(row, 0, limit), limit, n, last_row);
   KeyTileCursor next = cur;
   if (cur.J < limit) {
     locate(cur);
@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     cp_async_commit();
   };
   const int64_t limit = p.causal ? I + 1 : nb;
-  KeyTileCursor cur = tile_of_block(p, bp, row, next_kept_block(row, 0, limit), limit, n, last_row);
+  KeyTileCursor cur = tile_of_block(p, bp, next_kept(row, 0, limit), limit, n, last_row);
   KeyTileCursor next = cur;
   if (cur.J < limit) {
     locate(cur);
