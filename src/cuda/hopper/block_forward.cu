@@ -21,6 +21,8 @@ const char* block_forward_unsupported(const Params& p, int sm) {
   return "";
 }
 
+namespace {
+
 // Whether neighbouring query blocks keep nearly the same key blocks whatever the sizes: local
 // and global patterns only (two rows of local(W) differ in 2 of 2W + 2 blocks).
 bool neighbours_share_keys(const Params& p) {
@@ -33,9 +35,9 @@ bool neighbours_share_keys(const Params& p) {
 
 // Two warpgroups per CTA sharing each stage: with blocks of a multiple of 128 (one query block
 // per CTA), or at D = 128 where neighbouring blocks share their keys (two query blocks per CTA,
-// streaming the blocks either keeps). At D = 64 two query blocks per CTA measured 18% slower
-// than one warpgroup per CTA (H200, local patterns, blocks of 64): the producer walks both rows
-// for tiles that take half the time of D = 128's (bench/NOTES.md). The environment variable
+// streaming the blocks either keeps). At D = 64 two query blocks per CTA measured no faster than
+// one warpgroup per CTA (local patterns, blocks of 64): the producer walks both rows for tiles
+// that take half the time of D = 128's (bench/NOTES.md, eighth session). The environment variable
 // DILATED_CUDA_HOPPER_BLOCK_SHARED compares the shapes in one build: 0 gives one warpgroup per
 // CTA, 1 two wherever the patterns allow it, at any D.
 bool shared_stages(const Params& p, const BlockPass& bp) {
@@ -60,6 +62,8 @@ void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   kernel<<<grid, BlockForwardShape<Groups>::kThreads, smem, stream>>>(
       p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true));
 }
+
+}  // namespace
 
 void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   with_instance(p, [&](auto elem, auto dim) {
