@@ -180,18 +180,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       ring.wait_full(t);
       float st[1][QT][4], dpt[1][QT][4];  // this warpgroup's 64 keys x the tile's queries
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        wgmma_ss<Elem, kDkdvQueries>(st[0], desc_plus(k_desc, k_major_step<kKeys>(kk)),
-                                     desc_plus(q_desc, stage + k_major_step<kDkdvQueries>(kk)),
-                                     kk > 0);
-      }
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        wgmma_ss<Elem, kDkdvQueries>(dpt[0], desc_plus(v_desc, k_major_step<kKeys>(kk)),
-                                     desc_plus(do_desc, stage + k_major_step<kDkdvQueries>(kk)),
-                                     kk > 0);
-      }
+      wgmma_ss_over_d<Elem, kDkdvQueries, kKeys, D>(st[0], k_desc, q_desc, stage);
+      wgmma_ss_over_d<Elem, kDkdvQueries, kKeys, D>(dpt[0], v_desc, do_desc, stage);
       wgmma_commit();
       wgmma_wait<0>();
       pin_accumulators(st[0]);

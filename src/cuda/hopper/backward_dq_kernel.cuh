@@ -103,16 +103,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     ring.wait_full(t);
     float s[1][NT][4], dp[1][NT][4];
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kKeys>(s[0], desc_plus(q_desc, k_major_step<kRows>(kk)),
-                            desc_plus(k_desc, stage + k_major_step<kKeys>(kk)), kk > 0);
-    }
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kKeys>(dp[0], desc_plus(do_desc, k_major_step<kRows>(kk)),
-                            desc_plus(v_desc, stage + k_major_step<kKeys>(kk)), kk > 0);
-    }
+    wgmma_ss_over_d<Elem, kKeys, kRows, D>(s[0], q_desc, k_desc, stage);
+    wgmma_ss_over_d<Elem, kKeys, kRows, D>(dp[0], do_desc, v_desc, stage);
     wgmma_commit();
     wgmma_wait<0>();
     pin_accumulators(s[0]);

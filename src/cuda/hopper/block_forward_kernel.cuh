@@ -219,12 +219,8 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   const uint64_t v_desc = n_major_desc<kTileKeys>(smem_address(v_tiles));
 
   auto issue_scores = [&](float(&s)[NT][4], int t) {
-    const uint64_t k_stage = desc_plus(k_desc, (t % kStages) * kKeyTileBytes);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kTileKeys>(s, desc_plus(q_desc, k_major_step<Shape::kRows>(kk)),
-                                desc_plus(k_stage, k_major_step<kTileKeys>(kk)), kk > 0);
-    }
+    wgmma_ss_over_d<Elem, kTileKeys, Shape::kRows, D>(
+        s, q_desc, desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
     wgmma_commit();
   };
   auto issue_values = [&](const uint32_t(&pa)[NT / 2][4], int t) {

@@ -182,12 +182,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // S = Q K^T of tile t into s (asynchronous; committed as one group).
   auto issue_scores = [&](float(&s)[NT][4], int t) {
-    const uint64_t k_stage = desc_plus(k_desc, (t % kStages) * kKeyTileBytes);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      wgmma_ss<Elem, kKeys>(s, desc_plus(q_desc, k_major_step<kRows>(kk)),
-                            desc_plus(k_stage, k_major_step<kKeys>(kk)), kk > 0);
-    }
+    wgmma_ss_over_d<Elem, kKeys, kRows, D>(s, q_desc,
+                                           desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
     wgmma_commit();
   };
   // O += P V of tile t, P from registers (asynchronous; one group).

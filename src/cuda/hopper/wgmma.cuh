@@ -135,4 +135,17 @@ __device__ __forceinline__ void wgmma_rs_bk(float (&d)[N / 8][4], const uint32_t
 #include "cuda/hopper/wgmma_ops.inc"
 #endif
 
+// d = A B^T over a head dim of D, both operands K-major in shared memory: A from a_desc (rows of a
+// GmmaTile<ARows, D>), B the N rows of a GmmaTile<N, D> b_offset bytes past b_desc (a stage).
+// D / 16 asynchronous products, not committed.
+template <typename Elem, int N, int ARows, int D>
+__device__ __forceinline__ void wgmma_ss_over_d(float (&d)[N / 8][4], uint64_t a_desc,
+                                                uint64_t b_desc, uint32_t b_offset = 0) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    wgmma_ss<Elem, N>(d, desc_plus(a_desc, k_major_step<ARows>(kk)),
+                      desc_plus(b_desc, b_offset + k_major_step<N>(kk)), kk > 0);
+  }
+}
+
 }  // namespace dilated::cuda::hopper
