@@ -34,7 +34,8 @@ if [[ $what == tests || $what == all ]]; then
     >"$OUT/sparse_tests_mma_forward.log" 2>&1
   echo "tensor-core block cases with DILATED_CUDA_HOPPER_BLOCK=0: exit $?"
   grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_mma_forward.log" | head -20
-  # Blocks of 128 with one warpgroup per CTA (the shape blocks of 64 take).
+  # One warpgroup per CTA also where the Hopper block forward would take two (blocks of 128;
+  # local and global patterns at D = 128).
   DILATED_CUDA_HOPPER_BLOCK_SHARED=0 ./$BUILD/bin/cuda_tests \
     --gtest_filter='CudaBlockSparse.TensorCoreBlockPass' >"$OUT/sparse_tests_one_group.log" 2>&1
   echo "tensor-core block cases with DILATED_CUDA_HOPPER_BLOCK_SHARED=0: exit $?"
