@@ -95,9 +95,15 @@ bool block_pass_uses_tensor_cores(const Params& p) {
 void block_mma_pass(const Params& p, const BlockPass& bp, bool backward, cudaStream_t stream) {
 #if DILATED_WITH_HOPPER
   int sm = 0;
-  if (!backward && device_sm(&sm).ok() && hopper::block_forward_unsupported(p, sm)[0] == '\0') {
-    hopper::block_forward(p, bp, stream);
-    return;
+  if (device_sm(&sm).ok()) {
+    if (!backward && hopper::block_forward_unsupported(p, sm)[0] == '\0') {
+      hopper::block_forward(p, bp, stream);
+      return;
+    }
+    if (backward && hopper::block_backward_unsupported(p, sm)[0] == '\0') {
+      hopper::block_backward(p, bp, stream);
+      return;
+    }
   }
 #endif
   if (p.dtype == DType::bf16) {

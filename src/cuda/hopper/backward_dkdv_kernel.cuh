@@ -17,11 +17,6 @@
 namespace dilated::cuda::hopper {
 
 inline constexpr int kDkdvQueries = 64;  // query rows per streamed tile
-// 16-bit parts of P^T in dv += P^T dO (a benchmark knob; dS^T always takes kBackwardParts).
-#ifndef DILATED_HOPPER_VALUE_PARTS
-#define DILATED_HOPPER_VALUE_PARTS 2
-#endif
-inline constexpr int kValueParts = DILATED_HOPPER_VALUE_PARTS;
 inline constexpr int kDkdvStages = 3;
 
 template <int D>

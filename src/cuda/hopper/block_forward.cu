@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "cuda/hopper/block_forward_kernel.cuh"
+#include "cuda/hopper/block_shape_choice.hpp"
 #include "cuda/hopper/hopper_launch.hpp"
 #include "cuda/hopper/instances.hpp"
 #include "cuda/hopper/tensor_maps.hpp"
@@ -21,6 +22,14 @@ const char* block_forward_unsupported(const Params& p, int sm) {
   return "";
 }
 
+int forced_block_groups() {
+  static const int forced = [] {
+    const char* env = std::getenv("DILATED_CUDA_HOPPER_BLOCK_SHARED");
+    return env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0) ? env[0] - '0' : -1;
+  }();
+  return forced;
+}
+
 namespace {
 
 // Whether neighbouring query blocks keep nearly the same key blocks whatever the sizes: local
@@ -37,16 +46,12 @@ bool neighbours_share_keys(const Params& p) {
 // per CTA), or at D = 128 where neighbouring blocks share their keys (two query blocks per CTA,
 // streaming the blocks either keeps). At D = 64 two query blocks per CTA measured no faster than
 // one warpgroup per CTA (local patterns, blocks of 64): the producer walks both rows for tiles
-// that take half the time of D = 128's (bench/NOTES.md, eighth session). The environment variable
-// DILATED_CUDA_HOPPER_BLOCK_SHARED compares the shapes in one build: 0 gives one warpgroup per
-// CTA, 1 two wherever the patterns allow it, at any D.
+// that take half the time of D = 128's (bench/NOTES.md, eighth session). forced_block_groups may
+// override the choice.
 bool shared_stages(const Params& p, const BlockPass& bp) {
-  static const int forced = [] {
-    const char* env = std::getenv("DILATED_CUDA_HOPPER_BLOCK_SHARED");
-    return env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0) ? env[0] - '0' : -1;
-  }();
+  const int forced = forced_block_groups();
   if (forced == 0) return false;
-  const bool one_block = bp.block % BlockForwardShape<2>::kRows == 0;
+  const bool one_block = bp.block % BlockShape<2>::kRows == 0;
   if (forced == 1) return one_block || neighbours_share_keys(p);
   return one_block || (p.head_dim == 128 && neighbours_share_keys(p));
 }
@@ -57,9 +62,9 @@ void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   const int smem = BlockForwardSmem<D, Groups>::kBytes;
   // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const dim3 grid(blocks_for(p.seqlen, BlockForwardShape<Groups>::kRows),
-                  static_cast<unsigned>(p.heads), static_cast<unsigned>(p.batch));
-  kernel<<<grid, BlockForwardShape<Groups>::kThreads, smem, stream>>>(
+  const dim3 grid(blocks_for(p.seqlen, BlockShape<Groups>::kRows), static_cast<unsigned>(p.heads),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, BlockShape<Groups>::kThreads, smem, stream>>>(
       p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true));
 }
 

@@ -19,46 +19,18 @@
 
 #include <type_traits>
 
-#include "cuda/hopper/stage_ring.cuh"
-#include "cuda/hopper/warp_roles.cuh"
+#include "cuda/hopper/block_key_stream.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/block_pass_common.cuh"
 #include "cuda/kernels/forward_rows.cuh"
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kBlockKeys = 64;  // keys per part of a tile, the cursors' step
 static_assert(kBlockKeys == kMmaRows, "the cursors step by kMmaRows");
-
-// A CTA's shape: Groups consumer warpgroups of 64 query rows, a producer warpgroup, CTAs per SM,
-// and the register split (setmaxnreg moves what the producer gives up to the consumers, no
-// more: the launch's allocation is 128 x 256 per CTA for one group, 168 x 384 for two).
-template <int Groups>
-struct BlockForwardShape {
-  static constexpr int kRows = 64 * Groups;
-  static constexpr int kConsumerThreads = 128 * Groups;
-  static constexpr int kThreads = kConsumerThreads + 128;
-  static constexpr int kCtasPerSm = Groups == 1 ? 2 : 1;
-  static constexpr int kProducerRegisters = 40;
-  static constexpr int kConsumerRegisters = Groups == 1 ? 216 : 232;
-  static_assert(128 * kProducerRegisters + kConsumerThreads * kConsumerRegisters ==
-                    (Groups == 1 ? 128 : 168) * kThreads,
-                "the register split");
-};
-
-// A part of a stage as the producer saw it: keys key0 .. end - 1 of one kept block (end == 0:
-// no part; every key is masked) and its score bias log2(multiplicity); `last` (part 0 only):
-// no stage follows.
-struct alignas(16) StagedPart {
-  int key0;
-  int end;
-  float bias;
-  int last;
-};
 
 template <int D, int Groups>
 struct BlockForwardSmem {
-  using Shape = BlockForwardShape<Groups>;
+  using Shape = BlockShape<Groups>;
   // Parts of 64 keys per tile, and stages in flight: as many as the CTAs of an SM leave room
   // for (228 KiB each SM; two CTAs at D = 128 hold 64-key tiles only).
   static constexpr int kParts = D == 64 || Groups == 2 ? 2 : 1;
@@ -87,12 +59,11 @@ struct NoTurns {
 };
 
 template <typename Elem, int D, int Groups>
-__global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
-                                  BlockForwardShape<Groups>::kCtasPerSm)
+__global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Groups>::kCtasPerSm)
     block_forward_kernel(const Params p, const BlockPass bp,
                          const __grid_constant__ TensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Shape = BlockForwardShape<Groups>;
+  using Shape = BlockShape<Groups>;
   using Smem = BlockForwardSmem<D, Groups>;
   constexpr int kStages = Smem::kStages;
   constexpr int kParts = Smem::kParts;
@@ -127,17 +98,6 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   const uint8_t* row = bp.mult + mult_row_index(bp, b, cls, I);
   const uint8_t* other = I_last != I ? bp.mult + mult_row_index(bp, b, cls, I_last) : nullptr;
   const int last_row = min(q0 + Shape::kRows, count) - 1;
-  // The producer walks the row; a tile is kParts cursors, parts past the last kept tile have
-  // J == limit.
-  using TileCursors = KeyTileCursor[kParts];
-  auto next = [&](const KeyTileCursor& c) {
-    return c.J < limit ? next_tile(p, bp, row, c, limit, n, last_row, other) : c;
-  };
-  auto tile_from = [&](TileCursors& tile, const KeyTileCursor& c) {
-    tile[0] = c;
-#pragma unroll
-    for (int part = 1; part < kParts; ++part) tile[part] = next(tile[part - 1]);
-  };
   const KeptBlock first = next_kept(row, 0, limit, 1, other);
 
   if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32, kParts, 1);
@@ -145,54 +105,9 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
 
   if (threadIdx.x >= Shape::kConsumerThreads) {
     shrink_registers_to<Shape::kProducerRegisters>();
-    TileCursors tile;
-    tile_from(tile, tile_of_block(p, bp, first, limit, n, last_row));
-    const bool writer = threadIdx.x % 128 == 0;
-    RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
-    RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
-    for (int t = 0; tile[0].J < limit; ++t) {
-      ring.wait_empty(t);
-      StagedPart* note = notes + (t % kStages) * kParts * Groups;
-#pragma unroll
-      for (int part = 0; part < kParts; ++part) {
-        // Keys past the block (or the causal cut), and a missing part, read as zeros.
-        const bool kept = tile[part].J < limit;
-        k_span.idx0 = v_span.idx0 = kept ? tile[part].key0 : 0;
-        k_span.count = v_span.count = kept ? tile[part].end : 0;
-        if (writer) {
-#pragma unroll
-          for (int group = 0; group < Groups; ++group) {
-            // Over two rows, the warpgroup's own row says whether it keeps the block.
-            const float bias =
-                other != nullptr && group == 1 ? tile[part].other_bias : tile[part].bias;
-            const bool keeps = kept && bias != -INFINITY;
-            note[part * Groups + group] = {k_span.idx0, keeps ? k_span.count : 0,
-                                           keeps ? bias : 0.0f, 0};
-          }
-        }
-        ProducerRows<kBlockKeys> rows;
-        rows.locate(maps, k_span, k_span.idx0);
-        // Part p is rows 64 p.. of the tile: an offset of 64 lines in each 64-column half.
-        const int offset = (t % kStages) * KeyTile::kElements + part * kBlockKeys * 64;
-        if (maps.square_width > 0) {
-          produce_square_tiles<Elem, kBlockKeys, D, KeyTile>(maps, k_span, v_span, rows, kv_head, b,
-                                                             k_tiles + offset, v_tiles + offset,
-                                                             ring.full(t));
-        } else {
-          produce_row_tiles<Elem, kBlockKeys, D, KeyTile>(maps, k_span, v_span, rows, kv_head, b,
-                                                          k_tiles + offset, v_tiles + offset,
-                                                          ring.full(t));
-        }
-      }
-      // The next tile is found while this one's copies are in flight.
-      tile_from(tile, next(tile[kParts - 1]));
-      if (writer) {
-#pragma unroll
-        for (int group = 0; group < Groups; ++group) note[group].last = tile[0].J >= limit;
-        mbarrier_arrive(ring.full(t));
-      }
-    }
-    cp_async_wait<0>();
+    stream_kept_key_tiles<Elem, D, Groups, kParts, kStages, KeyTile>(
+        p, bp, maps, b, kv_head, {row, other, limit, n, last_row}, first, k_tiles, v_tiles, notes,
+        ring);
     return;
   }
 
@@ -235,21 +150,8 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
   uint32_t pa[1][1][NT / 2][4];
   float corrections[1][2];
   StagedPart staged[kParts];
-  // Lane 0 reads the stage's parts and hands them to its warp: the lane that releases the stage
-  // is then the one that read it, which compute-sanitizer's racecheck can follow (it reports
-  // reads by the other lanes, ordered by __syncwarp before lane 0's release, as hazards).
   auto read_parts = [&](int t) {
-#pragma unroll
-    for (int part = 0; part < kParts; ++part) {
-      int4 v = make_int4(0, 0, 0, 0);
-      if (lane == 0) {
-        v = *reinterpret_cast<const int4*>(
-            &notes[((t % kStages) * kParts + part) * Groups + group]);
-      }
-      staged[part] = {__shfl_sync(0xffffffffu, v.x, 0), __shfl_sync(0xffffffffu, v.y, 0),
-                      __int_as_float(__shfl_sync(0xffffffffu, v.z, 0)),
-                      __shfl_sync(0xffffffffu, v.w, 0)};
-    }
+    read_staged_parts(notes + (t % kStages) * kParts * Groups + group, Groups, staged);
   };
   // Scores of the tile -> probabilities. Part by part: the multiplicity m enters as log2(m)
   // (bias), keys past the part's end or after the row (causal) and a missing part get -inf.
@@ -267,7 +169,7 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
     for (int part = 0; part < kParts; ++part) {
       const StagedPart& c = staged[part];
       const bool needs_mask =
-          c.key0 + kBlockKeys > c.end || (p.causal && c.key0 + kBlockKeys > q0 + warp_row0);
+          c.first + kBlockKeys > c.end || (p.causal && c.first + kBlockKeys > q0 + warp_row0);
       if (c.bias != 0.0f) {
         const float shift = c.bias / unit;
 #pragma unroll
@@ -281,7 +183,7 @@ __global__ void __launch_bounds__(BlockForwardShape<Groups>::kThreads,
         for (int j = part * PT; j < (part + 1) * PT; ++j) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int key = c.key0 + (j - part * PT) * 8 + 2 * (lane % 4) + (e % 2);
+            const int key = c.first + (j - part * PT) * 8 + 2 * (lane % 4) + (e % 2);
             const bool masked = key >= c.end || (p.causal && key > row_idx[0][e / 2]);
             s[0][j][e] = masked ? -INFINITY : s[0][j][e];
           }

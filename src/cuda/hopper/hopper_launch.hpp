@@ -27,5 +27,9 @@ void backward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream);
 // DILATED_CUDA_HOPPER_BLOCK=0 keeps the mma.sync block forward.
 const char* block_forward_unsupported(const Params& p, int sm);
 void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream);
+// Its backward (dq, then dk/dv; what the forward takes); DILATED_CUDA_HOPPER_BLOCK_BACKWARD=0
+// (or DILATED_CUDA_HOPPER_BLOCK=0) keeps the mma.sync block backward.
+const char* block_backward_unsupported(const Params& p, int sm);
+void block_backward(const Params& p, const BlockPass& bp, cudaStream_t stream);
 
 }  // namespace dilated::cuda::hopper

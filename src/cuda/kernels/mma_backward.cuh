@@ -18,6 +18,12 @@ namespace dilated::cuda {
 #define DILATED_BACKWARD_PARTS 2
 #endif
 inline constexpr int kBackwardParts = DILATED_BACKWARD_PARTS;
+// 16-bit parts of P^T in the Hopper dk/dv kernels' dv += P^T dO (a benchmark knob; dS^T always
+// takes kBackwardParts).
+#ifndef DILATED_HOPPER_VALUE_PARTS
+#define DILATED_HOPPER_VALUE_PARTS 2
+#endif
+inline constexpr int kValueParts = DILATED_HOPPER_VALUE_PARTS;
 
 // Query rows per inner tile of the key-outer kernel: fewer for wide heads, to keep the dk and
 // dv accumulators (2 x 16 x D floats per warp) in registers.
