@@ -75,8 +75,8 @@ __global__ void __launch_bounds__(BlockShape<KeyGroups * QueryTurns>::kThreads,
       p, bp, b, k0 / bp.block, block_count(n, bp.block), n, (kv_head + 1) * group_size, k0};
   const QueryTileCursor first = walk.find(kv_head * group_size, p.causal ? walk.J : 0);
 
-  // A stage is read by the warpgroups of one turn.
-  if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32 / QueryTurns, 1, 1);
+  // A stage is read by the threads of one turn, each releasing it.
+  if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / QueryTurns, 1, 1);
   __syncthreads();
 
   if (threadIdx.x >= Shape::kConsumerThreads) {
@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(BlockShape<KeyGroups * QueryTurns>::kThreads,
     read_staged_parts(notes + t % kStages, 1, staged);
     const StagedPart& c = staged[0];
     if (c.last == kNoTile) {
-      ring.release(t);
+      ring.release_by_thread(t);
       break;
     }
     more = c.last != kLastTile;
@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(BlockShape<KeyGroups * QueryTurns>::kThreads,
     for (int part = 0; part < kValueParts; ++part) pin_fragments(pa[part][0]);
 #pragma unroll
     for (int part = 0; part < kBackwardParts; ++part) pin_fragments(dsa[part][0]);
-    ring.release(t);
+    ring.release_by_thread(t);
   }
   if constexpr (QueryTurns == 2) {
     // The second turn's sums join the first's through the spent stages: the ring is done once

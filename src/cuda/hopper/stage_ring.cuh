@@ -49,6 +49,12 @@ struct StageRing {
     __syncwarp();
     if (threadIdx.x % 32 == 0) mbarrier_arrive(empty(t));
   }
+  // Consumer thread: done with item t, where every lane read the stage with ordinary loads (row
+  // statistics); init's `consumers` counts threads then. compute-sanitizer's racecheck orders a
+  // read before the producer's next copy into the stage only through the reading thread's own
+  // arrival: it reports reads ordered by __syncwarp (or a warpgroup bar.sync) before another
+  // thread's arrival as races.
+  __device__ __forceinline__ void release_by_thread(int t) const { mbarrier_arrive(empty(t)); }
 };
 
 // The tensor rows one producer thread copies for a tile of Rows selected rows from idx0: rows
