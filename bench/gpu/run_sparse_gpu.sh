@@ -27,15 +27,15 @@ if [[ $what == tests || $what == all ]]; then
   # The first failing case of each failing test, with its configuration, seed and errors.
   grep -E "Failure|describe|seed|device error|forward:|backward:|Expected|Which is" \
     "$OUT/sparse_ctest_gpu.log" | head -60
-  # The tensor-core block cases again with the mma.sync block forward (on Hopper the block
-  # forward runs on the Hopper kernels by default): both stay tested on one machine.
+  # The tensor-core block cases again with the mma.sync block forward and backward (on Hopper
+  # both run on the Hopper kernels by default): both stay tested on one machine.
   DILATED_CUDA_HOPPER_BLOCK=0 ./$BUILD/bin/cuda_tests \
     --gtest_filter='CudaBlockSparse.TensorCoreBlockPass:CudaBlockSparse.Grids*:CudaBlockSparse.RandomMixes*' \
     >"$OUT/sparse_tests_mma_forward.log" 2>&1
   echo "tensor-core block cases with DILATED_CUDA_HOPPER_BLOCK=0: exit $?"
   grep -E "^\[  (FAILED|PASSED) " "$OUT/sparse_tests_mma_forward.log" | head -20
-  # One warpgroup per CTA also where the Hopper block forward would take two (blocks of 128;
-  # local and global patterns at D = 128).
+  # One warpgroup per CTA also where the Hopper block kernels would take two (blocks of 128;
+  # local and global patterns at D = 128 in the forward).
   DILATED_CUDA_HOPPER_BLOCK_SHARED=0 ./$BUILD/bin/cuda_tests \
     --gtest_filter='CudaBlockSparse.TensorCoreBlockPass' >"$OUT/sparse_tests_one_group.log" 2>&1
   echo "tensor-core block cases with DILATED_CUDA_HOPPER_BLOCK_SHARED=0: exit $?"

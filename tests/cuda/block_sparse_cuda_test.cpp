@@ -436,13 +436,15 @@ TEST(CudaBlockSparseSanitizer, EveryKernelOnce) {
       {BlockKind::local, 1, 0, 0}, {BlockKind::random, 2, 0, seed}, {BlockKind::topk, 1, 0, 0}};
   if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
   // Without the grid, whole key tiles come through the copy engine on Hopper (block
-  // forward), the partial last block with cp.async; D = 128 for the other tile shape.
+  // forward and dq; query tiles of dk/dv), the partial last block with cp.async; D = 128 for
+  // the other tile shapes (one-part stages; dk/dv's two turns over the same keys).
   c.grid_height = c.grid_width = 0;
   c.seqlen = 203;
   c.head_dim = c.head_dim_v = 128;
   c.dtype = DType::f16;
   if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
-  // Blocks of 128: on Hopper two warpgroups share the block forward's stages and take turns.
+  // Blocks of 128: on Hopper two warpgroups share the block kernels' stages (the forward's
+  // taking turns).
   c.block_size = 128;
   c.seqlen = 331;
   c.head_dim = c.head_dim_v = 64;
