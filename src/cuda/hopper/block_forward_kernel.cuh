@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   constexpr int DT = D / 8;           // n8 column tiles of output
   constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  Elem* q_tile = first_tile<Elem>(smem_raw);  // rounds nothing up (kept for the other kernels')
+  Elem* q_tile = first_tile<Elem>(smem_raw);  // the base itself: it is declared aligned
   Elem* k_tiles = q_tile + Smem::QueryTile::kElements;
   Elem* v_tiles = k_tiles + kStages * KeyTile::kElements;
   StagedPart* notes = reinterpret_cast<StagedPart*>(v_tiles + kStages * KeyTile::kElements);
