@@ -145,6 +145,21 @@ struct QueryWalk {
   }
 };
 
+// The backward's view of a thread's two query rows (positions row_idx of sequence b, row_ok
+// where inside it): their tensor rows (through the order), lse in log2 units and delta; zeros
+// for rows past the sequence.
+__device__ __forceinline__ void load_block_row_stats(
+    const Params& p, const BlockPass& bp, int64_t b, int64_t head, const int (&row_idx)[2],
+    const bool (&row_ok)[2], int64_t (&query_row)[2], float (&lse_log2)[2], float (&delta)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    query_row[r] = row_ok[r] ? grid_row(bp.order, row_idx[r]) : 0;
+    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
+    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
+    delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
+  }
+}
+
 // The forward's finished rows (positions row_idx of sequence b, the thread's part of each):
 // merged into the running (out_acc, lse) or written out, like a dilated pass's. Rows past the
 // sequence and rows that saw no key (their sum is 0) are not written.

@@ -187,13 +187,7 @@ __global__ void __launch_bounds__(kMmaThreads)
   const int last_row = min(q0 + kMmaRows, count) - 1;
   int64_t query_row[2];
   float lse_log2[2], delta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    query_row[r] = row_ok[r] ? grid_row(bp.order, row_idx[r]) : 0;
-    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
-    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
-    delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
-  }
+  load_block_row_stats(p, bp, b, head, row_idx, row_ok, query_row, lse_log2, delta);
   float dq[1][DT][4] = {};
   RowSpan k_span = position_span<Elem>(p, bp, p.k, b, kv_head, 0, 0);
   const RowSpan v_span = position_span<Elem>(p, bp, p.v, b, kv_head, 0, 0);
