@@ -8,6 +8,7 @@
 // and dO, Q read N-major. Each dk/dv row is owned by one CTA per pass: no atomics.
 #pragma once
 
+#include "cuda/hopper/backward_products.cuh"
 #include "cuda/hopper/forward_kernel.cuh"
 #include "cuda/hopper/stage_ring.cuh"
 #include "cuda/hopper/warp_roles.cuh"
@@ -217,33 +218,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       }
-      uint32_t pa[kValueParts][1][QT / 2][4], dsa[kBackwardParts][1][QT / 2][4];
-      accumulators_to_a<Elem, kValueParts, 1, QT / 2>(pa, st);
-      accumulators_to_a<Elem, kBackwardParts, 1, QT / 2>(dsa, dpt);
-
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < QT / 2; ++kk) {
-#pragma unroll
-        for (int part = 0; part < kValueParts; ++part) {
-          wgmma_rs<Elem, D>(dv, pa[part][0][kk], desc_plus(don_desc, stage + n_major_step(kk)));
-        }
-      }
-#pragma unroll
-      for (int kk = 0; kk < QT / 2; ++kk) {
-#pragma unroll
-        for (int part = 0; part < kBackwardParts; ++part) {
-          wgmma_rs<Elem, D>(dk, dsa[part][0][kk], desc_plus(qn_desc, stage + n_major_step(kk)));
-        }
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-      pin_accumulators(dv);
-      pin_accumulators(dk);
-#pragma unroll
-      for (int part = 0; part < kValueParts; ++part) pin_fragments(pa[part][0]);
-#pragma unroll
-      for (int part = 0; part < kBackwardParts; ++part) pin_fragments(dsa[part][0]);
+      accumulate_dv_dk<Elem, D, QT>(dv, dk, st, dpt, don_desc, qn_desc, stage);
       ring.release(t);
     }
     const int64_t key_row[2] = {

@@ -7,6 +7,7 @@
 // dq row is owned by one CTA per pass: no atomics, bitwise-reproducible results.
 #pragma once
 
+#include "cuda/hopper/backward_products.cuh"
 #include "cuda/hopper/forward_kernel.cuh"
 #include "cuda/hopper/stage_ring.cuh"
 #include "cuda/hopper/warp_roles.cuh"
@@ -115,22 +116,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                             (p.causal && key0 + kKeys > q0 + warp_row0 + shift);
     scores_to_ds(s[0], dp[0], scale_log2, dout_scale, lse_log2, delta, needs_mask, key0, key_count,
                  p.causal, row_ok, last_key);
-    uint32_t ds[kBackwardParts][1][NT / 2][4];
-    accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
-
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < NT / 2; ++kk) {
-#pragma unroll
-      for (int part = 0; part < kBackwardParts; ++part) {
-        wgmma_rs<Elem, D>(dq, ds[part][0][kk], desc_plus(kn_desc, stage + n_major_step(kk)));
-      }
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    pin_accumulators(dq);
-#pragma unroll
-    for (int part = 0; part < kBackwardParts; ++part) pin_fragments(ds[part][0]);
+    accumulate_dq<Elem, D, NT>(dq, s, kn_desc, stage);
     ring.release(t);
   }
   bool holds[2];

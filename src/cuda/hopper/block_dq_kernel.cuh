@@ -7,6 +7,7 @@
 // cancellation argument of mma_backward.cuh) and K read N-major, as the dense Hopper dq does.
 #pragma once
 
+#include "cuda/hopper/backward_products.cuh"
 #include "cuda/hopper/block_key_stream.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/mma_backward.cuh"
@@ -92,13 +93,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const bool row_ok[2] = {row_idx[0] < count, row_idx[1] < count};
   int64_t query_row[2];
   float lse_log2[2], delta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    query_row[r] = row_ok[r] ? grid_row(bp.order, row_idx[r]) : 0;
-    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
-    lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
-    delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
-  }
+  load_block_row_stats(p, bp, b, head, row_idx, row_ok, query_row, lse_log2, delta);
   cp_async_wait<0>();
   fence_proxy_async();
   named_barrier_sync(1, Shape::kConsumerThreads);
@@ -157,22 +152,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[0][j][e] *= dp[0][j][e] * dout_scale - delta[e / 2];  // dS
     }
-    uint32_t ds[kBackwardParts][1][NT / 2][4];
-    accumulators_to_a<Elem, kBackwardParts, 1, NT / 2>(ds, s);
-
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < NT / 2; ++kk) {
-#pragma unroll
-      for (int part = 0; part < kBackwardParts; ++part) {
-        wgmma_rs<Elem, D>(dq, ds[part][0][kk], desc_plus(kn_desc, stage + n_major_step(kk)));
-      }
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    pin_accumulators(dq);
-#pragma unroll
-    for (int part = 0; part < kBackwardParts; ++part) pin_fragments(ds[part][0]);
+    accumulate_dq<Elem, D, NT>(dq, s, kn_desc, stage);
     ring.release(t);
   }
   store_gradient_tile<Elem, D>(p, p.dq, bp.dq_acc, b, query_row, row_ok, {true, true}, head, dq,
