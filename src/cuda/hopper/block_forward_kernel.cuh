@@ -7,7 +7,8 @@
 // kernel's); a missing last part is zero-filled and masked. The producer also writes each
 // stage's parts (keys and multiplicity, per warpgroup) beside it, so the consumers do not walk
 // the row (two dependent global reads per part). Each consumer runs the dense Hopper forward's
-// pipeline: the softmax of tile t beside tile t - 1's P V. Two shapes (BlockForwardShape):
+// pipeline: the softmax of tile t beside tile t - 1's P V. Two shapes (BlockShape,
+// block_shape.cuh):
 // - two warpgroups share every stage and take turns issuing their products, as in the dense
 //   kernel: with blocks of a multiple of 128 (both in one query block), or for patterns whose
 //   neighbouring query blocks keep nearly the same key blocks (local, global), where the two
