@@ -37,6 +37,13 @@ float median(std::vector<float> v) {
 
 }  // namespace
 
+#ifdef DILATED_HOPPER_TIMELINE
+#include "cuda/hopper/timeline.cuh"
+namespace dilated::cuda::hopper {
+int read_forward_timeline(unsigned long long* host, int ctas);
+}
+#endif
+
 int main(int argc, char** argv) {
   int64_t batch = 1, seqlen = 32768, heads = 16, heads_kv = 0, head_dim = 128, repeats = 20;
   std::string segments = "2048,4096,8192", dilations = "1,2,4", mode = "longnet", dtype = "bf16";
@@ -181,6 +188,20 @@ int main(int argc, char** argv) {
       static_cast<long long>(head_dim), segments.c_str(), dilations.c_str(), dtype.c_str(),
       causal ? "true" : "false", fwd, bwd, both, flops / fwd * 1e-9, 3.5 * flops / both * 1e-9,
       flops, static_cast<long long>(p.workspace_bytes));
+#ifdef DILATED_HOPPER_TIMELINE
+  if (const char* path = std::getenv("DILATED_TIMELINE_FILE")) {
+    run_forward();  // the stamps of exactly one forward call
+    CHECK_CUDA(cudaDeviceSynchronize());
+    std::vector<unsigned long long> stamps(
+        static_cast<size_t>(dilated::cuda::hopper::kTimelineCtas) *
+        dilated::cuda::hopper::kTimelineSlots);
+    const int ctas = dilated::cuda::hopper::read_forward_timeline(
+        stamps.data(), dilated::cuda::hopper::kTimelineCtas);
+    FILE* f = std::fopen(path, "wb");
+    std::fwrite(stamps.data(), 8, static_cast<size_t>(ctas) * dilated::cuda::hopper::kTimelineSlots, f);
+    std::fclose(f);
+  }
+#endif
   for (void* ptr : owned) cudaFree(ptr);
   return 0;
 }

@@ -41,3 +41,14 @@ void forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
 }
 
 }  // namespace dilated::cuda::hopper
+
+#ifdef DILATED_HOPPER_TIMELINE
+namespace dilated::cuda::hopper {
+// The stamps of the last forward launches (CTA-major, kTimelineSlots each) into host memory.
+int read_forward_timeline(unsigned long long* host, int ctas) {
+  const int count = ctas < kTimelineCtas ? ctas : kTimelineCtas;
+  cudaMemcpyFromSymbol(host, forward_timeline, sizeof(unsigned long long) * count * kTimelineSlots);
+  return count;
+}
+}  // namespace dilated::cuda::hopper
+#endif

@@ -11,6 +11,7 @@
 
 #include "cuda/hopper/grid_dependency.cuh"
 #include "cuda/hopper/stage_ring.cuh"
+#include "cuda/hopper/timeline.cuh"
 #include "cuda/hopper/warp_roles.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/forward_rows.cuh"
@@ -130,6 +131,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t scratch =
       ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;  // see wgmma_wait_after
 
+  if (threadIdx.x == 0) stamp(11);
   const ForwardTile tile = forward_tile(p, pass, kRows);
   if (tile.num_keys == 0) return;
   // Plain copies: the lambdas below capture them (C++17 cannot capture structured bindings).
@@ -140,6 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
   const int lane = threadIdx.x % 32;
 
+  if (threadIdx.x == 0) stamp(1);
   let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();
@@ -148,6 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     become_producer();
     stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
                                                 v_tiles, ring);
+    if (threadIdx.x == kConsumerThreads) stamp(9);
     return;
   }
 
@@ -161,6 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_async_wait<0>();
   fence_proxy_async();
   named_barrier_sync(1, kConsumerThreads);
+  if (threadIdx.x == 0) stamp(2);
 
   const int warpgroup = threadIdx.x / 128;
   const int warp_row0 = warpgroup * 64 + (threadIdx.x % 128) / 32 * 16;
@@ -222,6 +227,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
   // while the tensor cores compute tile t - 1's P V.
   ring.wait_full(0);
+  if (threadIdx.x == 0) stamp(3);
   turns.wait();
   wgmma_fence();
   issue_scores(s[0], 0);
@@ -230,6 +236,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   pin_accumulators(s[0]);
   softmax(0);
   pack();
+  if (threadIdx.x == 0) stamp(4);
   for (int t = 1; t < num_key_tiles; ++t) {
     ring.wait_full(t);
     turns.wait();
@@ -251,6 +258,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     rescale_outputs(norm, corrections);
     pack();
   }
+  if (threadIdx.x == 0) stamp(5);
   turns.wait();
   wgmma_fence();
   issue_values(pa[0][0], num_key_tiles - 1);
@@ -266,9 +274,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   // the other columns are 0, so the epilogue's sum over a row's four threads is exact.
   const float row_norm[1][2] = {{norm[0][0][0], norm[0][0][2]}};
 
+  if (threadIdx.x == 0) stamp(6);
   wait_for_previous_launches();
+  if (threadIdx.x == 0) stamp(10);
   store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
                            row_sum, row_norm);
+  if (threadIdx.x == 0) stamp(7);
+  if (threadIdx.x == 128) stamp(8);
+  if (threadIdx.x == 0) stamp(0);
 #endif
 }
 

@@ -1,0 +1,29 @@
+// Per-CTA clock stamps of the Hopper forward, for a diagnosis build only
+// (-DDILATED_HOPPER_TIMELINE; bench/gpu/forward_timeline.sh): where a CTA's fixed cost goes.
+// Without the macro, stamp() is empty.
+#pragma once
+
+namespace dilated::cuda::hopper {
+
+inline constexpr int kTimelineSlots = 12;
+inline constexpr int kTimelineCtas = 1 << 14;
+
+#ifdef DILATED_HOPPER_TIMELINE
+static __device__ unsigned long long forward_timeline[kTimelineCtas * kTimelineSlots];
+// Slot 0 holds the SM id; the others clock64() at the caller's point.
+__device__ __forceinline__ void stamp(int slot) {
+  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta >= kTimelineCtas) return;
+  unsigned long long value = clock64();
+  if (slot == 0) {
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    value = sm;
+  }
+  forward_timeline[cta * kTimelineSlots + slot] = value;
+}
+#else
+__device__ __forceinline__ void stamp(int) {}
+#endif
+
+}  // namespace dilated::cuda::hopper
