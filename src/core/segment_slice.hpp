@@ -25,9 +25,16 @@ DILATED_HD SegmentSlice segment_slice(const HeadPattern& hp, int64_t segment, in
   return {in.first - tensor_begin, in.count, (in.first - all.first) / hp.dilation};
 }
 
+// Without a window a slice is all of the segment's selected rows: segment_slice without its
+// clipping, whose divisions were most of a CUDA tile's setup (bench/NOTES.md, tenth session).
+DILATED_HD SegmentSlice whole_segment(const HeadPattern& hp, int64_t segment, int64_t n) {
+  const SegmentRows all = segment_rows(hp, segment, n);
+  return {all.first, all.count, 0};
+}
 // The segment's rows among the query rows (q, out, lse, dout, dq) of sequence b.
 DILATED_HD SegmentSlice query_slice(const Params& p, const HeadPattern& hp, int64_t segment,
                                     int64_t b) {
+  if (!windowed(p)) return whole_segment(hp, segment, seq_length(p, b));
   const int64_t begin = windowed(p) ? p.window.query_begin : 0;
   return segment_slice(hp, segment, pattern_length(p, b), begin, begin + seq_length(p, b), begin);
 }
@@ -35,6 +42,7 @@ DILATED_HD SegmentSlice query_slice(const Params& p, const HeadPattern& hp, int6
 // The segment's rows among the key rows (k, v, dk, dv) of sequence b.
 DILATED_HD SegmentSlice key_slice(const Params& p, const HeadPattern& hp, int64_t segment,
                                   int64_t b) {
+  if (!windowed(p)) return whole_segment(hp, segment, seq_length(p, b));
   const int64_t begin = windowed(p) ? p.window.key_begin : 0;
   return segment_slice(hp, segment, pattern_length(p, b), begin, begin + key_length(p, b), begin);
 }

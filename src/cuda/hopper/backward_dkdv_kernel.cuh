@@ -109,10 +109,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const bool valid = idx < q_span.count;
           const int64_t at =
               valid
-                  ? token_lse_index(
-                        p,
-                        token_index(p, b, grid_row(pass.order, w.rows.first + idx * w.hp.dilation)),
-                        head)
+                  ? lse_index(p, b, head, grid_row(pass.order, w.rows.first + idx * w.hp.dilation))
                   : 0;
           float* stage_stats = stats + stage * 2 * kDkdvQueries;
           cp_async_4(smem_address(stage_stats + thread), p.lse + at, valid);  // ln units

@@ -93,8 +93,7 @@ __global__ void __launch_bounds__(BlockShape<KeyGroups * QueryTurns>::kThreads,
       if (thread < BQ) {  // lse and delta of row query0 + thread (zeros past the block)
         const int idx = c.query0 + thread;
         const bool valid = idx < c.end;
-        const int64_t at =
-            valid ? token_lse_index(p, token_index(p, b, grid_row(bp.order, idx)), c.head) : 0;
+        const int64_t at = valid ? lse_index(p, b, c.head, grid_row(bp.order, idx)) : 0;
         float* stage_stats = stats + stage * 2 * BQ;
         cp_async_4(smem_address(stage_stats + thread), p.lse + at, valid);  // ln units
         cp_async_4(smem_address(stage_stats + BQ + thread), bp.delta + at, valid);

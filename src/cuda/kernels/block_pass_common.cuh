@@ -154,7 +154,7 @@ __device__ __forceinline__ void load_block_row_stats(
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     query_row[r] = row_ok[r] ? grid_row(bp.order, row_idx[r]) : 0;
-    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
+    const int64_t at = row_ok[r] ? lse_index(p, b, head, query_row[r]) : 0;
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? bp.delta[at] : 0.0f;
   }
@@ -178,9 +178,9 @@ __device__ __forceinline__ void store_block_forward_rows(const Params& p, const 
       const bool valid = row_idx[m][r] < count;
       const bool any_key = sum != 0.0f;  // NaN sums propagate
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
-      const int64_t token = valid ? token_index(p, b, grid_row(bp.order, row_idx[m][r])) : 0;
-      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, true, token, head,
-                                  o[m], r, lse, 1.0f / sum);
+      const int64_t row = valid ? grid_row(bp.order, row_idx[m][r]) : 0;
+      write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, true, b, row,
+                                  head, o[m], r, lse, 1.0f / sum);
     }
   }
 }

@@ -321,7 +321,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     if (threadIdx.x < BQ) {
       float l = 0.0f, d = 0.0f;
       if (next_stat_row >= 0) {
-        const int64_t at = token_lse_index(p, token_index(p, b, next_stat_row), c.head);
+        const int64_t at = lse_index(p, b, c.head, next_stat_row);
         l = p.lse[at] * kLog2e;
         d = bp.delta[at];
       }

@@ -81,25 +81,25 @@ __device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], flo
   mask_scores(s, needs_mask, key0, key_count, causal, row_idx, shift);
 }
 
-// One finished row of a forward pass, the thread's part of it (columns 8 d + 2 (lane % 4) and
-// the one after, from o[d][2 r], o[d][2 r + 1]): with out_acc null written to out (and lse, if
-// any); otherwise merged into the running fp32 (out_acc, lse) with the lse rule, and, in the
-// converting pass (PassInfo::converts), the merged row written to out instead. `write`: a real
-// row that saw a key; every lane of the quad calls this (the merge reads the old lse before
+// One finished row of a forward pass (row `row` of sequence b), the thread's part of it (columns 8
+// d + 2 (lane % 4) and the one after, from o[d][2 r], o[d][2 r + 1]): with out_acc null written to
+// out (and lse, if any); otherwise merged into the running fp32 (out_acc, lse) with the lse rule,
+// and, in the converting pass (PassInfo::converts), the merged row written to out instead. `write`:
+// a real row that saw a key; every lane of the quad calls this (the merge reads the old lse before
 // lane 0 replaces it). `holds`: the accumulators hold the row (accumulator_holds); if not, the
 // merge starts from nothing. lse in natural log units, inv = 1 / the sum o is normalised by.
 template <typename Elem, int DT>
 __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor& out_acc,
                                                   float* lse_rows, bool converts, bool write,
-                                                  bool holds, int64_t token, int64_t head,
+                                                  bool holds, int64_t b, int64_t row, int64_t head,
                                                   const float (&o)[DT][4], int r, float lse,
                                                   float inv) {
   const int lane = threadIdx.x % 32;
-  const int64_t lse_at = write ? token_lse_index(p, token, head) : 0;
+  const int64_t lse_at = write ? lse_index(p, b, head, row) : 0;
   const int column = 2 * (lane % 4);
   if (!out_acc.data) {
     if (!write) return;
-    Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+    Elem* out = static_cast<Elem*>(p.out.data) + row_offset(p, p.out, b, row, head);
     const float f = inv * output_scale(p);
 #pragma unroll
     for (int d = 0; d < DT; ++d) {
@@ -113,7 +113,7 @@ __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor&
   const MergeWeights mw = merge_weights(read ? lse_rows[lse_at] : -INFINITY, lse);
   __syncwarp();
   if (!write) return;
-  float* acc = static_cast<float*>(out_acc.data) + token_offset(p, out_acc, token, head);
+  float* acc = static_cast<float*>(out_acc.data) + row_offset(p, out_acc, b, row, head);
   const float f = mw.new_weight * inv;
   // Every load before any store: out could alias acc as far as the compiler knows, so
   // interleaved, each load would wait for the store before it.
@@ -126,7 +126,7 @@ __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor&
                             mw.old_weight * old.y + f * o[d][2 * r + 1]);
   }
   if (converts) {
-    Elem* out = static_cast<Elem*>(p.out.data) + token_offset(p, p.out, token, head);
+    Elem* out = static_cast<Elem*>(p.out.data) + row_offset(p, p.out, b, row, head);
     const float s = output_scale(p);
 #pragma unroll
     for (int d = 0; d < DT; ++d) {
@@ -166,9 +166,9 @@ __device__ __forceinline__ void store_forward_rows(
       const bool valid =
           row_idx[m][r] < rows.count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
       const int64_t position = rows.first + row_idx[m][r] * hp.dilation;
-      const int64_t token = valid ? token_index(p, b, grid_row(pass.order, position)) : 0;
+      const int64_t row = valid ? grid_row(pass.order, position) : 0;
       const bool holds = valid && accumulator_holds(p, pass, head, position);
-      write_forward_row<Elem, DT>(p, pass.out_acc, pass.lse, pass.converts, valid, holds, token,
+      write_forward_row<Elem, DT>(p, pass.out_acc, pass.lse, pass.converts, valid, holds, b, row,
                                   head, o[m], r, lse, 1.0f / norm);
     }
   }

@@ -116,7 +116,7 @@ __device__ __forceinline__ void load_row_stats(const Params& p, const PassInfo& 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     query_row[r] = row_ok[r] ? grid_row(pass.order, rows.first + row_idx[r] * hp.dilation) : 0;
-    const int64_t at = row_ok[r] ? token_lse_index(p, token_index(p, b, query_row[r]), head) : 0;
+    const int64_t at = row_ok[r] ? lse_index(p, b, head, query_row[r]) : 0;
     lse_log2[r] = row_ok[r] ? p.lse[at] * kLog2e : 0.0f;
     delta[r] = row_ok[r] ? pass.delta[at] : 0.0f;
   }
@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(kMmaThreads)
       if (threadIdx.x < BQ) {
         float l = 0.0f, d = 0.0f;
         if (stat_row_next >= 0) {
-          const int64_t at = token_lse_index(p, token_index(p, b, stat_row_next), head);
+          const int64_t at = lse_index(p, b, head, stat_row_next);
           l = p.lse[at] * kLog2e;
           d = pass.delta[at];
         }
