@@ -18,5 +18,6 @@ P="--batch 1 --seq-len 32768 --heads 16 --head-dim ${HEAD_DIM:-128} --segments 2
 ncu --clock-control none --section SourceCounters --section WarpStateStats --section SpeedOfLight \
   -k ${KERNEL:-forward_kernel} -s 2 -c 1 -o "$OUT/${KERNEL:-forward_kernel}" -f ./$BUILD/bin/cuda_backend_timing $P >"$OUT/ncu.log" 2>&1
 ncu -i "$OUT/${KERNEL:-forward_kernel}.ncu-rep" --page source --csv --print-source sass >"$OUT/${KERNEL:-forward_kernel}_source.csv" 2>&1
+python3 bench/gpu/stall_regions.py "$OUT/${KERNEL:-forward_kernel}_source.csv"
 ncu -i "$OUT/${KERNEL:-forward_kernel}.ncu-rep" --page details 2>&1 | grep -E "Duration|Throughput|Warp Cycles|Issue|Stall|Executed" | head -30
 ls -la "$OUT"
