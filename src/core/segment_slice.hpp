@@ -35,7 +35,7 @@ DILATED_HD SegmentSlice whole_segment(const HeadPattern& hp, int64_t segment, in
 DILATED_HD SegmentSlice query_slice(const Params& p, const HeadPattern& hp, int64_t segment,
                                     int64_t b) {
   if (!windowed(p)) return whole_segment(hp, segment, seq_length(p, b));
-  const int64_t begin = windowed(p) ? p.window.query_begin : 0;
+  const int64_t begin = p.window.query_begin;
   return segment_slice(hp, segment, pattern_length(p, b), begin, begin + seq_length(p, b), begin);
 }
 
@@ -43,7 +43,7 @@ DILATED_HD SegmentSlice query_slice(const Params& p, const HeadPattern& hp, int6
 DILATED_HD SegmentSlice key_slice(const Params& p, const HeadPattern& hp, int64_t segment,
                                   int64_t b) {
   if (!windowed(p)) return whole_segment(hp, segment, seq_length(p, b));
-  const int64_t begin = windowed(p) ? p.window.key_begin : 0;
+  const int64_t begin = p.window.key_begin;
   return segment_slice(hp, segment, pattern_length(p, b), begin, begin + key_length(p, b), begin);
 }
 

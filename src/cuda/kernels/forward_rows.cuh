@@ -81,13 +81,15 @@ __device__ __forceinline__ void scale_and_mask_scores(float (&s)[MT][NT][4], flo
   mask_scores(s, needs_mask, key0, key_count, causal, row_idx, shift);
 }
 
-// One finished row of a forward pass (row `row` of sequence b), the thread's part of it (columns 8
-// d + 2 (lane % 4) and the one after, from o[d][2 r], o[d][2 r + 1]): with out_acc null written to
-// out (and lse, if any); otherwise merged into the running fp32 (out_acc, lse) with the lse rule,
-// and, in the converting pass (PassInfo::converts), the merged row written to out instead. `write`:
-// a real row that saw a key; every lane of the quad calls this (the merge reads the old lse before
-// lane 0 replaces it). `holds`: the accumulators hold the row (accumulator_holds); if not, the
-// merge starts from nothing. lse in natural log units, inv = 1 / the sum o is normalised by.
+// One finished row of a forward pass, row `row` of sequence b, the thread's part of it
+// (columns 8 d + 2 (lane % 4) and the one after, from o[d][2 r], o[d][2 r + 1]): with out_acc
+// null written to out (and lse, if any); otherwise merged into the running fp32 (out_acc, lse)
+// with the lse rule, and, in the converting pass (PassInfo::converts), the merged row written
+// to out instead. `write`: a real row that saw a key; every lane of the quad calls this (the
+// merge reads the old lse before lane 0 replaces it). `holds`: the accumulators hold the row
+// (accumulator_holds); if not, the merge starts from nothing. lse in natural log units,
+// inv = 1 / the sum o is normalised by. Rows are addressed as (b, row), never through a token
+// index: undoing b * N + row takes two 64-bit divisions (bench/NOTES.md, tenth session).
 template <typename Elem, int DT>
 __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor& out_acc,
                                                   float* lse_rows, bool converts, bool write,
