@@ -10,6 +10,7 @@
 #pragma once
 
 #include "cuda/hopper/grid_dependency.cuh"
+#include "cuda/hopper/output_rows.cuh"
 #include "cuda/hopper/stage_ring.cuh"
 #include "cuda/hopper/timeline.cuh"
 #include "cuda/hopper/warp_roles.cuh"
@@ -113,7 +114,8 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
 
 template <typename Elem, int D, bool Squares>
 __global__ void __launch_bounds__(kThreads, 1)
-    forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps) {
+    forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps,
+                   const __grid_constant__ OutputMap out_map) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
@@ -277,8 +279,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) stamp(6);
   wait_for_previous_launches();
   if (threadIdx.x == 0) stamp(10);
-  store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
-                           row_sum, row_norm);
+  if (rows_through_copy_engine(p, out_map, rows, key_count, shift, q0 + warpgroup * 64)) {
+    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, out_map, q_tile, warpgroup, hp, rows,
+                                                    b, head, row_idx, o, row_max, row_sum,
+                                                    row_norm);
+  } else {
+    store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
+                             row_sum, row_norm);
+  }
   if (threadIdx.x == 0) stamp(7);
   if (threadIdx.x == 128) stamp(8);
   if (threadIdx.x == 0) stamp(0);

@@ -13,12 +13,12 @@
 
 namespace dilated::cuda::hopper {
 
-// Launches kernel(p, pass, maps) with `smem` bytes of dynamic shared memory. With `overlaps`
+// Launches kernel(args...) with `smem` bytes of dynamic shared memory. With `overlaps`
 // (and unless DILATED_CUDA_OVERLAP=0, a benchmark knob) the launch may start before the
 // previous one on the stream has finished (programmatic dependent launch, grid_dependency.cuh).
-template <class Kernel>
+template <class Kernel, class... Args>
 void launch_pass_kernel(Kernel kernel, dim3 grid, int smem, bool overlaps, cudaStream_t stream,
-                        const Params& p, const PassInfo& pass, const TensorMaps& maps) {
+                        const Args&... args) {
   // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const char* env = std::getenv("DILATED_CUDA_OVERLAP");
@@ -32,7 +32,7 @@ void launch_pass_kernel(Kernel kernel, dim3 grid, int smem, bool overlaps, cudaS
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = overlaps && !(env && std::strcmp(env, "0") == 0) ? 1 : 0;
-  cudaLaunchKernelEx(&config, kernel, p, pass, maps);
+  cudaLaunchKernelEx(&config, kernel, args...);
 }
 
 }  // namespace dilated::cuda::hopper

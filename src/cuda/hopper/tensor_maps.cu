@@ -63,13 +63,18 @@ bool env_off(const char* name) {
 // Maps of a and b with dilation r, where the copy engine can fetch their rows at all: not
 // through a sequence window or varlen batches, nor with DILATED_CUDA_TMA=0; through a token
 // grid's order only square by square (TensorMaps::square_width).
+// Whether rows with dilation r can be a map's boxes at all: not through a sequence window or
+// varlen batches (no plain stride of whole sequences), not where N is no multiple of r (the
+// last phase's rows would fall outside the map), not with DILATED_CUDA_TMA=0.
+bool strided_rows_mappable(const Params& p, int64_t r) {
+  return !env_off("DILATED_CUDA_TMA") && !p.cu_seqlens && p.window.global_seqlen == 0 &&
+         p.seqlen % r == 0;
+}
+
 TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, const Tensor& b,
                         int64_t heads, int64_t r, int box_rows, bool keys_any_order) {
   TensorMaps maps{};
-  if (env_off("DILATED_CUDA_TMA") || p.cu_seqlens || p.window.global_seqlen != 0 ||
-      p.seqlen % r != 0) {
-    return maps;
-  }
+  if (!strided_rows_mappable(p, r)) return maps;
   if (order) {
     if (!keys_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
         env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
@@ -87,12 +92,27 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
   return maps;
 }
 
+// The dilation every head of the pass shares.
+int64_t pass_dilation(const Params& p, const PassInfo& pass) {
+  return head_pattern(p, pass.head_begin, p.mode == Mode::longnet ? pass.k : 0).dilation;
+}
+
 }  // namespace
 
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
                             int64_t heads, int box_rows, bool keys_any_order) {
-  const int64_t r = head_pattern(p, pass.head_begin, p.mode == Mode::longnet ? pass.k : 0).dilation;
-  return strided_maps(p, pass.order, a, b, heads, r, box_rows, keys_any_order);
+  return strided_maps(p, pass.order, a, b, heads, pass_dilation(p, pass), box_rows, keys_any_order);
+}
+
+OutputMap pass_output_map(const Params& p, const PassInfo& pass) {
+  OutputMap out{};
+  const int64_t r = pass_dilation(p, pass);
+  if (pass.out_acc.data || pass.order || env_off("DILATED_CUDA_TMA_STORE") ||
+      !strided_rows_mappable(p, r)) {
+    return out;
+  }
+  out.enabled = encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &out.map);
+  return out;
 }
 
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,

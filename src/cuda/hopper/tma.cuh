@@ -23,6 +23,14 @@ struct TensorMaps {
   int square_width;
 };
 
+// The forward's output rows as a 5-D map like TensorMaps::a (boxes of 64 columns, 1 phase, 64
+// rows: one consumer warpgroup's rows of one half), for passes that write out directly.
+// enabled = 0: every row is stored by its threads instead.
+struct OutputMap {
+  CUtensorMap map;
+  int enabled;
+};
+
 // Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
 // thread arrives separately, after issuing them).
 __device__ __forceinline__ void mbarrier_expect_tx(uint32_t bar, uint32_t bytes) {
@@ -38,6 +46,24 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const CUtensorMap* map
       " [%0], [%1, {%3, %4, %5, %6, %7}], [%2];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
       : "memory");
+}
+
+// One box from shared memory at `src` to `map` at the given coordinates (elements the map
+// clips are not written), tracked as part of this thread's bulk async-group.
+__device__ __forceinline__ void tma_store_5d(const CUtensorMap* map, uint32_t src, int c0, int c1,
+                                             int c2, int c3, int c4) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.global.shared::cta.tile.bulk_group"
+      " [%0, {%2, %3, %4, %5, %6}], [%1];\n" ::"l"(reinterpret_cast<uint64_t>(map)),
+      "r"(src), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
+      : "memory");
+}
+
+// Closes this thread's bulk async-group and waits until its stores have read their shared
+// memory (not until they reach global memory): the CTA may then reuse or release it.
+__device__ __forceinline__ void tma_store_wait_read() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
 }
 
 }  // namespace dilated::cuda::hopper

@@ -1,0 +1,82 @@
+// The forward's row epilogue through the copy engine. A consumer warpgroup whose 64 rows are all
+// written (inside the slice, each seeing a key) puts them, normalised and in the output dtype,
+// into its own 64 rows of the Q tile (dead after its last S = Q K^T) and stores them with one box
+// per 64-column half: no thread computes a row address, and the threads need not wait at exit
+// for their stores to drain (bench/NOTES.md, eleventh session). Other warpgroups store row by
+// row (store_forward_rows).
+#pragma once
+
+#include "cuda/hopper/barriers.cuh"
+#include "cuda/hopper/tma.cuh"
+#include "cuda/hopper/wgmma.cuh"
+#include "cuda/kernels/forward_rows.cuh"
+
+namespace dilated::cuda::hopper {
+
+// Four 8 x 8 blocks of 16-bit values, each thread holding two adjacent values of a row of each
+// (the m16n8 accumulator layout); lanes 8 m .. 8 m + 7 give the shared addresses of block m's
+// rows (16 bytes each).
+__device__ __forceinline__ void store_matrices_x4(uint32_t address, uint32_t b0, uint32_t b1,
+                                                  uint32_t b2, uint32_t b3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address),
+               "r"(b0), "r"(b1), "r"(b2), "r"(b3)
+               : "memory");
+}
+
+// Whether the 64 selected rows from `first_row` are all written by a direct-write forward pass.
+__device__ __forceinline__ bool rows_through_copy_engine(const Params& p, const OutputMap& out_map,
+                                                         const SegmentRows& rows, int key_count,
+                                                         int shift, int first_row) {
+  // Visible keys grow with the row: the first row seeing one means all do.
+  return out_map.enabled && first_row + 64 <= rows.count &&
+         visible_keys(p.causal, key_count, first_row, shift) > 0;
+}
+
+// Warpgroup `warpgroup`'s rows (thread rows row_idx, accumulators o as in store_forward_rows) to
+// out through `tile` (the Q tile's layout, Tile) and out_map; lse as store_forward_rows writes it.
+template <typename Elem, class Tile, int DT>
+__device__ __forceinline__ void store_rows_through_copy_engine(
+    const Params& p, const PassInfo& pass, const OutputMap& out_map, Elem* tile, int warpgroup,
+    const HeadPattern& hp, const SegmentRows& rows, int64_t b, int64_t head,
+    const int (&row_idx)[1][2], const float (&o)[1][DT][4], const float (&row_max)[1][2],
+    const float (&row_sum)[1][2], const float (&row_norm)[1][2]) {
+  const int lane = threadIdx.x % 32;
+  float scale[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float lse = (row_max[0][r] + __log2f(quad_sum(row_sum[0][r]))) * kLn2;
+    scale[r] = (1.0f / quad_sum(row_norm[0][r])) * output_scale(p);
+    if (pass.lse && lane % 4 == 0) {
+      pass.lse[lse_index(p, b, head, rows.first + row_idx[0][r] * hp.dilation)] = lse;
+    }
+  }
+  // Per stmatrix: the 8 x 8 blocks (rows 0-7, n8 tile d), (rows 8-15, d), (0-7, d + 1),
+  // (8-15, d + 1) of the warp's 16 rows, lanes 8 m .. 8 m + 7 addressing block m's rows.
+  const int block = lane / 8;
+  const int address_row =
+      warpgroup * 64 + (threadIdx.x % 128) / 32 * 16 + 8 * (block % 2) + lane % 8;
+  const uint32_t base = smem_address(tile);
+#pragma unroll
+  for (int d = 0; d < DT; d += 2) {
+    store_matrices_x4(base + 2 * Tile::chunk_offset(address_row, d + block / 2),
+                      pack2<Elem>(o[0][d][0] * scale[0], o[0][d][1] * scale[0]),
+                      pack2<Elem>(o[0][d][2] * scale[1], o[0][d][3] * scale[1]),
+                      pack2<Elem>(o[0][d + 1][0] * scale[0], o[0][d + 1][1] * scale[0]),
+                      pack2<Elem>(o[0][d + 1][2] * scale[1], o[0][d + 1][3] * scale[1]));
+  }
+  fence_proxy_async();
+  named_barrier_sync(4 + warpgroup, 128);  // 2 and 3 are the issue turns (warp_roles.cuh)
+  if (threadIdx.x % 128 == 0) {
+    const int64_t position = rows.first + static_cast<int64_t>(row_idx[0][0]) * hp.dilation;
+#pragma unroll
+    for (int half = 0; half < DT / 8; ++half) {
+      tma_store_5d(&out_map.map, smem_address(tile + Tile::chunk_offset(warpgroup * 64, 8 * half)),
+                   64 * half, static_cast<int>(position % hp.dilation),
+                   static_cast<int>(position / hp.dilation), static_cast<int>(head),
+                   static_cast<int>(b));
+    }
+    tma_store_wait_read();
+  }
+}
+
+}  // namespace dilated::cuda::hopper
