@@ -31,10 +31,11 @@ DILATED_HD int64_t ceil_div(int64_t a, int64_t b) {
 // head_groups: heads form num_groups contiguous groups; the first heads % num_groups groups
 // hold one head more than the others (dilated-attention-pytorch's split).
 DILATED_HD int64_t head_group_of(int64_t head, int64_t heads, int64_t num_groups) {
-  const int64_t base = heads / num_groups;
-  const int64_t big_groups = heads % num_groups;
+  const int64_t base = small_quotient(heads, num_groups);
+  const int64_t big_groups = small_remainder(heads, num_groups);
   const int64_t heads_in_big = big_groups * (base + 1);
-  return head < heads_in_big ? head / (base + 1) : big_groups + (head - heads_in_big) / base;
+  return head < heads_in_big ? small_quotient(head, base + 1)
+                             : big_groups + small_quotient(head - heads_in_big, base);
 }
 
 // First head of group `group` in head_groups mode.
@@ -54,27 +55,27 @@ DILATED_HD HeadPattern head_pattern(const Params& p, int64_t head, int k) {
   if (p.mode == Mode::head_groups) {
     const int64_t group = head_group_of(head, p.heads, p.num_patterns);
     const Pattern pat = p.patterns[group];
-    return {pat.segment, pat.dilation, group % pat.dilation};
+    return {pat.segment, pat.dilation, small_remainder(group, pat.dilation)};
   }
   const Pattern pat = p.patterns[k];
   const int64_t offset = p.head_offsets == HeadOffsets::paper
-                             ? head % pat.dilation
-                             : head / ceil_div(p.heads, pat.dilation);
+                             ? small_remainder(head, pat.dilation)
+                             : small_quotient(head, ceil_div(p.heads, pat.dilation));
   return {pat.segment, pat.dilation, offset};
 }
 
 DILATED_HD bool selects(const HeadPattern& hp, int64_t t) {
-  return (t % hp.segment) % hp.dilation == hp.offset;
+  return small_remainder(small_remainder(t, hp.segment), hp.dilation) == hp.offset;
 }
 
 // Keys of selected query t in a sequence of length n: the selected positions of t's segment
 // (the last segment may be short), up to t when causal.
 DILATED_HD KeyRange key_range(const HeadPattern& hp, int64_t t, int64_t n, bool causal) {
-  const int64_t segment_begin = t - t % hp.segment;
+  const int64_t segment_begin = t - small_remainder(t, hp.segment);
   const int64_t segment_end = segment_begin + hp.segment < n ? segment_begin + hp.segment : n;
   const int64_t first = segment_begin + hp.offset;
   const int64_t last = causal ? t : segment_end - 1;
-  const int64_t count = last >= first ? (last - first) / hp.dilation + 1 : 0;
+  const int64_t count = last >= first ? small_quotient(last - first, hp.dilation) + 1 : 0;
   return {first, hp.dilation, count};
 }
 
@@ -84,7 +85,7 @@ DILATED_HD float output_scale(const Params& p) {
 }
 
 DILATED_HD int64_t kv_head_of(const Params& p, int64_t head) {
-  return head / (p.heads / p.heads_kv);
+  return small_quotient(head, small_quotient(p.heads, p.heads_kv));
 }
 
 // Varlen problems pack sequences along the token dimension; others have one per batch entry.
@@ -108,7 +109,8 @@ struct SegmentRows {
 DILATED_HD SegmentRows segment_rows(const HeadPattern& hp, int64_t segment, int64_t n) {
   const int64_t begin = segment * hp.segment;
   const int64_t length = n - begin < hp.segment ? n - begin : hp.segment;
-  const int64_t count = length > hp.offset ? (length - 1 - hp.offset) / hp.dilation + 1 : 0;
+  const int64_t count =
+      length > hp.offset ? small_quotient(length - 1 - hp.offset, hp.dilation) + 1 : 0;
   return {begin + hp.offset, count};
 }
 

@@ -22,7 +22,7 @@ DILATED_HD SegmentSlice segment_slice(const HeadPattern& hp, int64_t segment, in
                                       int64_t begin, int64_t end, int64_t tensor_begin) {
   const SegmentRows all = segment_rows(hp, segment, n);
   const KeyRange in = clip_key_range({all.first, hp.dilation, all.count}, begin, end);
-  return {in.first - tensor_begin, in.count, (in.first - all.first) / hp.dilation};
+  return {in.first - tensor_begin, in.count, small_quotient(in.first - all.first, hp.dilation)};
 }
 
 // Without a window a slice is all of the segment's selected rows: segment_slice without its

@@ -46,8 +46,17 @@ class CudaBackend final : public Backend {
     if (p.heads > kMaxGridYZ || p.batch > kMaxGridYZ) {
       return "heads and batch must be at most 65535 on the CUDA backend";
     }
+    // The kernels index positions, segments and heads in 32 bits (small_quotient).
+    constexpr int64_t kMaxPositions = (int64_t{1} << 31) - 1;
+    if (p.seqlen > kMaxPositions || p.window.global_seqlen > kMaxPositions) {
+      return "sequences must be shorter than 2^31 positions on the CUDA backend";
+    }
     for (int i = 0; i < p.num_patterns; ++i) {
       const Pattern& pat = p.patterns[i];
+      if (pat.segment > kMaxPositions) {
+        return "segment lengths must be below 2^31 on the CUDA backend (pattern " +
+               std::to_string(i) + " has " + std::to_string(pat.segment) + ")";
+      }
       const int64_t blocks = (p.seqlen + pat.segment - 1) / pat.segment *
                              ((pat.segment + pat.dilation - 1) / pat.dilation + 3) / 4;
       if (blocks > (int64_t{1} << 31) - 1) return "too many thread blocks for one pass";

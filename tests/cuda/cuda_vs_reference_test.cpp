@@ -209,6 +209,23 @@ TEST(CudaVsReference, BackwardIsBitwiseReproducible) {
   }
 }
 
+// The kernels divide positions, segment lengths and head counts in 32 bits (small_quotient):
+// the backend declines what would not fit, naming the limit.
+TEST(CudaVsReference, DeclinesPositionsBeyond32Bits) {
+  ProblemConfig c;
+  c.seqlen = 256;
+  c.patterns = {{128, 1}, {256, 2}};
+  const HostProblem problem(c, 1);
+  Params p = problem.params();
+  p.device = Device::cuda;  // the reasons only: nothing runs
+  EXPECT_EQ(cuda().unsupported_reason(p, Direction::forward), "");
+  p.patterns[1].segment = int64_t{1} << 31;
+  EXPECT_NE(cuda().unsupported_reason(p, Direction::forward).find("pattern 1"), std::string::npos);
+  p.patterns[1].segment = 256;
+  p.seqlen = int64_t{1} << 31;
+  EXPECT_NE(cuda().unsupported_reason(p, Direction::backward).find("2^31"), std::string::npos);
+}
+
 TEST(CudaVsReference, MissingWorkspaceIsAnError) {
   DILATED_REQUIRE_BACKEND(cuda());
   ProblemConfig c;

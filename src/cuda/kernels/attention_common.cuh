@@ -48,12 +48,12 @@ struct TileCoord {
   int64_t tile;
 };
 __device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass) {
-  return {pass.first_segment + static_cast<int64_t>(blockIdx.x) / pass.tiles_per_segment,
-          static_cast<int64_t>(blockIdx.x) % pass.tiles_per_segment};
+  return {pass.first_segment + small_quotient(blockIdx.x, pass.tiles_per_segment),
+          small_remainder(blockIdx.x, pass.tiles_per_segment)};
 }
 __device__ __forceinline__ TileCoord key_tile_coord(const PassInfo& pass) {
-  return {pass.key_first_segment + static_cast<int64_t>(blockIdx.x) / pass.key_tiles_per_segment,
-          static_cast<int64_t>(blockIdx.x) % pass.key_tiles_per_segment};
+  return {pass.key_first_segment + small_quotient(blockIdx.x, pass.key_tiles_per_segment),
+          small_remainder(blockIdx.x, pass.key_tiles_per_segment)};
 }
 
 template <typename Elem>
