@@ -92,10 +92,11 @@ TEST(CudaVsReference, TensorCoreTiles) {
   }
 }
 
-// head_groups writes out directly; on Hopper the forward stores a warpgroup's 64 rows through
-// the copy engine where all of them are written (N a multiple of the dilation) and row by row
-// elsewhere (here the second half of each partial last tile). Both ways store the same values:
-// against the oracle, and bitwise against DILATED_CUDA_TMA_STORE=0 (every row by its threads).
+// head_groups writes out directly; on Hopper the forward loads a whole query tile and stores a
+// warpgroup's 64 rows through the copy engine where all of them are written (N a multiple of the
+// dilation), and copies and stores row by row elsewhere (here each partial last tile, and the
+// second half of some). Both ways give the same values: against the oracle, and bitwise against
+// DILATED_CUDA_TMA_QUERY=0 with DILATED_CUDA_TMA_STORE=0 (every row by the threads).
 TEST(CudaVsReference, ForwardRowsThroughTheCopyEngine) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
@@ -116,11 +117,15 @@ TEST(CudaVsReference, ForwardRowsThroughTheCopyEngine) {
         if (!check_against_oracle(c, seed)) return;
         HostProblem boxes(c, seed), rows(c, seed);
         for (HostProblem* h : {&boxes, &rows}) {
-          if (h == &rows) setenv("DILATED_CUDA_TMA_STORE", "0", 1);
+          if (h == &rows) {
+            setenv("DILATED_CUDA_TMA_STORE", "0", 1);
+            setenv("DILATED_CUDA_TMA_QUERY", "0", 1);
+          }
           DeviceProblem device(cuda(), *h);
           ASSERT_TRUE(device.run(Direction::forward).ok());
           device.copy_outputs_back();
           unsetenv("DILATED_CUDA_TMA_STORE");
+          unsetenv("DILATED_CUDA_TMA_QUERY");
         }
         EXPECT_EQ(boxes.buffer("out").bytes, rows.buffer("out").bytes);
         ASSERT_EQ(boxes.lse_buffer().size(), rows.lse_buffer().size());
@@ -260,6 +265,20 @@ TEST(CudaSanitizerSubset, EveryKernelOnce) {
       if (!check_against_oracle(c, seed)) return;
     }
   }
+}
+
+// Segments of 8 query tiles of 64 rows and 4 of 128: every stage ring of the forward, dq and
+// dk/dv kernels goes round, so that the sanitizers see a stage reused.
+TEST(CudaSanitizerSubset, StageRingsGoRound) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  ProblemConfig c;
+  c.seqlen = 512;
+  c.heads = c.heads_kv = 2;
+  c.head_dim = c.head_dim_v = 64;
+  c.dtype = DType::f16;
+  c.mode = Mode::head_groups;
+  c.patterns = {{512, 1}, {512, 2}};
+  check_against_oracle(c, test_seed());
 }
 
 }  // namespace

@@ -18,11 +18,11 @@ static_assert(kRows == kForwardRows, "the Hopper forward shares the portable for
 template <typename Elem, int D>
 void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
   const TensorMaps maps = pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys, true);
-  const OutputMap out_map = pass_output_map(p, pass);
+  const QueryMaps query_maps = pass_query_maps(p, pass, kRows);
   launch_pass_kernel(
       maps.square_width > 0 ? forward_kernel<Elem, D, true> : forward_kernel<Elem, D, false>,
       pass_grid(pass, pass.head_count, p.batch), ForwardSmem<D>::kBytes,
-      pass.overlaps_previous_launch, stream, p, pass, maps, out_map);
+      pass.overlaps_previous_launch, stream, p, pass, maps, query_maps);
 }
 
 }  // namespace

@@ -30,9 +30,10 @@ struct ForwardSmem {
   using KeyTile = GmmaTile<kKeys, D>;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // The tiles, the row-sum selector (1 KiB, see forward_kernel), the stage barriers, a word per
-  // consumer thread (wgmma_wait_after), and room to round the base up to 1024.
+  // consumer thread (wgmma_wait_after), the Q tile's barrier, and room to round the base up to
+  // 1024.
   static constexpr int kBytes =
-      kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 1024;
+      kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 8 + 1024;
 };
 
 // The producer warpgroup's side of a query tile's K/V stream: key tile t (kKeys selected keys of
@@ -115,7 +116,7 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
 template <typename Elem, int D, bool Squares>
 __global__ void __launch_bounds__(kThreads, 1)
     forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps,
-                   const __grid_constant__ OutputMap out_map) {
+                   const __grid_constant__ QueryMaps query_maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
@@ -132,6 +133,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const StageRing<kStages> ring{smem_address(v_tiles + kStages * KeyTile::kElements)};
   const uint32_t scratch =
       ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;  // see wgmma_wait_after
+  const uint32_t q_full = ring.bars + StageRing<kStages>::kBytes + 4 * kConsumerThreads;
 
   if (threadIdx.x == 0) stamp(11);
   const ForwardTile tile = forward_tile(p, pass, kRows);
@@ -143,14 +145,32 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
   const int lane = threadIdx.x % 32;
+  // A whole query tile of a plain stride comes through the copy engine, issued by the producer
+  // before any K/V tile (q_full); otherwise the consumers copy it.
+  const bool q_by_copy_engine = query_maps.q_enabled && q0 + kRows <= rows.count;
 
   if (threadIdx.x == 0) stamp(1);
   let_next_launch_start();
-  if (threadIdx.x == 0) ring.init();
+  if (threadIdx.x == 0) {
+    ring.init();
+    mbarrier_init(q_full, 1);
+  }
   __syncthreads();
 
   if (is_producer()) {
     become_producer();
+    if (q_by_copy_engine && threadIdx.x == kConsumerThreads) {
+      const int64_t position = rows.first + static_cast<int64_t>(q0) * hp.dilation;
+      mbarrier_expect_tx(q_full, QueryTile::kElements * 2);
+#pragma unroll
+      for (int half = 0; half < D / 64; ++half) {
+        tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes, &query_maps.q, q_full,
+                    64 * half, static_cast<int>(small_remainder(position, hp.dilation)),
+                    static_cast<int>(small_quotient(position, hp.dilation)), static_cast<int>(head),
+                    static_cast<int>(b));
+      }
+      mbarrier_arrive(q_full);
+    }
     stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
                                                 v_tiles, ring);
     if (threadIdx.x == kConsumerThreads) stamp(9);
@@ -158,14 +178,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   become_consumer();
-  load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
-      q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
-  cp_async_commit();
+  if (!q_by_copy_engine) {
+    load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
+        q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
+    cp_async_commit();
+  }
   for (int i = threadIdx.x; i < 512; i += kConsumerThreads) {
     sum_selector[i] = from_float<Elem>(i < 64 ? 1.0f : 0.0f);  // line 0 (row 0) is unswizzled
   }
-  cp_async_wait<0>();
-  fence_proxy_async();
+  if (q_by_copy_engine) {
+    mbarrier_wait(q_full, 0);
+  } else {
+    cp_async_wait<0>();
+  }
+  fence_proxy_async();  // the selector's (and cp.async's) writes, for wgmma
   named_barrier_sync(1, kConsumerThreads);
   if (threadIdx.x == 0) stamp(2);
 
@@ -279,9 +305,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) stamp(6);
   wait_for_previous_launches();
   if (threadIdx.x == 0) stamp(10);
-  if (rows_through_copy_engine(p, out_map, rows, key_count, shift, q0 + warpgroup * 64)) {
-    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, out_map, q_tile, warpgroup, hp, rows,
-                                                    b, head, row_idx, o, row_max, row_sum,
+  if (rows_through_copy_engine(p, query_maps, rows, key_count, shift, q0 + warpgroup * 64)) {
+    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, hp,
+                                                    rows, b, head, row_idx, o, row_max, row_sum,
                                                     row_norm);
   } else {
     store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,

@@ -24,19 +24,19 @@ __device__ __forceinline__ void store_matrices_x4(uint32_t address, uint32_t b0,
 }
 
 // Whether the 64 selected rows from `first_row` are all written by a direct-write forward pass.
-__device__ __forceinline__ bool rows_through_copy_engine(const Params& p, const OutputMap& out_map,
+__device__ __forceinline__ bool rows_through_copy_engine(const Params& p, const QueryMaps& maps,
                                                          const SegmentRows& rows, int key_count,
                                                          int shift, int first_row) {
   // Visible keys grow with the row: the first row seeing one means all do.
-  return out_map.enabled && first_row + 64 <= rows.count &&
+  return maps.out_enabled && first_row + 64 <= rows.count &&
          visible_keys(p.causal, key_count, first_row, shift) > 0;
 }
 
 // Warpgroup `warpgroup`'s rows (thread rows row_idx, accumulators o as in store_forward_rows) to
-// out through `tile` (the Q tile's layout, Tile) and out_map; lse as store_forward_rows writes it.
+// out through `tile` (the Q tile's layout, Tile) and maps.out; lse as store_forward_rows writes it.
 template <typename Elem, class Tile, int DT>
 __device__ __forceinline__ void store_rows_through_copy_engine(
-    const Params& p, const PassInfo& pass, const OutputMap& out_map, Elem* tile, int warpgroup,
+    const Params& p, const PassInfo& pass, const QueryMaps& maps, Elem* tile, int warpgroup,
     const HeadPattern& hp, const SegmentRows& rows, int64_t b, int64_t head,
     const int (&row_idx)[1][2], const float (&o)[1][DT][4], const float (&row_max)[1][2],
     const float (&row_sum)[1][2], const float (&row_norm)[1][2]) {
@@ -70,7 +70,7 @@ __device__ __forceinline__ void store_rows_through_copy_engine(
     const int64_t position = rows.first + static_cast<int64_t>(row_idx[0][0]) * hp.dilation;
 #pragma unroll
     for (int half = 0; half < DT / 8; ++half) {
-      tma_store_5d(&out_map.map, smem_address(tile + Tile::chunk_offset(warpgroup * 64, 8 * half)),
+      tma_store_5d(&maps.out, smem_address(tile + Tile::chunk_offset(warpgroup * 64, 8 * half)),
                    64 * half, static_cast<int>(position % hp.dilation),
                    static_cast<int>(position / hp.dilation), static_cast<int>(head),
                    static_cast<int>(b));

@@ -104,15 +104,15 @@ TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor&
   return strided_maps(p, pass.order, a, b, heads, pass_dilation(p, pass), box_rows, keys_any_order);
 }
 
-OutputMap pass_output_map(const Params& p, const PassInfo& pass) {
-  OutputMap out{};
+QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows) {
+  QueryMaps maps{};
   const int64_t r = pass_dilation(p, pass);
-  if (pass.out_acc.data || pass.order || env_off("DILATED_CUDA_TMA_STORE") ||
-      !strided_rows_mappable(p, r)) {
-    return out;
-  }
-  out.enabled = encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &out.map);
-  return out;
+  if (pass.order || !strided_rows_mappable(p, r)) return maps;
+  maps.q_enabled = !env_off("DILATED_CUDA_TMA_QUERY") &&
+                   encode_map(p, p.q, p.heads, r, p.seqlen / r, 1, q_box_rows, &maps.q);
+  maps.out_enabled = !pass.out_acc.data && !env_off("DILATED_CUDA_TMA_STORE") &&
+                     encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &maps.out);
+  return maps;
 }
 
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,

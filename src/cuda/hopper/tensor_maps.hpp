@@ -17,10 +17,10 @@ namespace dilated::cuda::hopper {
 // (TensorMaps::square_width; DILATED_CUDA_CURVE_SQUARES=0 keeps cp.async there).
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
                             int64_t heads, int box_rows, bool keys_any_order = false);
-// The map of out for a forward pass that writes out directly (PassInfo::out_acc null), with
-// boxes of 64 rows; disabled where pass_tensor_maps would be, with a token grid, or with
-// DILATED_CUDA_TMA_STORE=0 (every row stored by its threads, for A/B runs).
-OutputMap pass_output_map(const Params& p, const PassInfo& pass);
+// The forward's maps of q (boxes of q_box_rows rows) and, for a pass that writes out directly
+// (PassInfo::out_acc null), of out (boxes of 64 rows); disabled where pass_tensor_maps would be,
+// with a token grid, or with DILATED_CUDA_TMA_QUERY=0 or DILATED_CUDA_TMA_STORE=0 (A/B runs).
+QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows);
 // The same over consecutive positions (the block pass's tiles), rows through `order` if any.
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
                                 const Tensor& b, int64_t heads, int box_rows,

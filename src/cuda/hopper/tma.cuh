@@ -23,12 +23,15 @@ struct TensorMaps {
   int square_width;
 };
 
-// The forward's output rows as a 5-D map like TensorMaps::a (boxes of 64 columns, 1 phase, 64
-// rows: one consumer warpgroup's rows of one half), for passes that write out directly.
-// enabled = 0: every row is stored by its threads instead.
-struct OutputMap {
-  CUtensorMap map;
-  int enabled;
+// The forward's query rows and output rows as 5-D maps like TensorMaps::a: q with boxes of 128
+// rows (a whole query tile, loaded by the producer), out with boxes of 64 rows (one consumer
+// warpgroup's rows, for passes that write out directly). Disabled: the consumers copy Q with
+// cp.async, and every row is stored by its threads.
+struct QueryMaps {
+  CUtensorMap q;
+  CUtensorMap out;
+  int q_enabled;
+  int out_enabled;
 };
 
 // Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
