@@ -87,7 +87,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t head_last = min((kv_head + 1) * group, pass.head_begin + pass.head_count);
 
   let_next_launch_start();
-  if (threadIdx.x == 0) ring.init();
+  // Every consumer thread reads a stage's row statistics with ordinary loads and releases the
+  // stage itself: compute-sanitizer's racecheck follows a read to the producer's next copy into
+  // the stage only through the reading thread's own arrival (stage_ring.cuh).
+  if (threadIdx.x == 0) ring.init(kConsumerThreads);
   __syncthreads();
 
   if (is_producer()) {
@@ -216,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
       accumulate_dv_dk<Elem, D, QT>(dv, dk, st, dpt, don_desc, qn_desc, stage);
-      ring.release(t);
+      ring.release_by_thread(t);
     }
     const int64_t key_row[2] = {
         key_real[0] ? grid_row(pass.order, w.key_rows.first + key_base * w.hp.dilation) : 0,
