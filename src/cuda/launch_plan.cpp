@@ -113,6 +113,17 @@ PassInfo make_pass(const Params& p, int k, int64_t tile_rows) {
                                                    p.window.key_begin, p.window.key_rows)
                                    : queries;
   pass.tile_rows = tile_rows;
+  const int pattern_index = p.mode == Mode::longnet ? k : 0;
+  pass.pattern = head_pattern(p, pass.head_begin, pattern_index);
+  pass.pattern_shared = true;
+  for (int64_t h = pass.head_begin + 1; h < pass.head_begin + pass.head_count; ++h) {
+    const HeadPattern hp = head_pattern(p, h, pattern_index);
+    if (hp.segment != pass.pattern.segment || hp.dilation != pass.pattern.dilation ||
+        hp.offset != pass.pattern.offset) {
+      pass.pattern_shared = false;
+      break;
+    }
+  }
   pass.first_segment = queries.first_segment;
   pass.segments = queries.segments;
   pass.tiles_per_segment = ceil_div(queries.max_rows, tile_rows);

@@ -24,6 +24,7 @@ __device__ __forceinline__ int64_t grid_row(const int64_t* order, int64_t t) {
 // The pattern (with this head's offset) that `head` runs in pass `pass`.
 __device__ __forceinline__ HeadPattern pass_pattern(const Params& p, const PassInfo& pass,
                                                     int64_t head) {
+  if (pass.pattern_shared) return pass.pattern;
   return head_pattern(p, head, p.mode == Mode::longnet ? pass.k : 0);
 }
 
