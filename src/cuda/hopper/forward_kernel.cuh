@@ -147,7 +147,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int lane = threadIdx.x % 32;
   // A whole query tile of a plain stride comes through the copy engine, issued by the producer
   // before any K/V tile (q_full); otherwise the consumers copy it.
-  const bool q_by_copy_engine = query_maps.q_enabled && q0 + kRows <= rows.count;
+  // Along a curve of squares only a tile of two whole aligned squares (Squares instances), whose
+  // rows then come in the squares' order and go back the same way.
+  const bool q_by_copy_engine =
+      query_maps.q_enabled && q0 + kRows <= rows.count &&
+      (Squares ? query_maps.square_width > 0 && ((rows.first + q0) & 63) == 0
+               : query_maps.square_width == 0);
 
   if (threadIdx.x == 0) stamp(1);
   let_next_launch_start();
@@ -160,14 +165,29 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (is_producer()) {
     become_producer();
     if (q_by_copy_engine && threadIdx.x == kConsumerThreads) {
-      const int64_t position = rows.first + static_cast<int64_t>(q0) * hp.dilation;
       mbarrier_expect_tx(q_full, QueryTile::kElements * 2);
+      if constexpr (Squares) {
 #pragma unroll
-      for (int half = 0; half < D / 64; ++half) {
-        tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes, &query_maps.q, q_full,
-                    64 * half, static_cast<int>(small_remainder(position, hp.dilation)),
-                    static_cast<int>(small_quotient(position, hp.dilation)), static_cast<int>(head),
-                    static_cast<int>(b));
+        for (int square = 0; square < kRows / 64; ++square) {
+          const int cell = static_cast<int>(grid_row(pass.order, rows.first + q0 + 64 * square));
+          const int x0 = cell % query_maps.square_width & ~7;
+          const int y0 = cell / query_maps.square_width & ~7;
+#pragma unroll
+          for (int half = 0; half < D / 64; ++half) {
+            tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes + square * 64 * 128,
+                        &query_maps.q, q_full, 64 * half, x0, y0, static_cast<int>(head),
+                        static_cast<int>(b));
+          }
+        }
+      } else {
+        const int64_t position = rows.first + static_cast<int64_t>(q0) * hp.dilation;
+#pragma unroll
+        for (int half = 0; half < D / 64; ++half) {
+          tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes, &query_maps.q, q_full,
+                      64 * half, static_cast<int>(small_remainder(position, hp.dilation)),
+                      static_cast<int>(small_quotient(position, hp.dilation)),
+                      static_cast<int>(head), static_cast<int>(b));
+        }
       }
       mbarrier_arrive(q_full);
     }
@@ -305,10 +325,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) stamp(6);
   wait_for_previous_launches();
   if (threadIdx.x == 0) stamp(10);
-  if (rows_through_copy_engine(p, query_maps, rows, key_count, shift, q0 + warpgroup * 64)) {
-    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, hp,
-                                                    rows, b, head, row_idx, o, row_max, row_sum,
-                                                    row_norm);
+  if (Squares && q_by_copy_engine) {  // rows in the squares' order (above)
+    const OutputBox box =
+        square_output_box(pass.order, query_maps.square_width, rows.first + q0 + 64 * warpgroup);
+    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, box, b,
+                                                    head, o, row_max, row_sum, row_norm);
+  } else if (!Squares &&
+             rows_through_copy_engine(p, query_maps, rows, key_count, shift, q0 + warpgroup * 64)) {
+    const OutputBox box = strided_output_box(hp, rows, q0 + warpgroup * 64, row_idx);
+    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, box, b,
+                                                    head, o, row_max, row_sum, row_norm);
   } else {
     store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
                              row_sum, row_norm);

@@ -32,23 +32,49 @@ __device__ __forceinline__ bool rows_through_copy_engine(const Params& p, const 
          visible_keys(p.causal, key_count, first_row, shift) > 0;
 }
 
-// Warpgroup `warpgroup`'s rows (thread rows row_idx, accumulators o as in store_forward_rows) to
-// out through `tile` (the Q tile's layout, Tile) and maps.out; lse as store_forward_rows writes it.
+// Where a warpgroup's 64 rows go: the box of maps.out (coordinates 1 and 2) and, for lse, the
+// tensor rows of the thread's two rows.
+struct OutputBox {
+  int c1, c2;
+  int64_t row[2];
+};
+// Rows of a plain stride: selected rows row_idx of the segment (the warpgroup's first is
+// first_row), box (phase, position / dilation).
+__device__ __forceinline__ OutputBox strided_output_box(const HeadPattern& hp,
+                                                        const SegmentRows& rows, int first_row,
+                                                        const int (&row_idx)[1][2]) {
+  const int64_t position = rows.first + static_cast<int64_t>(first_row) * hp.dilation;
+  return {static_cast<int>(small_remainder(position, hp.dilation)),
+          static_cast<int>(small_quotient(position, hp.dilation)),
+          {rows.first + row_idx[0][0] * hp.dilation, rows.first + row_idx[0][1] * hp.dilation}};
+}
+// Rows that came as one 8 x 8 square of a token grid (QueryMaps::square_width), the one holding
+// curve position `position`: row j of the warpgroup is the square's cell (j % 8, j / 8).
+__device__ __forceinline__ OutputBox square_output_box(const int64_t* order, int width,
+                                                       int64_t position) {
+  const int cell = static_cast<int>(grid_row(order, position));
+  const int x0 = cell % width & ~7, y0 = cell / width & ~7;
+  const int j = (threadIdx.x % 128) / 32 * 16 + threadIdx.x % 32 / 4;
+  return {x0,
+          y0,
+          {static_cast<int64_t>(y0 + j / 8) * width + x0 + j % 8,
+           static_cast<int64_t>(y0 + (j + 8) / 8) * width + x0 + (j + 8) % 8}};
+}
+
+// Warpgroup `warpgroup`'s rows (accumulators o as in store_forward_rows) to out through `tile`
+// (the Q tile's layout, Tile) and maps.out at `box`; lse as store_forward_rows writes it.
 template <typename Elem, class Tile, int DT>
 __device__ __forceinline__ void store_rows_through_copy_engine(
     const Params& p, const PassInfo& pass, const QueryMaps& maps, Elem* tile, int warpgroup,
-    const HeadPattern& hp, const SegmentRows& rows, int64_t b, int64_t head,
-    const int (&row_idx)[1][2], const float (&o)[1][DT][4], const float (&row_max)[1][2],
-    const float (&row_sum)[1][2], const float (&row_norm)[1][2]) {
+    const OutputBox& box, int64_t b, int64_t head, const float (&o)[1][DT][4],
+    const float (&row_max)[1][2], const float (&row_sum)[1][2], const float (&row_norm)[1][2]) {
   const int lane = threadIdx.x % 32;
   float scale[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float lse = (row_max[0][r] + __log2f(quad_sum(row_sum[0][r]))) * kLn2;
     scale[r] = (1.0f / quad_sum(row_norm[0][r])) * output_scale(p);
-    if (pass.lse && lane % 4 == 0) {
-      pass.lse[lse_index(p, b, head, rows.first + row_idx[0][r] * hp.dilation)] = lse;
-    }
+    if (pass.lse && lane % 4 == 0) pass.lse[lse_index(p, b, head, box.row[r])] = lse;
   }
   // Per stmatrix: the 8 x 8 blocks (rows 0-7, n8 tile d), (rows 8-15, d), (0-7, d + 1),
   // (8-15, d + 1) of the warp's 16 rows, lanes 8 m .. 8 m + 7 addressing block m's rows.
@@ -67,13 +93,10 @@ __device__ __forceinline__ void store_rows_through_copy_engine(
   fence_proxy_async();
   named_barrier_sync(4 + warpgroup, 128);  // 2 and 3 are the issue turns (warp_roles.cuh)
   if (threadIdx.x % 128 == 0) {
-    const int64_t position = rows.first + static_cast<int64_t>(row_idx[0][0]) * hp.dilation;
 #pragma unroll
     for (int half = 0; half < DT / 8; ++half) {
       tma_store_5d(&maps.out, smem_address(tile + Tile::chunk_offset(warpgroup * 64, 8 * half)),
-                   64 * half, static_cast<int>(position % hp.dilation),
-                   static_cast<int>(position / hp.dilation), static_cast<int>(head),
-                   static_cast<int>(b));
+                   64 * half, box.c1, box.c2, static_cast<int>(head), static_cast<int>(b));
     }
     tma_store_wait_read();
   }

@@ -71,15 +71,20 @@ bool strided_rows_mappable(const Params& p, int64_t r) {
          p.seqlen % r == 0;
 }
 
+// Whether a token grid's curve may be copied square by square for rows with dilation r in
+// tiles of box_rows: only where the rows' order within a tile does not matter (no causal
+// mask), for dilation 1, whole squares, curves that run in squares.
+bool curve_squares_usable(const Params& p, int64_t r, int box_rows) {
+  return !p.causal && r == 1 && box_rows % 64 == 0 && !env_off("DILATED_CUDA_CURVE_SQUARES") &&
+         grid_runs_in_squares(p);
+}
+
 TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, const Tensor& b,
                         int64_t heads, int64_t r, int box_rows, bool keys_any_order) {
   TensorMaps maps{};
   if (!strided_rows_mappable(p, r)) return maps;
   if (order) {
-    if (!keys_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
-        env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
-      return maps;
-    }
+    if (!keys_any_order || !curve_squares_usable(p, r, box_rows)) return maps;
     const int64_t w = p.grid.width, h = p.grid.height;
     if (encode_map(p, a, heads, w, h, 8, 8, &maps.a) &&
         encode_map(p, b, heads, w, h, 8, 8, &maps.b)) {
@@ -107,11 +112,22 @@ TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor&
 QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows) {
   QueryMaps maps{};
   const int64_t r = pass_dilation(p, pass);
-  if (pass.order || !strided_rows_mappable(p, r)) return maps;
-  maps.q_enabled = !env_off("DILATED_CUDA_TMA_QUERY") &&
-                   encode_map(p, p.q, p.heads, r, p.seqlen / r, 1, q_box_rows, &maps.q);
-  maps.out_enabled = !pass.out_acc.data && !env_off("DILATED_CUDA_TMA_STORE") &&
-                     encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &maps.out);
+  if (!strided_rows_mappable(p, r)) return maps;
+  const bool q_wanted = !env_off("DILATED_CUDA_TMA_QUERY");
+  const bool out_wanted = !pass.out_acc.data && !env_off("DILATED_CUDA_TMA_STORE");
+  if (pass.order) {
+    // Rows in the squares' order: only where the output goes back square by square too.
+    if (!q_wanted || !out_wanted || !curve_squares_usable(p, r, q_box_rows)) return maps;
+    const int64_t w = p.grid.width, h = p.grid.height;
+    if (encode_map(p, p.q, p.heads, w, h, 8, 8, &maps.q) &&
+        encode_map(p, p.out, p.heads, w, h, 8, 8, &maps.out)) {
+      maps.q_enabled = maps.out_enabled = 1;
+      maps.square_width = static_cast<int>(w);
+    }
+    return maps;
+  }
+  maps.q_enabled = q_wanted && encode_map(p, p.q, p.heads, r, p.seqlen / r, 1, q_box_rows, &maps.q);
+  maps.out_enabled = out_wanted && encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &maps.out);
   return maps;
 }
 

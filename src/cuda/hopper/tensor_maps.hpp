@@ -19,7 +19,9 @@ TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor&
                             int64_t heads, int box_rows, bool keys_any_order = false);
 // The forward's maps of q (boxes of q_box_rows rows) and, for a pass that writes out directly
 // (PassInfo::out_acc null), of out (boxes of 64 rows); disabled where pass_tensor_maps would be,
-// with a token grid, or with DILATED_CUDA_TMA_QUERY=0 or DILATED_CUDA_TMA_STORE=0 (A/B runs).
+// or with DILATED_CUDA_TMA_QUERY=0 or DILATED_CUDA_TMA_STORE=0 (A/B runs). With a token grid
+// both or neither, square by square (QueryMaps::square_width), where the pass writes out
+// directly and pass_tensor_maps would fetch K/V square by square.
 QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows);
 // The same over consecutive positions (the block pass's tiles), rows through `order` if any.
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,

@@ -26,12 +26,15 @@ struct TensorMaps {
 // The forward's query rows and output rows as 5-D maps like TensorMaps::a: q with boxes of 128
 // rows (a whole query tile, loaded by the producer), out with boxes of 64 rows (one consumer
 // warpgroup's rows, for passes that write out directly). Disabled: the consumers copy Q with
-// cp.async, and every row is stored by its threads.
+// cp.async, and every row is stored by its threads. square_width > 0: both are maps over a
+// token grid's 8 x 8 squares like TensorMaps' (a whole aligned query tile is two squares, its
+// rows in the squares' row-major order, and its output goes back the same way).
 struct QueryMaps {
   CUtensorMap q;
   CUtensorMap out;
   int q_enabled;
   int out_enabled;
+  int square_width;
 };
 
 // Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
