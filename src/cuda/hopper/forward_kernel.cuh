@@ -198,6 +198,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   become_consumer();
+  // The cell of the warpgroup's first row along a curve of squares, where its output goes back
+  // square by square: read now, so that the order[] read is not on the epilogue's path.
+  int square_cell = 0;
+  if (Squares && q_by_copy_engine) {
+    square_cell = static_cast<int>(
+        grid_row(pass.order, rows.first + q0 + 64 * static_cast<int>(threadIdx.x / 128)));
+  }
   if (!q_by_copy_engine) {
     load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
         q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
@@ -326,8 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   wait_for_previous_launches();
   if (threadIdx.x == 0) stamp(10);
   if (Squares && q_by_copy_engine) {  // rows in the squares' order (above)
-    const OutputBox box =
-        square_output_box(pass.order, query_maps.square_width, rows.first + q0 + 64 * warpgroup);
+    const OutputBox box = square_output_box(square_cell, query_maps.square_width);
     store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, box, b,
                                                     head, o, row_max, row_sum, row_norm);
   } else if (!Squares &&

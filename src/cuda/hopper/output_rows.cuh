@@ -49,10 +49,8 @@ __device__ __forceinline__ OutputBox strided_output_box(const HeadPattern& hp,
           {rows.first + row_idx[0][0] * hp.dilation, rows.first + row_idx[0][1] * hp.dilation}};
 }
 // Rows that came as one 8 x 8 square of a token grid (QueryMaps::square_width), the one holding
-// curve position `position`: row j of the warpgroup is the square's cell (j % 8, j / 8).
-__device__ __forceinline__ OutputBox square_output_box(const int64_t* order, int width,
-                                                       int64_t position) {
-  const int cell = static_cast<int>(grid_row(order, position));
+// `cell`: row j of the warpgroup is the square's cell (j % 8, j / 8).
+__device__ __forceinline__ OutputBox square_output_box(int cell, int width) {
   const int x0 = cell % width & ~7, y0 = cell / width & ~7;
   const int j = (threadIdx.x % 128) / 32 * 16 + threadIdx.x % 32 / 4;
   return {x0,
