@@ -29,9 +29,10 @@ struct PassInfo {
   int64_t key_segments = 0;
   int64_t key_tiles_per_segment = 0;
   int64_t tile_rows = 0;  // selected rows per tile
-  // The pattern every head of the pass sees, where they all see the same (head_groups always;
-  // longnet where every head has offset 0): kernels then read it as a constant instead of
-  // deriving it from the head (a chain of dependent loads and divisions in each CTA's setup).
+  // The pattern of the pass's first head; pattern_shared: every head of the pass sees exactly
+  // this one (head_groups always; longnet where every head has the same offset), so kernels read
+  // it as a constant instead of deriving it from the head (a chain of dependent loads and
+  // divisions in each CTA's setup). Segment and dilation are the pass's in any case.
   HeadPattern pattern{};
   bool pattern_shared = false;
   // Token grid (docs/design.md 1.2): curve position t of a sequence is row order[t] of every

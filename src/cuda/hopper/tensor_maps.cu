@@ -60,9 +60,6 @@ bool env_off(const char* name) {
   return env && std::strcmp(env, "0") == 0;
 }
 
-// Maps of a and b with dilation r, where the copy engine can fetch their rows at all: not
-// through a sequence window or varlen batches, nor with DILATED_CUDA_TMA=0; through a token
-// grid's order only square by square (TensorMaps::square_width).
 // Whether rows with dilation r can be a map's boxes at all: not through a sequence window or
 // varlen batches (no plain stride of whole sequences), not where N is no multiple of r (the
 // last phase's rows would fall outside the map), not with DILATED_CUDA_TMA=0.
@@ -79,6 +76,9 @@ bool curve_squares_usable(const Params& p, int64_t r, int box_rows) {
          grid_runs_in_squares(p);
 }
 
+// Maps of a and b with dilation r, where the copy engine can fetch their rows at all
+// (strided_rows_mappable); through a token grid's order only square by square
+// (TensorMaps::square_width).
 TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, const Tensor& b,
                         int64_t heads, int64_t r, int box_rows, bool keys_any_order) {
   TensorMaps maps{};
@@ -97,21 +97,16 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
   return maps;
 }
 
-// The dilation every head of the pass shares.
-int64_t pass_dilation(const Params& p, const PassInfo& pass) {
-  return head_pattern(p, pass.head_begin, p.mode == Mode::longnet ? pass.k : 0).dilation;
-}
-
 }  // namespace
 
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
                             int64_t heads, int box_rows, bool keys_any_order) {
-  return strided_maps(p, pass.order, a, b, heads, pass_dilation(p, pass), box_rows, keys_any_order);
+  return strided_maps(p, pass.order, a, b, heads, pass.pattern.dilation, box_rows, keys_any_order);
 }
 
 QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows) {
   QueryMaps maps{};
-  const int64_t r = pass_dilation(p, pass);
+  const int64_t r = pass.pattern.dilation;  // every head of a pass shares it
   if (!strided_rows_mappable(p, r)) return maps;
   const bool q_wanted = !env_off("DILATED_CUDA_TMA_QUERY");
   const bool out_wanted = !pass.out_acc.data && !env_off("DILATED_CUDA_TMA_STORE");
