@@ -170,13 +170,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int square = 0; square < kRows / 64; ++square) {
           const int cell = static_cast<int>(grid_row(pass.order, rows.first + q0 + 64 * square));
-          const int x0 = cell % query_maps.square_width & ~7;
-          const int y0 = cell / query_maps.square_width & ~7;
+          const SquareCorner corner = square_corner(cell, query_maps.square_width);
 #pragma unroll
           for (int half = 0; half < D / 64; ++half) {
             tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes + square * 64 * 128,
-                        &query_maps.q, q_full, 64 * half, x0, y0, static_cast<int>(head),
-                        static_cast<int>(b));
+                        &query_maps.q, q_full, 64 * half, corner.x, corner.y,
+                        static_cast<int>(head), static_cast<int>(b));
           }
         }
       } else {

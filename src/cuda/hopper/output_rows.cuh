@@ -51,12 +51,12 @@ __device__ __forceinline__ OutputBox strided_output_box(const HeadPattern& hp,
 // Rows that came as one 8 x 8 square of a token grid (QueryMaps::square_width), the one holding
 // `cell`: row j of the warpgroup is the square's cell (j % 8, j / 8).
 __device__ __forceinline__ OutputBox square_output_box(int cell, int width) {
-  const int x0 = cell % width & ~7, y0 = cell / width & ~7;
+  const SquareCorner c = square_corner(cell, width);
   const int j = (threadIdx.x % 128) / 32 * 16 + threadIdx.x % 32 / 4;
-  return {x0,
-          y0,
-          {static_cast<int64_t>(y0 + j / 8) * width + x0 + j % 8,
-           static_cast<int64_t>(y0 + (j + 8) / 8) * width + x0 + (j + 8) % 8}};
+  return {c.x,
+          c.y,
+          {static_cast<int64_t>(c.y + j / 8) * width + c.x + j % 8,
+           static_cast<int64_t>(c.y + (j + 8) / 8) * width + c.x + (j + 8) % 8}};
 }
 
 // Warpgroup `warpgroup`'s rows (accumulators o as in store_forward_rows) to out through `tile`
@@ -70,9 +70,9 @@ __device__ __forceinline__ void store_rows_through_copy_engine(
   float scale[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const float lse = (row_max[0][r] + __log2f(quad_sum(row_sum[0][r]))) * kLn2;
-    scale[r] = (1.0f / quad_sum(row_norm[0][r])) * output_scale(p);
-    if (pass.lse && lane % 4 == 0) pass.lse[lse_index(p, b, head, box.row[r])] = lse;
+    const FinishedRow f = finish_row(row_max[0][r], row_sum[0][r], row_norm[0][r]);
+    scale[r] = f.inv_norm * output_scale(p);
+    if (pass.lse && lane % 4 == 0) pass.lse[lse_index(p, b, head, box.row[r])] = f.lse;
   }
   // Per stmatrix: the 8 x 8 blocks (rows 0-7, n8 tile d), (rows 8-15, d), (0-7, d + 1),
   // (8-15, d + 1) of the warp's 16 rows, lanes 8 m .. 8 m + 7 addressing block m's rows.

@@ -188,10 +188,9 @@ __device__ __forceinline__ void copy_square_boxes(const TensorMaps& maps,
   mbarrier_expect_tx(full, 2 * Rows * D * 2);
 #pragma unroll
   for (int square = 0; square < Rows / 64; ++square) {
-    const int x0 = cells[square] % maps.square_width & ~7;
-    const int y0 = cells[square] / maps.square_width & ~7;
-    load_box_pair<D, Tile>(maps, a_tile + square * 64 * 128, b_tile + square * 64 * 128, full, x0,
-                           y0, head, b);
+    const SquareCorner corner = square_corner(cells[square], maps.square_width);
+    load_box_pair<D, Tile>(maps, a_tile + square * 64 * 128, b_tile + square * 64 * 128, full,
+                           corner.x, corner.y, head, b);
   }
 }
 

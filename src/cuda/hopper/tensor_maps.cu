@@ -68,14 +68,6 @@ bool strided_rows_mappable(const Params& p, int64_t r) {
          p.seqlen % r == 0;
 }
 
-// Whether a token grid's curve may be copied square by square for rows with dilation r in
-// tiles of box_rows: only where the rows' order within a tile does not matter (no causal
-// mask), for dilation 1, whole squares, curves that run in squares.
-bool curve_squares_usable(const Params& p, int64_t r, int box_rows) {
-  return !p.causal && r == 1 && box_rows % 64 == 0 && !env_off("DILATED_CUDA_CURVE_SQUARES") &&
-         grid_runs_in_squares(p);
-}
-
 // Maps of a and b with dilation r, where the copy engine can fetch their rows at all
 // (strided_rows_mappable); through a token grid's order only square by square
 // (TensorMaps::square_width).
@@ -84,7 +76,10 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
   TensorMaps maps{};
   if (!strided_rows_mappable(p, r)) return maps;
   if (order) {
-    if (!keys_any_order || !curve_squares_usable(p, r, box_rows)) return maps;
+    if (!keys_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
+        env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
+      return maps;
+    }
     const int64_t w = p.grid.width, h = p.grid.height;
     if (encode_map(p, a, heads, w, h, 8, 8, &maps.a) &&
         encode_map(p, b, heads, w, h, 8, 8, &maps.b)) {
@@ -112,12 +107,14 @@ QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows)
   const bool out_wanted = !pass.out_acc.data && !env_off("DILATED_CUDA_TMA_STORE");
   if (pass.order) {
     // Rows in the squares' order: only where the output goes back square by square too.
-    if (!q_wanted || !out_wanted || !curve_squares_usable(p, r, q_box_rows)) return maps;
-    const int64_t w = p.grid.width, h = p.grid.height;
-    if (encode_map(p, p.q, p.heads, w, h, 8, 8, &maps.q) &&
-        encode_map(p, p.out, p.heads, w, h, 8, 8, &maps.out)) {
+    if (!q_wanted || !out_wanted) return maps;
+    const TensorMaps squares =
+        strided_maps(p, pass.order, p.q, p.out, p.heads, r, q_box_rows, true);
+    if (squares.square_width > 0) {
+      maps.q = squares.a;
+      maps.out = squares.b;
       maps.q_enabled = maps.out_enabled = 1;
-      maps.square_width = static_cast<int>(w);
+      maps.square_width = squares.square_width;
     }
     return maps;
   }

@@ -37,6 +37,15 @@ struct QueryMaps {
   int square_width;
 };
 
+// The top-left cell (x, y) of the aligned 8 x 8 square holding grid cell `cell` of a grid
+// `width` cells wide: a square map's box coordinates 1 and 2.
+struct SquareCorner {
+  int x, y;
+};
+__device__ __forceinline__ SquareCorner square_corner(int cell, int width) {
+  return {cell % width & ~7, cell / width & ~7};
+}
+
 // Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
 // thread arrives separately, after issuing them).
 __device__ __forceinline__ void mbarrier_expect_tx(uint32_t bar, uint32_t bytes) {

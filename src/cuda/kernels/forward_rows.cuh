@@ -148,6 +148,15 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// A finished row's lse (natural log units) from the quad's running max and partial sums of the
+// exact probabilities, and 1 / the sum its output accumulators hold (partial per thread).
+struct FinishedRow {
+  float lse, inv_norm;
+};
+__device__ __forceinline__ FinishedRow finish_row(float row_max, float row_sum, float row_norm) {
+  return {(row_max + __log2f(quad_sum(row_sum))) * kLn2, 1.0f / quad_sum(row_norm)};
+}
+
 // Epilogue of a forward pass for the thread's rows: out (or the running fp32 merge) and lse.
 // row_sum: the rows' (per-thread partial) softmax sums, for lse; row_norm: the sums of the
 // weights the output accumulators hold (the same, or those weights as rounded for the product).
@@ -161,9 +170,7 @@ __device__ __forceinline__ void store_forward_rows(
   for (int m = 0; m < MT; ++m) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float sum = quad_sum(row_sum[m][r]);
-      const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
-      const float norm = quad_sum(row_norm[m][r]);
+      const FinishedRow f = finish_row(row_max[m][r], row_sum[m][r], row_norm[m][r]);
       // Rows past the slice, and rows that see no key (their sum is 0), are not written.
       const bool valid =
           row_idx[m][r] < rows.count && visible_keys(p.causal, key_count, row_idx[m][r], shift) > 0;
@@ -171,7 +178,7 @@ __device__ __forceinline__ void store_forward_rows(
       const int64_t row = valid ? grid_row(pass.order, position) : 0;
       const bool holds = valid && accumulator_holds(p, pass, head, position);
       write_forward_row<Elem, DT>(p, pass.out_acc, pass.lse, pass.converts, valid, holds, b, row,
-                                  head, o[m], r, lse, 1.0f / norm);
+                                  head, o[m], r, f.lse, f.inv_norm);
     }
   }
 }
