@@ -2,7 +2,8 @@
 // then the median of many repeats) on random device inputs; prints one JSON object per case.
 // Usage: cuda_backend_timing --batch B --seq-len N --heads H [--heads-kv K] --head-dim D
 //        --segments 2048,4096 --dilations 1,2 [--mode longnet|head_groups] [--causal]
-//        [--dtype bf16|fp16|fp32] [--repeats R]
+//        [--dtype bf16|fp16|fp32] [--repeats R] [--grid HxW]   (a token grid: N = H * W, the
+//        sequence along its Hilbert curve)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   int64_t batch = 1, seqlen = 32768, heads = 16, heads_kv = 0, head_dim = 128, repeats = 20;
   std::string segments = "2048,4096,8192", dilations = "1,2,4", mode = "longnet", dtype = "bf16";
   bool causal = false;
+  std::string grid;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() { return std::string(argv[++i]); };
@@ -73,6 +75,8 @@ int main(int argc, char** argv) {
       causal = true;
     else if (a == "--repeats")
       repeats = std::stoll(next());
+    else if (a == "--grid")
+      grid = next();
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -91,6 +95,19 @@ int main(int argc, char** argv) {
   std::vector<dilated::Pattern> patterns;
   for (size_t i = 0; i < segs.size(); ++i) patterns.push_back({segs[i], dils.at(i)});
   dilated::set_patterns(p, patterns);
+  if (!grid.empty()) {
+    const size_t x = grid.find('x');
+    if (x == std::string::npos) {
+      std::fprintf(stderr, "--grid %s: expected HxW\n", grid.c_str());
+      return 2;
+    }
+    p.grid = {std::stoll(grid.substr(0, x)), std::stoll(grid.substr(x + 1))};
+    if (p.grid.height * p.grid.width != seqlen) {
+      std::fprintf(stderr, "--grid %s: H * W must equal --seq-len %lld\n", grid.c_str(),
+                   static_cast<long long>(seqlen));
+      return 2;
+    }
+  }
 
   const int64_t elem = dilated::dtype_size(p.dtype);
   const int64_t q_elems = batch * seqlen * heads * head_dim;
@@ -180,14 +197,15 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"impl\": \"%s\", \"gpu\": \"%s\", \"mode\": \"%s\", \"b\": %lld, \"n\": %lld, "
       "\"h\": %lld, \"h_kv\": %lld, \"d\": %lld, \"segments\": \"%s\", \"dilations\": \"%s\", "
-      "\"dtype\": \"%s\", \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwdbwd_ms\": %.4f, "
+      "\"dtype\": \"%s\", \"causal\": %s, \"grid\": \"%s\", \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, "
+      "\"fwdbwd_ms\": %.4f, "
       "\"fwd_tflops\": %.1f, \"fwdbwd_tflops\": %.1f, \"fwd_flops\": %.6e, \"workspace_bytes\": "
       "%lld, \"status\": \"ok\"}\n",
       impl, prop.name, mode.c_str(), static_cast<long long>(batch), static_cast<long long>(seqlen),
       static_cast<long long>(heads), static_cast<long long>(p.heads_kv),
       static_cast<long long>(head_dim), segments.c_str(), dilations.c_str(), dtype.c_str(),
-      causal ? "true" : "false", fwd, bwd, both, flops / fwd * 1e-9, 3.5 * flops / both * 1e-9,
-      flops, static_cast<long long>(p.workspace_bytes));
+      causal ? "true" : "false", grid.c_str(), fwd, bwd, both, flops / fwd * 1e-9,
+      3.5 * flops / both * 1e-9, flops, static_cast<long long>(p.workspace_bytes));
 #ifdef DILATED_HOPPER_TIMELINE
   if (const char* path = std::getenv("DILATED_TIMELINE_FILE")) {
     run_forward();  // the stamps of exactly one forward call
@@ -198,7 +216,8 @@ int main(int argc, char** argv) {
     const int ctas = dilated::cuda::hopper::read_forward_timeline(
         stamps.data(), dilated::cuda::hopper::kTimelineCtas);
     FILE* f = std::fopen(path, "wb");
-    std::fwrite(stamps.data(), 8, static_cast<size_t>(ctas) * dilated::cuda::hopper::kTimelineSlots, f);
+    std::fwrite(stamps.data(), 8, static_cast<size_t>(ctas) * dilated::cuda::hopper::kTimelineSlots,
+                f);
     std::fclose(f);
   }
 #endif

@@ -5,7 +5,7 @@ import struct
 import sys
 from collections import defaultdict
 
-SLOTS = 12
+SLOTS = 13
 data = open(sys.argv[1], "rb").read()
 tiles = int(sys.argv[2])
 n = len(data) // (8 * SLOTS)
@@ -14,6 +14,7 @@ ctas = [c for c in ctas if c[1] and c[7] and c[8]]
 parts = {
     "entry -> Q landed": lambda c: c[2] - c[1],
     "entry -> stage 0 full": lambda c: c[3] - c[1],
+    "entry -> stage 2 full (wg0)": lambda c: c[12] - c[1] if c[12] else 0,
     "first S + softmax (wg0)": lambda c: c[4] - c[3],
     "loop, all tiles after the first": lambda c: c[5] - c[4],
     "last P V": lambda c: c[6] - c[5],

@@ -46,7 +46,8 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     if r.get("status") != "ok":
         continue
-    case = f'{r["mode"]}{" causal" if r["causal"] else ""} N={r["n"]} H={r["h"]} D={r["d"]}'
+    grid = f' grid {r["grid"]}' if r.get("grid") else ""
+    case = f'{r["mode"]}{" causal" if r["causal"] else ""}{grid} N={r["n"]} H={r["h"]} D={r["d"]}'
     runs[(case, r["variant"])].append(r)
 print(f'{"case":34s} {"variant":28s} {"fwd ms":>8s} {"bwd ms":>8s} {"f+b ms":>8s} (median of rounds; {r["gpu"]})')
 for (case, variant), rs in runs.items():

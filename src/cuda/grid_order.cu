@@ -48,37 +48,82 @@ bool remember_squares(const Params& p, const std::vector<int64_t>* curve) {
   return squares;
 }
 
-}  // namespace
+// A grid's curve on one device: the order, and the square table where the curve runs in
+// squares (else null).
+struct DeviceCurve {
+  const int64_t* order = nullptr;
+  const int32_t* square_cells = nullptr;
+};
 
-Status grid_order_on_device(const Params& p, const int64_t** order) {
-  *order = nullptr;
+// `bytes` of `host` into a new device allocation.
+Status upload(const void* host, size_t bytes, const char* what, void** device) {
+  *device = nullptr;
+  if (Status s = cuda_status(cudaMalloc(device, bytes), what); !s.ok()) return s;
+  if (Status s = cuda_status(cudaMemcpy(*device, host, bytes, cudaMemcpyHostToDevice), what);
+      !s.ok()) {
+    cudaFree(*device);
+    *device = nullptr;
+    return s;
+  }
+  return {};
+}
+
+Status device_curve(const Params& p, DeviceCurve* curve) {
+  *curve = {};
   if (!has_grid(p)) return {};
   static std::mutex mutex;
-  static std::map<std::tuple<int, int64_t, int64_t>, const int64_t*> curves;
+  static std::map<std::tuple<int, int64_t, int64_t>, DeviceCurve> curves;
   int device = 0;
   if (Status s = cuda_status(cudaGetDevice(&device), "cudaGetDevice"); !s.ok()) return s;
   const std::lock_guard<std::mutex> lock(mutex);
   const auto key = std::make_tuple(device, p.grid.height, p.grid.width);
   if (auto it = curves.find(key); it != curves.end()) {
-    *order = it->second;
+    *curve = it->second;
     return {};
   }
   const std::vector<int64_t> host = hilbert_order(p.grid.height, p.grid.width);
-  remember_squares(p, &host);
-  const size_t bytes = host.size() * sizeof(int64_t);
-  void* curve = nullptr;
-  if (Status s = cuda_status(cudaMalloc(&curve, bytes), "cudaMalloc (token order)"); !s.ok()) {
-    return s;
-  }
-  if (Status s = cuda_status(cudaMemcpy(curve, host.data(), bytes, cudaMemcpyHostToDevice),
-                             "cudaMemcpy (token order)");
+  void* order = nullptr;
+  if (Status s = upload(host.data(), host.size() * sizeof(int64_t), "token order", &order);
       !s.ok()) {
-    cudaFree(curve);
     return s;
   }
-  *order = static_cast<const int64_t*>(curve);
-  curves.emplace(key, *order);
+  void* cells = nullptr;
+  if (remember_squares(p, &host)) {
+    const std::vector<int32_t> table = square_corner_cells(host, p.grid.width);
+    if (Status s = upload(table.data(), table.size() * sizeof(int32_t), "token squares", &cells);
+        !s.ok()) {
+      cudaFree(order);
+      return s;
+    }
+  }
+  *curve = {static_cast<const int64_t*>(order), static_cast<const int32_t*>(cells)};
+  curves.emplace(key, *curve);
   return {};
+}
+
+}  // namespace
+
+std::vector<int32_t> square_corner_cells(const std::vector<int64_t>& curve, int64_t width) {
+  std::vector<int32_t> cells(curve.size() / 64);
+  for (size_t k = 0; k < cells.size(); ++k) {
+    const int64_t cell = curve[64 * k];
+    cells[k] = static_cast<int32_t>(cell / width / 8 * 8 * width + cell % width / 8 * 8);
+  }
+  return cells;
+}
+
+Status grid_order_on_device(const Params& p, const int64_t** order) {
+  DeviceCurve curve;
+  const Status s = device_curve(p, &curve);
+  *order = curve.order;
+  return s;
+}
+
+Status grid_square_cells_on_device(const Params& p, const int32_t** cells) {
+  DeviceCurve curve;
+  const Status s = device_curve(p, &curve);
+  *cells = curve.square_cells;
+  return s;
 }
 
 bool grid_runs_in_squares(const Params& p) {

@@ -308,11 +308,34 @@ TEST(GridSquares, PowerOfTwoHilbertRunsInSquares) {
   }
 }
 
+// The square table the Hopper kernels place square boxes from: entry k is an aligned corner
+// whose 8 x 8 square holds all 64 cells of curve positions 64 k .. 64 k + 63. Runs without a
+// GPU.
+TEST(GridSquares, CornerTableHoldsEachRunOfTheCurve) {
+  for (const auto& [h, w] : {std::pair<int64_t, int64_t>{16, 16}, {32, 32}, {256, 256}, {64, 16}}) {
+    const std::vector<int64_t> curve = hilbert_order(h, w);
+    const std::vector<int32_t> corners = cuda::square_corner_cells(curve, w);
+    ASSERT_EQ(corners.size(), curve.size() / 64) << h << " x " << w;
+    for (size_t k = 0; k < corners.size(); ++k) {
+      const int64_t x0 = corners[k] % w, y0 = corners[k] / w;
+      ASSERT_EQ(x0 % 8, 0) << h << " x " << w << ", square " << k;
+      ASSERT_EQ(y0 % 8, 0) << h << " x " << w << ", square " << k;
+      for (size_t t = 64 * k; t < 64 * k + 64; ++t) {
+        const int64_t x = curve[t] % w, y = curve[t] / w;
+        ASSERT_TRUE(x >= x0 && x < x0 + 8 && y >= y0 && y < y0 + 8)
+            << h << " x " << w << ", position " << t << " at (" << x << ", " << y
+            << ") outside the square at (" << x0 << ", " << y0 << ")";
+      }
+    }
+  }
+}
+
 // Curves that run in squares on the Hopper kernels: whole K/V tiles of non-causal dilation-1
-// passes (forward, dq, block forward) come square by square through the copy engine, rows in
-// another order than the curve's; partial tiles, dilated passes, causal cases and dk/dv's
-// query tiles keep cp.async. Segments of 128 and 192 positions (a 128-row tile, then a partial
-// one), both modes, head dims 64 and 128, blocks of 64.
+// passes (forward, dq, block forward) and dk/dv's whole 64-row query tiles (with their lse and
+// delta) come square by square through the copy engine, rows in another order than the curve's;
+// partial tiles, tiles off a multiple of 64, dilated passes and causal cases keep cp.async.
+// Segments of 128, 192 and 160 positions (a 128-row tile, then a partial one; the 160s' second
+// segment starts off a square), both modes, head dims 64 and 128, blocks of 64.
 TEST(CudaBlockSparse, GridSquaresThroughTheCopyEngine) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
@@ -330,7 +353,7 @@ TEST(CudaBlockSparse, GridSquaresThroughTheCopyEngine) {
         c.dtype = case_number % 2 ? DType::f16 : DType::bf16;
         c.causal = causal;
         c.mode = case_number % 3 == 0 ? Mode::head_groups : Mode::longnet;
-        c.patterns = {{128, 1}, {c.seqlen, 2}, {192, 1}};
+        c.patterns = {{128, 1}, {c.seqlen, 2}, {192, 1}, {160, 1}};
         if (case_number % 2 == 1) {
           c.block_size = 64;
           c.block_patterns = {{BlockKind::local, 1, 0, 0}, {BlockKind::random, 2, 0, seed}};

@@ -24,9 +24,12 @@ void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
                                            : backward_dq_kernel<Elem, D, false>,
                      pass_grid(pass, pass.head_count, p.batch), DqSmem<D>::kBytes,
                      pass.overlaps_previous_launch, stream, p, pass, maps);
-  launch_pass_kernel(backward_dkdv_kernel<Elem, D>, key_pass_grid(pass, p.heads_kv, p.batch),
-                     DkdvSmem<D>::kBytes, true, stream, p, pass,
-                     pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries));
+  // Query rows in any order too: dk/dv's products sum over them.
+  const TensorMaps query_maps = pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries, true);
+  launch_pass_kernel(query_maps.square_width > 0 ? backward_dkdv_kernel<Elem, D, true>
+                                                 : backward_dkdv_kernel<Elem, D, false>,
+                     key_pass_grid(pass, p.heads_kv, p.batch), DkdvSmem<D>::kBytes, true, stream, p,
+                     pass, query_maps);
 }
 
 }  // namespace

@@ -58,7 +58,12 @@ __device__ __forceinline__ KeyTileWork key_tile_work(const Params& p, const Pass
   return w;
 }
 
-template <typename Elem, int D>
+// Squares: `maps` are a token grid's squares (TensorMaps::square_width). Whole query tiles of one
+// square come through the copy engine with their rows in the square's order; their lse and delta
+// follow the same order, computed from the square's corner (no order[] read). The consumers see
+// no row order: such tiles are whole and the pass is not causal (tensor_maps.cu). A kernel of its
+// own, as in forward_kernel.
+template <typename Elem, int D, bool Squares>
 __global__ void __launch_bounds__(kThreads, 1)
     backward_dkdv_kernel(const Params p, const PassInfo pass,
                          const __grid_constant__ TensorMaps maps) {
@@ -107,20 +112,31 @@ __global__ void __launch_bounds__(kThreads, 1)
         ring.wait_empty(t);
         const int stage = t % kDkdvStages;
         q_span.idx0 = do_span.idx0 = w.first_q + qt * kDkdvQueries;
-        if (thread < kDkdvQueries) {  // lse and delta of row idx0 + thread (zeros past the slice)
+        const bool square = Squares && copy_engine_squares<kDkdvQueries>(maps, q_span, q_span.idx0);
+        if (thread < kDkdvQueries) {  // lse and delta of tile row `thread` (zeros past the slice)
           const int idx = q_span.idx0 + thread;
           const bool valid = idx < q_span.count;
-          const int64_t at =
-              valid
-                  ? lse_index(p, b, head, grid_row(pass.order, w.rows.first + idx * w.hp.dilation))
-                  : 0;
+          int64_t row;
+          if (square) {  // row `thread` of the tile's one square
+            const int cell = __ldg(maps.square_cells + ((q_span.first + q_span.idx0) >> 6));
+            row = square_row(square_corner(cell, maps.square_width), thread, maps.square_width);
+          } else {
+            row = grid_row(pass.order, w.rows.first + idx * w.hp.dilation);
+          }
+          const int64_t at = valid ? lse_index(p, b, head, row) : 0;
           float* stage_stats = stats + stage * 2 * kDkdvQueries;
           cp_async_4(smem_address(stage_stats + thread), p.lse + at, valid);  // ln units
           cp_async_4(smem_address(stage_stats + kDkdvQueries + thread), pass.delta + at, valid);
         }
-        produce_row_tiles<Elem, kDkdvQueries, D>(
-            maps, q_span, do_span, rows, head, b, q_tiles + stage * QueryTile::kElements,
-            do_tiles + stage * QueryTile::kElements, ring.full(t));
+        Elem* q_stage = q_tiles + stage * QueryTile::kElements;
+        Elem* do_stage = do_tiles + stage * QueryTile::kElements;
+        if constexpr (Squares) {
+          produce_square_tiles<Elem, kDkdvQueries, D>(maps, q_span, do_span, rows, head, b, q_stage,
+                                                      do_stage, ring.full(t));
+        } else {
+          produce_row_tiles<Elem, kDkdvQueries, D>(maps, q_span, do_span, rows, head, b, q_stage,
+                                                   do_stage, ring.full(t));
+        }
         if (qt + 1 < w.num_query_tiles) {
           rows.locate(maps, q_span, w.first_q + (qt + 1) * kDkdvQueries);
         }

@@ -54,6 +54,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
 
+  SquareCells<kKeys> key_cells;  // read before the setup barrier, as in forward_kernel
+  if (Squares && threadIdx.x == kConsumerThreads && kKeys <= tile.key_rows.count) {
+    key_cells.find(maps.square_cells, tile.key_rows.first);
+  }
   let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();
@@ -61,7 +65,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (is_producer()) {
     become_producer();
     stream_key_tiles<Elem, D, kDqStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
-                                                  v_tiles, ring);
+                                                  v_tiles, ring, key_cells);
     return;
   }
 

@@ -42,11 +42,14 @@ struct ForwardSmem {
 // Squares: the maps are a token grid's squares (TensorMaps::square_width). A kernel of its own:
 // as a third path beside the other two, it made the 40-register producer spill on all of them
 // (H100: the cp.async curve forward 0.18 -> 0.23 ms, configuration P's forward 3% slower).
+// first_cells: key tile 0's square cells, read by the producer's first thread before the
+// kernel's setup barrier so that the read overlaps it.
 template <typename Elem, int D, int Stages, bool Squares>
 __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo& pass,
                                                  const TensorMaps& maps, const ForwardTile& tile,
                                                  int num_key_tiles, Elem* k_tiles, Elem* v_tiles,
-                                                 const StageRing<Stages>& ring) {
+                                                 const StageRing<Stages>& ring,
+                                                 const SquareCells<kKeys>& first_cells) {
   constexpr int kTileElements = GmmaTile<kKeys, D>::kElements;
   RowSpan k_span =
       make_span<Elem>(p, p.k, tile.b, tile.kv_head, tile.hp, tile.key_rows, 0, pass.order);
@@ -60,20 +63,10 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
                                       v_tiles + (t % Stages) * kTileElements, ring.full(t));
   };
   if constexpr (Squares) {
-    // Whole tiles square by square: one thread finds the first cells of the next tile's squares
-    // (order[] reads) while the current one is in flight; the producer's other threads only
-    // take part in a partial tile's cp.async (rows located on the spot).
-    int cells[kKeys / 64];
-    const auto find_cells = [&](int t) {
-      // Only whole tiles go square by square; a partial one's squares may end past the order.
-      if (threadIdx.x % 128 != 0 || (t + 1) * kKeys > k_span.count) return;
-#pragma unroll
-      for (int square = 0; square < kKeys / 64; ++square) {
-        cells[square] = static_cast<int>(
-            grid_row(k_span.order, k_span.first + static_cast<int64_t>(t) * kKeys + square * 64));
-      }
-    };
-    find_cells(0);
+    // Whole tiles square by square: one thread reads the next tile's square cells while the
+    // current one is in flight; the producer's other threads only take part in a partial tile's
+    // cp.async (rows located on the spot).
+    SquareCells<kKeys> cells = first_cells;
     for (int t = 0; t < num_key_tiles; ++t) {
       ring.wait_empty(t);
       k_span.idx0 = v_span.idx0 = t * kKeys;
@@ -81,7 +74,7 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
       Elem* v_stage = v_tiles + (t % Stages) * kTileElements;
       if (copy_engine_squares<kKeys>(maps, k_span, k_span.idx0)) {
         if (threadIdx.x % 128 == 0) {
-          copy_square_boxes<kKeys, D, GmmaTile<kKeys, D>>(maps, cells, tile.kv_head, tile.b,
+          copy_square_boxes<kKeys, D, GmmaTile<kKeys, D>>(maps, cells.cell, tile.kv_head, tile.b,
                                                           smem_address(k_stage),
                                                           smem_address(v_stage), ring.full(t));
         }
@@ -92,7 +85,9 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
         produce_row_tiles<Elem, kKeys, D>(maps, k_span, v_span, rows, tile.kv_head, tile.b, k_stage,
                                           v_stage, ring.full(t));
       }
-      find_cells(t + 1);
+      if (threadIdx.x % 128 == 0 && (t + 2) * kKeys <= k_span.count) {
+        cells.find(maps.square_cells, k_span.first + (t + 1) * kKeys);
+      }
     }
   } else if (maps.enabled) {
     // Whole tiles through the copy engine; only a last partial one needs its rows, located on
@@ -154,6 +149,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       (Squares ? query_maps.square_width > 0 && ((rows.first + q0) & 63) == 0
                : query_maps.square_width == 0);
 
+  // Along a curve of squares, the cells that place the first copies (the Q tile's and key tile
+  // 0's squares, for the producer's first thread) and each warpgroup's output square (for its
+  // threads): read here, so that the reads overlap the setup barrier.
+  SquareCells<kRows> query_cells;
+  SquareCells<kKeys> key_cells;
+  int square_cell = 0;
+  if (Squares && q_by_copy_engine) {
+    if (threadIdx.x == kConsumerThreads) {
+      query_cells.find(query_maps.square_cells, rows.first + q0);
+    } else if (threadIdx.x < kConsumerThreads) {
+      square_cell = __ldg(query_maps.square_cells + ((rows.first + q0) >> 6) + threadIdx.x / 128);
+    }
+  }
+  if (Squares && threadIdx.x == kConsumerThreads && kKeys <= tile.key_rows.count) {
+    key_cells.find(maps.square_cells, tile.key_rows.first);
+  }
+
   if (threadIdx.x == 0) stamp(1);
   let_next_launch_start();
   if (threadIdx.x == 0) {
@@ -169,8 +181,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       if constexpr (Squares) {
 #pragma unroll
         for (int square = 0; square < kRows / 64; ++square) {
-          const int cell = static_cast<int>(grid_row(pass.order, rows.first + q0 + 64 * square));
-          const SquareCorner corner = square_corner(cell, query_maps.square_width);
+          const SquareCorner corner =
+              square_corner(query_cells.cell[square], query_maps.square_width);
 #pragma unroll
           for (int half = 0; half < D / 64; ++half) {
             tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes + square * 64 * 128,
@@ -191,19 +203,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbarrier_arrive(q_full);
     }
     stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
-                                                v_tiles, ring);
+                                                v_tiles, ring, key_cells);
     if (threadIdx.x == kConsumerThreads) stamp(9);
     return;
   }
 
   become_consumer();
-  // The cell of the warpgroup's first row along a curve of squares, where its output goes back
-  // square by square: read now, so that the order[] read is not on the epilogue's path.
-  int square_cell = 0;
-  if (Squares && q_by_copy_engine) {
-    square_cell = static_cast<int>(
-        grid_row(pass.order, rows.first + q0 + 64 * static_cast<int>(threadIdx.x / 128)));
-  }
   if (!q_by_copy_engine) {
     load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
         q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
@@ -293,6 +298,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) stamp(4);
   for (int t = 1; t < num_key_tiles; ++t) {
     ring.wait_full(t);
+    if (threadIdx.x == 0 && t == 2) stamp(12);
     turns.wait();
     wgmma_fence();
     issue_scores(s[0], t);

@@ -53,10 +53,7 @@ __device__ __forceinline__ OutputBox strided_output_box(const HeadPattern& hp,
 __device__ __forceinline__ OutputBox square_output_box(int cell, int width) {
   const SquareCorner c = square_corner(cell, width);
   const int j = (threadIdx.x % 128) / 32 * 16 + threadIdx.x % 32 / 4;
-  return {c.x,
-          c.y,
-          {static_cast<int64_t>(c.y + j / 8) * width + c.x + j % 8,
-           static_cast<int64_t>(c.y + (j + 8) / 8) * width + c.x + (j + 8) % 8}};
+  return {c.x, c.y, {square_row(c, j, width), square_row(c, j + 8, width)}};
 }
 
 // Warpgroup `warpgroup`'s rows (accumulators o as in store_forward_rows) to out through `tile`

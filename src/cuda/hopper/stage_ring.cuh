@@ -80,6 +80,19 @@ __device__ __forceinline__ bool copy_engine_squares(const TensorMaps& maps, cons
          ((static_cast<int>(span.first) + idx0) & 63) == 0;  // low bits suffice
 }
 
+// The top-left cells of the squares of a whole tile of Rows positions from `first`, a multiple
+// of 64, along a curve of squares (TensorMaps::square_cells).
+template <int Rows>
+struct SquareCells {
+  int cell[Rows / 64] = {};
+  __device__ __forceinline__ void find(const int32_t* square_cells, int64_t first) {
+#pragma unroll
+    for (int square = 0; square < Rows / 64; ++square) {
+      cell[square] = __ldg(square_cells + (first >> 6) + square);
+    }
+  }
+};
+
 template <int Rows>
 struct ProducerRows {
   static_assert(Rows % 16 == 0, "16 rows per pass of the producer warpgroup");
@@ -88,7 +101,10 @@ struct ProducerRows {
 
   // Locates the rows of the tile from idx0 unless the copy engine will fetch it.
   __device__ __forceinline__ void locate(const TensorMaps& maps, const RowSpan& span, int idx0) {
-    if (copy_engine_tile<Rows>(maps, span, idx0)) return;
+    if (copy_engine_tile<Rows>(maps, span, idx0) ||
+        (Rows % 64 == 0 && copy_engine_squares<Rows>(maps, span, idx0))) {
+      return;
+    }
     const int thread = threadIdx.x % 128;
 #pragma unroll
     for (int j = 0; j < kCount; ++j) {
@@ -195,8 +211,7 @@ __device__ __forceinline__ void copy_square_boxes(const TensorMaps& maps,
 }
 
 // produce_row_tiles where the maps are a token grid's squares: whole tiles of positions from a
-// multiple of 64 square by square (row 16 j of the tile is this thread's row[j]), anything else
-// with cp.async.
+// multiple of 64 square by square, anything else with cp.async.
 template <typename Elem, int Rows, int D, class Tile = GmmaTile<Rows, D>>
 __device__ __forceinline__ void produce_square_tiles(const TensorMaps& maps, const RowSpan& a_span,
                                                      const RowSpan& b_span,
@@ -206,10 +221,9 @@ __device__ __forceinline__ void produce_square_tiles(const TensorMaps& maps, con
   static_assert(Rows % 64 == 0, "whole squares");
   if (copy_engine_squares<Rows>(maps, a_span, a_span.idx0)) {
     if (threadIdx.x % 128 == 0) {
-      int cells[Rows / 64];
-#pragma unroll
-      for (int square = 0; square < Rows / 64; ++square) cells[square] = rows.row[4 * square];
-      copy_square_boxes<Rows, D, Tile>(maps, cells, head, b, smem_address(a_tile),
+      SquareCells<Rows> squares;
+      squares.find(maps.square_cells, a_span.first + a_span.idx0);
+      copy_square_boxes<Rows, D, Tile>(maps, squares.cell, head, b, smem_address(a_tile),
                                        smem_address(b_tile), full);
     }
   } else {

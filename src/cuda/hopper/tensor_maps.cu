@@ -72,18 +72,21 @@ bool strided_rows_mappable(const Params& p, int64_t r) {
 // (strided_rows_mappable); through a token grid's order only square by square
 // (TensorMaps::square_width).
 TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, const Tensor& b,
-                        int64_t heads, int64_t r, int box_rows, bool keys_any_order) {
+                        int64_t heads, int64_t r, int box_rows, bool rows_any_order) {
   TensorMaps maps{};
   if (!strided_rows_mappable(p, r)) return maps;
   if (order) {
-    if (!keys_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
+    if (!rows_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
         env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
       return maps;
     }
     const int64_t w = p.grid.width, h = p.grid.height;
-    if (encode_map(p, a, heads, w, h, 8, 8, &maps.a) &&
+    const int32_t* cells = nullptr;
+    if (grid_square_cells_on_device(p, &cells).ok() && cells &&
+        encode_map(p, a, heads, w, h, 8, 8, &maps.a) &&
         encode_map(p, b, heads, w, h, 8, 8, &maps.b)) {
       maps.square_width = static_cast<int>(p.grid.width);
+      maps.square_cells = cells;
     }
     return maps;
   }
@@ -95,8 +98,8 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
 }  // namespace
 
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
-                            int64_t heads, int box_rows, bool keys_any_order) {
-  return strided_maps(p, pass.order, a, b, heads, pass.pattern.dilation, box_rows, keys_any_order);
+                            int64_t heads, int box_rows, bool rows_any_order) {
+  return strided_maps(p, pass.order, a, b, heads, pass.pattern.dilation, box_rows, rows_any_order);
 }
 
 QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows) {
@@ -115,6 +118,7 @@ QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows)
       maps.out = squares.b;
       maps.q_enabled = maps.out_enabled = 1;
       maps.square_width = squares.square_width;
+      maps.square_cells = squares.square_cells;
     }
     return maps;
   }
@@ -124,8 +128,8 @@ QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows)
 }
 
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
-                                const Tensor& b, int64_t heads, int box_rows, bool keys_any_order) {
-  return strided_maps(p, order, a, b, heads, 1, box_rows, keys_any_order);
+                                const Tensor& b, int64_t heads, int box_rows, bool rows_any_order) {
+  return strided_maps(p, order, a, b, heads, 1, box_rows, rows_any_order);
 }
 
 }  // namespace dilated::cuda::hopper

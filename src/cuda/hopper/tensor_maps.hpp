@@ -12,11 +12,12 @@ namespace dilated::cuda::hopper {
 // cp.async) where the selected rows are no plain stride of whole sequences (token grid,
 // sequence window, varlen), where N is no multiple of the dilation (the last phase's rows would
 // fall outside the map), where the encoder refuses the strides, and with DILATED_CUDA_TMA=0.
-// keys_any_order: the kernel may see a tile's rows in any order (K and V of a pass without
-// causal masking), so that a token grid whose curve runs in squares takes the copy engine
-// (TensorMaps::square_width; DILATED_CUDA_CURVE_SQUARES=0 keeps cp.async there).
+// rows_any_order: the kernel may see a tile's rows in any order (K and V of a pass without
+// causal masking; dk/dv's Q and dO, whose lse and delta follow the squares), so that a token grid
+// whose curve runs in squares takes the copy engine (TensorMaps::square_width;
+// DILATED_CUDA_CURVE_SQUARES=0 keeps cp.async there).
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
-                            int64_t heads, int box_rows, bool keys_any_order = false);
+                            int64_t heads, int box_rows, bool rows_any_order = false);
 // The forward's maps of q (boxes of q_box_rows rows) and, for a pass that writes out directly
 // (PassInfo::out_acc null), of out (boxes of 64 rows); disabled where pass_tensor_maps would be,
 // or with DILATED_CUDA_TMA_QUERY=0 or DILATED_CUDA_TMA_STORE=0 (A/B runs). With a token grid
@@ -26,6 +27,6 @@ QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows)
 // The same over consecutive positions (the block pass's tiles), rows through `order` if any.
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
                                 const Tensor& b, int64_t heads, int box_rows,
-                                bool keys_any_order = false);
+                                bool rows_any_order = false);
 
 }  // namespace dilated::cuda::hopper

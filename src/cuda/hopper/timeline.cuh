@@ -5,7 +5,7 @@
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kTimelineSlots = 12;
+inline constexpr int kTimelineSlots = 13;
 inline constexpr int kTimelineCtas = 1 << 14;
 
 #ifdef DILATED_HOPPER_TIMELINE

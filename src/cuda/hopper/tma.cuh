@@ -15,12 +15,14 @@ namespace dilated::cuda::hopper {
 // maps are (D, x, y, head, batch) over a token grid this wide with boxes of 8 x 8 cells, and
 // whole tiles whose 64-position runs are aligned squares of the grid go through the copy engine
 // a square per box, rows in the square's row-major order (the keys of a tile in another order:
-// only where nothing depends on it).
+// only where nothing depends on it); square_cells[k] is the top-left cell of positions
+// 64 k .. 64 k + 63 (grid_square_cells_on_device).
 struct TensorMaps {
   CUtensorMap a;
   CUtensorMap b;
   int enabled;
   int square_width;
+  const int32_t* square_cells;
 };
 
 // The forward's query rows and output rows as 5-D maps like TensorMaps::a: q with boxes of 128
@@ -28,13 +30,15 @@ struct TensorMaps {
 // warpgroup's rows, for passes that write out directly). Disabled: the consumers copy Q with
 // cp.async, and every row is stored by its threads. square_width > 0: both are maps over a
 // token grid's 8 x 8 squares like TensorMaps' (a whole aligned query tile is two squares, its
-// rows in the squares' row-major order, and its output goes back the same way).
+// rows in the squares' row-major order, and its output goes back the same way; square_cells
+// as TensorMaps').
 struct QueryMaps {
   CUtensorMap q;
   CUtensorMap out;
   int q_enabled;
   int out_enabled;
   int square_width;
+  const int32_t* square_cells;
 };
 
 // The top-left cell (x, y) of the aligned 8 x 8 square holding grid cell `cell` of a grid
@@ -44,6 +48,10 @@ struct SquareCorner {
 };
 __device__ __forceinline__ SquareCorner square_corner(int cell, int width) {
   return {cell % width & ~7, cell / width & ~7};
+}
+// The tensor row of row j of a square's box (the square's cells in row-major order).
+__device__ __forceinline__ int64_t square_row(const SquareCorner& corner, int j, int width) {
+  return static_cast<int64_t>(corner.y + j / 8) * width + corner.x + j % 8;
 }
 
 // Adds the bytes of copy-engine transfers to what the current phase of `bar` waits for (the
