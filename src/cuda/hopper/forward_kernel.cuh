@@ -22,12 +22,14 @@ namespace dilated::cuda::hopper {
 
 inline constexpr int kRows = 128;  // query rows per CTA (64 per warpgroup)
 inline constexpr int kKeys = 128;  // keys per tile
-inline constexpr int kStages = 3;  // K/V tiles in flight
 
 template <int D>
 struct ForwardSmem {
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
+  // K/V tiles in flight. D = 64 tiles take half the bytes and half the time of D = 128 ones,
+  // for the same copy latency: more of them.
+  static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // The tiles, the row-sum selector (1 KiB, see forward_kernel), the stage barriers, a word per
   // consumer thread (wgmma_wait_after), the Q tile's barrier, and room to round the base up to
@@ -115,6 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
+  constexpr int kStages = ForwardSmem<D>::kStages;
   constexpr int NT = kKeys / 8;  // n8 column tiles of scores
   constexpr int DT = D / 8;      // n8 column tiles of output
   constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
