@@ -27,8 +27,8 @@ template <int D>
 struct ForwardSmem {
   using QueryTile = GmmaTile<kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
-  // K/V tiles in flight. D = 64 tiles take half the bytes and half the time of D = 128 ones,
-  // for the same copy latency: more of them.
+  // K/V tiles in flight. A D = 64 tile has half the bytes of a D = 128 one and ~80% of its
+  // time for the same copy latency: five fit, and they hide it (bench/NOTES.md, twelfth session).
   static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // The tiles, the row-sum selector (1 KiB, see forward_kernel), the stage barriers, a word per
