@@ -32,8 +32,11 @@ struct ForwardSmem {
   static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kTileBytes = (QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // The tiles, the row-sum selector (1 KiB, see forward_kernel), the stage barriers, a word per
-  // consumer thread (wgmma_wait_after), the Q tile's barrier, and room to round the base up to
-  // 1024.
+  // consumer thread (wgmma_wait_after), the Q tile's barrier, and 1 KiB to round the base up to
+  // 1024 (first_tile). The selector has no KiB of its own: D = 128's three stages leave none
+  // under the 227 KiB a block may have. It lives in the rounding room, which goes unused where
+  // the dynamic base is 1024-aligned: after the 1 KiB the driver reserves per block, as on
+  // every sm_90 run so far. A base off 1024 would overrun by up to 1 KiB (a known limit).
   static constexpr int kBytes =
       kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 8 + 1024;
 };
