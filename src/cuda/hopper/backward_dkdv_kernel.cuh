@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const bool valid = idx < q_span.count;
           int64_t row;
           if (square) {  // row `thread` of the tile's one square
-            const int cell = __ldg(maps.square_cells + ((q_span.first + q_span.idx0) >> 6));
+            const int cell = square_cell_at(maps.square_cells, q_span.first + q_span.idx0);
             row = square_row(square_corner(cell, maps.square_width), thread, maps.square_width);
           } else {
             row = grid_row(pass.order, w.rows.first + idx * w.hp.dilation);

@@ -54,10 +54,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
 
-  SquareCells<kKeys> key_cells;  // read before the setup barrier, as in forward_kernel
-  if (Squares && threadIdx.x == kConsumerThreads && kKeys <= tile.key_rows.count) {
-    key_cells.find(maps.square_cells, tile.key_rows.first);
-  }
+  const SquareCells<kKeys> key_cells = first_key_cells<Squares>(maps, tile);
   let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();

@@ -41,14 +41,25 @@ struct ForwardSmem {
       kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 8 + 1024;
 };
 
+// Key tile 0's square cells for stream_key_tiles (Squares instances, whole tiles), read by the
+// producer's first thread before the kernel's setup barrier so that the read overlaps it.
+template <bool Squares>
+__device__ __forceinline__ SquareCells<kKeys> first_key_cells(const TensorMaps& maps,
+                                                              const ForwardTile& tile) {
+  SquareCells<kKeys> cells;
+  if (Squares && threadIdx.x == kConsumerThreads && kKeys <= tile.key_rows.count) {
+    cells.find(maps.square_cells, tile.key_rows.first);
+  }
+  return cells;
+}
+
 // The producer warpgroup's side of a query tile's K/V stream: key tile t (kKeys selected keys of
 // the tile's kv head) into stage t % Stages once the consumers released that stage's previous
 // tile, running ahead as far as the stages allow; then the wait that no copy outlives.
 // Squares: the maps are a token grid's squares (TensorMaps::square_width). A kernel of its own:
 // as a third path beside the other two, it made the 40-register producer spill on all of them
 // (H100: the cp.async curve forward 0.18 -> 0.23 ms, configuration P's forward 3% slower).
-// first_cells: key tile 0's square cells, read by the producer's first thread before the
-// kernel's setup barrier so that the read overlaps it.
+// first_cells: first_key_cells.
 template <typename Elem, int D, int Stages, bool Squares>
 __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo& pass,
                                                  const TensorMaps& maps, const ForwardTile& tile,
@@ -159,18 +170,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   // 0's squares, for the producer's first thread) and each warpgroup's output square (for its
   // threads): read here, so that the reads overlap the setup barrier.
   SquareCells<kRows> query_cells;
-  SquareCells<kKeys> key_cells;
   int square_cell = 0;
   if (Squares && q_by_copy_engine) {
     if (threadIdx.x == kConsumerThreads) {
       query_cells.find(query_maps.square_cells, rows.first + q0);
     } else if (threadIdx.x < kConsumerThreads) {
-      square_cell = __ldg(query_maps.square_cells + ((rows.first + q0) >> 6) + threadIdx.x / 128);
+      square_cell = square_cell_at(query_maps.square_cells, rows.first + q0, threadIdx.x / 128);
     }
   }
-  if (Squares && threadIdx.x == kConsumerThreads && kKeys <= tile.key_rows.count) {
-    key_cells.find(maps.square_cells, tile.key_rows.first);
-  }
+  const SquareCells<kKeys> key_cells = first_key_cells<Squares>(maps, tile);
 
   if (threadIdx.x == 0) stamp(1);
   let_next_launch_start();

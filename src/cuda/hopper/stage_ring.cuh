@@ -80,15 +80,22 @@ __device__ __forceinline__ bool copy_engine_squares(const TensorMaps& maps, cons
          ((static_cast<int>(span.first) + idx0) & 63) == 0;  // low bits suffice
 }
 
+// The top-left cell of the square holding curve position `position`, or of the `next`-th square
+// after it (TensorMaps::square_cells: one entry per 64 positions).
+__device__ __forceinline__ int square_cell_at(const int32_t* square_cells, int64_t position,
+                                              int next = 0) {
+  return __ldg(square_cells + (position >> 6) + next);
+}
+
 // The top-left cells of the squares of a whole tile of Rows positions from `first`, a multiple
-// of 64, along a curve of squares (TensorMaps::square_cells).
+// of 64, along a curve of squares.
 template <int Rows>
 struct SquareCells {
   int cell[Rows / 64] = {};
   __device__ __forceinline__ void find(const int32_t* square_cells, int64_t first) {
 #pragma unroll
     for (int square = 0; square < Rows / 64; ++square) {
-      cell[square] = __ldg(square_cells + (first >> 6) + square);
+      cell[square] = square_cell_at(square_cells, first, square);
     }
   }
 };
