@@ -77,11 +77,11 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
   if (!strided_rows_mappable(p, r)) return maps;
   if (order) {
     if (!rows_any_order || p.causal || r != 1 || box_rows % 64 != 0 ||
-        env_off("DILATED_CUDA_CURVE_SQUARES") || !grid_runs_in_squares(p)) {
+        env_off("DILATED_CUDA_CURVE_SQUARES")) {
       return maps;
     }
     const int64_t w = p.grid.width, h = p.grid.height;
-    const int32_t* cells = nullptr;
+    const int32_t* cells = nullptr;  // null where the curve does not run in squares
     if (grid_square_cells_on_device(p, &cells).ok() && cells &&
         encode_map(p, a, heads, w, h, 8, 8, &maps.a) &&
         encode_map(p, b, heads, w, h, 8, 8, &maps.b)) {
