@@ -37,6 +37,9 @@ struct BlockPass {
   // Forward, as PassInfo: out_acc null -> write out and lse directly, else merge.
   Tensor out_acc;
   float* lse = nullptr;
+  // The block pass is the forward's only pass and writes every row, a row that sees no key as
+  // zeros and lse -inf, so that nothing is cleared before it (set by the forward's launcher).
+  bool writes_every_row = false;
   // Backward, as PassInfo.
   const float* delta = nullptr;
   Tensor dq_acc, dk_acc, dv_acc;

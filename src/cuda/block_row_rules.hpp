@@ -22,23 +22,8 @@ DILATED_HD void add_rule_or_mask(uint8_t* row, const BlockPattern& pat, const ui
   }
 }
 
-// Marks the random pattern's picks of this row with bit 7 (one worker): Floyd's sampling with
-// the generator of random_key_blocks (block_sparse.hpp), which lists the same picks sorted.
-DILATED_HD void mark_random_blocks(uint8_t* row, const BlockPattern& pat, int64_t head, int64_t I,
-                                   int64_t candidates) {
-  const int64_t count = pat.size < candidates ? pat.size : candidates;
-  const uint64_t stream =
-      mix64(mix64(mix64(pat.seed) + static_cast<uint64_t>(head)) + static_cast<uint64_t>(I));
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t j = candidates - count + i;
-    const uint64_t word = mix64(stream + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull);
-    int64_t pick = scale_draw(word, j + 1);
-    if (row[pick] & 0x80) pick = j;  // j itself was never a candidate before this step
-    row[pick] = static_cast<uint8_t>(row[pick] | 0x80);
-  }
-}
-
-// Turns the marks of bit 7 into one more count each (after mark_random_blocks, every worker).
+// Turns the marks of bit 7 (the random pattern's picks, mark_random_blocks_by_warp in
+// kernels/block_lists.cuh) into one more count each (every worker).
 DILATED_HD void count_random_marks(uint8_t* row, int64_t last, int lane, int lanes) {
   for (int64_t J = lane; J <= last; J += lanes) {
     if (row[J] & 0x80) row[J] = static_cast<uint8_t>((row[J] & 0x7f) + 1);

@@ -1,6 +1,7 @@
 // Forward: every row starts unselected (out 0, lse -inf); each pass writes its rows directly,
 // or merges them into running fp32 results when a row collects keys from several passes. With
-// a converting pass (launch_plan.hpp) nothing is cleared: it writes every row.
+// a converting pass (launch_plan.hpp) nothing is cleared: it writes every row; nor before a
+// block pass that runs alone and writes every row (BlockPass::writes_every_row).
 // Block patterns run as one more pass. With a token grid every kernel maps curve positions to
 // rows through the device order (grid_order.hpp); the row-wise passes (fills, the final
 // conversion) treat all rows alike and need no order.
@@ -39,6 +40,9 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     blocks.order = order;
     blocks.out_acc = out_acc;
     blocks.lse = lse;
+    // Alone (no dilated pass to merge with), the tensor-core block kernels write every row of a
+    // whole sequence, so out and lse are not cleared first: a pass over both saved.
+    blocks.writes_every_row = !merge && !windowed(p) && block_pass_uses_tensor_cores(p);
     build_block_lists(p, blocks, stream);
   }
 
@@ -48,7 +52,7 @@ Status launch_forward(const Params& params, cudaStream_t stream) {
     // The converting pass, if any, goes last and writes out itself. It writes every row, so
     // nothing is cleared first: passes store a row no earlier pass selected (accumulator_holds).
     const int converting = tensor_cores ? converting_pass(p) : -1;
-    const bool clears = converting < 0;
+    const bool clears = converting < 0 && !blocks.writes_every_row;
     if (clears && merge && p.dtype != DType::f32) {
       zero_rows<float>(p, out_acc, tokens, p.heads, p.head_dim_v, stream);
     } else if (clears) {

@@ -1,7 +1,8 @@
 // The device's multiplicity rows (src/cuda/block_row_rules.hpp, run here on the host) against
-// the core's key_blocks(), which the oracle uses: for every rule kind, the mask and the seeded
-// random pattern, causal or not, with one worker and with several (the warp's striding).
-// Runs without a GPU.
+// the core's key_blocks(), which the oracle uses: for every rule kind, the mask and the counts of
+// the seeded random pattern's marks, causal or not, with one worker and with several (the warp's
+// striding). Runs without a GPU. The random picks themselves are made by a warp's shuffles on the
+// device (kernels/block_lists.cuh); CudaBlockSparse.RandomPicksOverManyDraws checks them there.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,14 +17,18 @@
 namespace dilated::testing {
 namespace {
 
-// The row as the rule kernel builds it (lanes workers; lane 0 marks the random picks).
+// The row as the rule kernel builds it (lanes workers; the random picks marked as the device's
+// warp marks them, from the core's list of them).
 std::vector<uint8_t> device_row(const Params& p, int64_t head, int64_t I, int64_t nb, int lanes) {
   std::vector<uint8_t> row(static_cast<size_t>(nb), 0);
   const int64_t last = p.causal ? I : nb - 1;
+  std::vector<int64_t> picks(static_cast<size_t>(nb));
   for (int i = 0; i < p.blocks.num_patterns; ++i) {
     const BlockPattern& pat = p.blocks.patterns[i];
     if (pat.kind == BlockKind::random) {
-      cuda::mark_random_blocks(row.data(), pat, head, I, last + 1);
+      const int64_t count = random_key_blocks(pat.seed, head, I, last + 1, pat.size, picks.data());
+      for (int64_t c = 0; c < count; ++c)
+        row[picks[c]] = static_cast<uint8_t>(row[picks[c]] | 0x80);
       for (int lane = 0; lane < lanes; ++lane)
         cuda::count_random_marks(row.data(), last, lane, lanes);
       continue;

@@ -122,6 +122,29 @@ TEST(CudaBlockSparse, MultiplicityCounts) {
   }
 }
 
+// The random pattern's picks, which a warp makes 32 draws at a time (kernels/block_lists.cuh):
+// fewer and more draws than a warp's lanes, every block (k = NB), causal rows with fewer
+// candidates than k, and two seeded patterns in one row (each pattern's marks cleared before the
+// next). 130 blocks of 16, fp32 (a wrong pick moves a row far beyond the tolerance).
+TEST(CudaBlockSparse, RandomPicksOverManyDraws) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (bool causal : {false, true}) {
+    for (int64_t k : {31, 33, 97, 130}) {
+      ProblemConfig c = block_case(BlockKind::random, DType::f32, causal, seed);
+      c.batch = 1;
+      c.seqlen = 130 * 16;
+      c.heads = c.heads_kv = 2;
+      c.head_dim = c.head_dim_v = 32;
+      c.block_patterns = {{BlockKind::random, k, 0, seed}};
+      if (k == 33) c.block_patterns.push_back({BlockKind::random, 40, 0, seed + 1});
+      SCOPED_TRACE("random(" + std::to_string(k) + "), causal " + std::to_string(causal) +
+                   ", seed " + std::to_string(seed));
+      if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+    }
+  }
+}
+
 // Longer sequences: blocks of 64 (a tensor-core tile), more than 32 blocks per row (several
 // ballots), topk ranking over ~40 candidates; and varlen (each sequence its own block count).
 TEST(CudaBlockSparse, LongerSequencesAndVarlen) {
@@ -185,6 +208,39 @@ TEST(CudaBlockSparse, TensorCoreBlockPass) {
     }
   }
   std::printf("tensor-core block pass: worst 16-bit ratio %.2f\n", worst_ratio_seen);
+}
+
+// A block pass alone writes every row, nothing being cleared before it: query blocks whose mask
+// row keeps nothing (rows 0 and 5 of 8) come out as zeros with lse -inf, beside rows written
+// through the copy engine (whole 64-row tiles) and row by row (the partial last block); blocks of
+// 64 (one warpgroup per CTA) and 128 (two), head dims 64 and 128.
+TEST(CudaBlockSparse, BlockPassAloneWritesRowsThatSeeNoKey) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  for (int64_t block : {64, 128}) {
+    for (int64_t d : {64, 128}) {
+      for (bool causal : {false, true}) {
+        ProblemConfig c = block_case(BlockKind::mask, DType::bf16, causal, seed);
+        c.head_dim = c.head_dim_v = d;
+        c.block_size = block;
+        c.seqlen = 485;
+        const int64_t nb = (c.seqlen + block - 1) / block;
+        c.block_mask.assign(static_cast<size_t>(c.mask_heads * nb * nb), 0);
+        for (int64_t h = 0; h < c.mask_heads; ++h) {
+          for (int64_t I = 0; I < nb; ++I) {
+            if (I == 0 || I == 5) continue;
+            for (int64_t J = 0; J < nb; ++J) {
+              c.block_mask[static_cast<size_t>((h * nb + I) * nb + J)] = J == I || rng() % 3 == 0;
+            }
+          }
+        }
+        SCOPED_TRACE("blocks of " + std::to_string(block) + ", D " + std::to_string(d) +
+                     ", causal " + std::to_string(causal) + ", seed " + std::to_string(seed));
+        if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) return;
+      }
+    }
+  }
 }
 
 // Token grids: the kernels run on curve positions and address rows through the order; results

@@ -37,6 +37,22 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Barrier `id` over `threads` threads that also answers whether `value` holds on all of them.
+__device__ __forceinline__ bool named_barrier_all(int id, int threads, bool value) {
+  uint32_t all;
+  asm volatile(
+      "{\n"
+      ".reg .pred mine, every;\n"
+      "setp.ne.u32 mine, %1, 0;\n"
+      "bar.red.and.pred every, %2, %3, mine;\n"
+      "selp.u32 %0, 1, 0, every;\n"
+      "}\n"
+      : "=r"(all)
+      : "r"(static_cast<uint32_t>(value)), "r"(id), "r"(threads)
+      : "memory");
+  return all != 0;
+}
+
 // Arrives at barrier `id` without waiting (the waiting side calls named_barrier_sync with the
 // same thread count).
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {

@@ -65,7 +65,8 @@ void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   const dim3 grid(blocks_for(p.seqlen, BlockShape<Groups>::kRows), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(p.batch));
   kernel<<<grid, BlockShape<Groups>::kThreads, smem, stream>>>(
-      p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true));
+      p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true),
+      position_query_maps(p, bp.order, !bp.out_acc.data, BlockShape<Groups>::kRows));
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "cuda/hopper/block_key_stream.cuh"
+#include "cuda/hopper/output_rows.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/block_pass_common.cuh"
 #include "cuda/kernels/forward_rows.cuh"
@@ -35,7 +36,7 @@ struct BlockForwardSmem {
   // Parts of 64 keys per tile, and stages in flight: as many as the CTAs of an SM leave room
   // for (228 KiB each SM; two CTAs at D = 128 hold 64-key tiles only).
   static constexpr int kParts = D == 64 || Groups == 2 ? 2 : 1;
-  static constexpr int kStages = Groups == 1 ? 3 : (D == 64 ? 4 : 3);
+  static constexpr int kStages = Groups == 1 ? 3 : (D == 64 ? 5 : 3);
   static constexpr int kTileKeys = kParts * kBlockKeys;
   using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kTileKeys, D>;
@@ -43,12 +44,13 @@ struct BlockForwardSmem {
   // A note per stage, part and warpgroup.
   static constexpr int kNoteBytes =
       kStages * kParts * Groups * static_cast<int>(sizeof(StagedPart));
-  // The tiles, the stages' parts, the stage barriers and a word per consumer thread
-  // (wgmma_wait_after). The base is 1024-aligned (the declaration's alignment): the 1024 bytes
-  // the other Hopper kernels keep to round it up are a third stage's room at D = 128 (three
-  // stages of 64 keys measured 12-20% faster than two under random patterns, bench/NOTES.md).
+  // The tiles, the stages' parts, the stage barriers, a word per consumer thread
+  // (wgmma_wait_after) and the Q tile's barrier. The base is 1024-aligned (the declaration's
+  // alignment): the 1024 bytes the other Hopper kernels keep to round it up are a third stage's
+  // room at D = 128 (three stages of 64 keys measured 12-20% faster than two under random
+  // patterns, bench/NOTES.md).
   static constexpr int kBytes =
-      kTileBytes + kNoteBytes + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads;
+      kTileBytes + kNoteBytes + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads + 8;
   static_assert(Shape::kCtasPerSm * (kBytes + 1024) <= 228 * 1024, "the CTAs of an SM");
 };
 
@@ -64,7 +66,8 @@ struct NoTurns {
 template <typename Elem, int D, int Groups>
 __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Groups>::kCtasPerSm)
     block_forward_kernel(const Params p, const BlockPass bp,
-                         const __grid_constant__ TensorMaps maps) {
+                         const __grid_constant__ TensorMaps maps,
+                         const __grid_constant__ QueryMaps query_maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Shape = BlockShape<Groups>;
   using Smem = BlockForwardSmem<D, Groups>;
@@ -83,6 +86,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   StagedPart* notes = reinterpret_cast<StagedPart*>(v_tiles + kStages * KeyTile::kElements);
   const StageRing<kStages> ring{smem_address(notes + kStages * kParts * Groups)};
   const uint32_t scratch = ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;
+  const uint32_t q_full = ring.bars + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads;
 
   const int64_t b = blockIdx.z, head = blockIdx.y;
   const int64_t n = seq_length(p, b);
@@ -102,12 +106,30 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const uint8_t* other = I_last != I ? bp.mult + mult_row_index(bp, b, cls, I_last) : nullptr;
   const int last_row = min(q0 + Shape::kRows, count) - 1;
   const KeptBlock first = next_kept(row, 0, limit, 1, other);
+  // A whole query tile comes through the copy engine, issued by the producer before any K/V
+  // tile (q_full); otherwise (a partial tile, a token grid) the consumers copy it. A CTA that
+  // keeps no block reads no Q.
+  const bool q_by_copy_engine =
+      query_maps.q_enabled && q0 + Shape::kRows <= count && first.J < limit;
 
-  if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32, kParts, 1);
+  if (threadIdx.x == 0) {
+    ring.init(Shape::kConsumerThreads / 32, kParts, 1);
+    mbarrier_init(q_full, 1);
+  }
   __syncthreads();
 
   if (threadIdx.x >= Shape::kConsumerThreads) {
     shrink_registers_to<Shape::kProducerRegisters>();
+    if (q_by_copy_engine && threadIdx.x == Shape::kConsumerThreads) {
+      using QueryTile = typename Smem::QueryTile;
+      mbarrier_expect_tx(q_full, QueryTile::kElements * 2);
+#pragma unroll
+      for (int half = 0; half < D / 64; ++half) {
+        tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes, &query_maps.q, q_full,
+                    64 * half, 0, q0, static_cast<int>(head), static_cast<int>(b));
+      }
+      mbarrier_arrive(q_full);
+    }
     stream_kept_key_tiles<Elem, D, Groups, kParts, kStages, KeyTile>(
         p, bp, maps, b, kv_head, {row, other, limit, n, last_row}, first, k_tiles, v_tiles, notes,
         ring);
@@ -115,12 +137,16 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   }
 
   grow_registers_to<Shape::kConsumerRegisters>();
-  load_tile_async<Elem, Shape::kRows, D, Shape::kConsumerThreads, typename Smem::QueryTile>(
-      q_tile, position_span<Elem>(p, bp, p.q, b, head, q0, count));
-  cp_async_commit();
-  cp_async_wait<0>();
-  fence_proxy_async();
-  named_barrier_sync(1, Shape::kConsumerThreads);
+  if (q_by_copy_engine) {
+    mbarrier_wait(q_full, 0);
+  } else {
+    load_tile_async<Elem, Shape::kRows, D, Shape::kConsumerThreads, typename Smem::QueryTile>(
+        q_tile, position_span<Elem>(p, bp, p.q, b, head, q0, count));
+    cp_async_commit();
+    cp_async_wait<0>();
+    fence_proxy_async();
+    named_barrier_sync(1, Shape::kConsumerThreads);
+  }
 
   const int group = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
@@ -241,7 +267,17 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     pin_fragments(pa[0][0]);
   }
 
-  store_block_forward_rows<Elem>(p, bp, b, head, count, row_idx, o, row_max, row_sum);
+  // The warpgroup's rows through the copy engine where all 64 are written (inside the sequence,
+  // each seeing a key: a vote, as blocks decide that), else row by row.
+  const bool rows_written = q0 + group * 64 + 64 <= count && quad_sum(row_sum[0][0]) != 0.0f &&
+                            quad_sum(row_sum[0][1]) != 0.0f;
+  if (query_maps.out_enabled && named_barrier_all(4 + group, 128, rows_written)) {
+    const OutputBox box{0, q0 + group * 64, {row_idx[0][0], row_idx[0][1]}};
+    store_rows_through_copy_engine<Elem, typename Smem::QueryTile>(
+        p, bp.lse, query_maps, q_tile, group, box, b, head, o, row_max, row_sum, row_sum);
+  } else {
+    store_block_forward_rows<Elem>(p, bp, b, head, count, row_idx, o, row_max, row_sum);
+  }
 #endif
 }
 

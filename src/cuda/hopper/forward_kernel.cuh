@@ -353,13 +353,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) stamp(10);
   if (Squares && q_by_copy_engine) {  // rows in the squares' order (above)
     const OutputBox box = square_output_box(square_cell, query_maps.square_width);
-    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, box, b,
-                                                    head, o, row_max, row_sum, row_norm);
+    store_rows_through_copy_engine<Elem, QueryTile>(p, pass.lse, query_maps, q_tile, warpgroup, box,
+                                                    b, head, o, row_max, row_sum, row_norm);
   } else if (!Squares &&
              rows_through_copy_engine(p, query_maps, rows, key_count, shift, q0 + warpgroup * 64)) {
     const OutputBox box = strided_output_box(hp, rows, q0 + warpgroup * 64, row_idx);
-    store_rows_through_copy_engine<Elem, QueryTile>(p, pass, query_maps, q_tile, warpgroup, box, b,
-                                                    head, o, row_max, row_sum, row_norm);
+    store_rows_through_copy_engine<Elem, QueryTile>(p, pass.lse, query_maps, q_tile, warpgroup, box,
+                                                    b, head, o, row_max, row_sum, row_norm);
   } else {
     store_forward_rows<Elem>(p, pass, hp, rows, key_count, shift, b, head, row_idx, o, row_max,
                              row_sum, row_norm);

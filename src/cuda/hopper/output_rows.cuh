@@ -57,10 +57,11 @@ __device__ __forceinline__ OutputBox square_output_box(int cell, int width) {
 }
 
 // Warpgroup `warpgroup`'s rows (accumulators o as in store_forward_rows) to out through `tile`
-// (the Q tile's layout, Tile) and maps.out at `box`; lse as store_forward_rows writes it.
+// (the Q tile's layout, Tile) and maps.out at `box`; lse (into lse_rows, if any) as
+// store_forward_rows writes it.
 template <typename Elem, class Tile, int DT>
 __device__ __forceinline__ void store_rows_through_copy_engine(
-    const Params& p, const PassInfo& pass, const QueryMaps& maps, Elem* tile, int warpgroup,
+    const Params& p, float* lse_rows, const QueryMaps& maps, Elem* tile, int warpgroup,
     const OutputBox& box, int64_t b, int64_t head, const float (&o)[1][DT][4],
     const float (&row_max)[1][2], const float (&row_sum)[1][2], const float (&row_norm)[1][2]) {
   const int lane = threadIdx.x % 32;
@@ -69,7 +70,7 @@ __device__ __forceinline__ void store_rows_through_copy_engine(
   for (int r = 0; r < 2; ++r) {
     const FinishedRow f = finish_row(row_max[0][r], row_sum[0][r], row_norm[0][r]);
     scale[r] = f.inv_norm * output_scale(p);
-    if (pass.lse && lane % 4 == 0) pass.lse[lse_index(p, b, head, box.row[r])] = f.lse;
+    if (lse_rows && lane % 4 == 0) lse_rows[lse_index(p, b, head, box.row[r])] = f.lse;
   }
   // Per stmatrix: the 8 x 8 blocks (rows 0-7, n8 tile d), (rows 8-15, d), (0-7, d + 1),
   // (8-15, d + 1) of the warp's 16 rows, lanes 8 m .. 8 m + 7 addressing block m's rows.

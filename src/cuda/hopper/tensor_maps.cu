@@ -95,6 +95,15 @@ TensorMaps strided_maps(const Params& p, const int64_t* order, const Tensor& a, 
   return maps;
 }
 
+// Maps of q (boxes of q_box_rows rows) and out (boxes of 64 rows) with dilation r, where wanted.
+QueryMaps strided_query_maps(const Params& p, int64_t r, bool q_wanted, bool out_wanted,
+                             int q_box_rows) {
+  QueryMaps maps{};
+  maps.q_enabled = q_wanted && encode_map(p, p.q, p.heads, r, p.seqlen / r, 1, q_box_rows, &maps.q);
+  maps.out_enabled = out_wanted && encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &maps.out);
+  return maps;
+}
+
 }  // namespace
 
 TensorMaps pass_tensor_maps(const Params& p, const PassInfo& pass, const Tensor& a, const Tensor& b,
@@ -122,9 +131,14 @@ QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows)
     }
     return maps;
   }
-  maps.q_enabled = q_wanted && encode_map(p, p.q, p.heads, r, p.seqlen / r, 1, q_box_rows, &maps.q);
-  maps.out_enabled = out_wanted && encode_map(p, p.out, p.heads, r, p.seqlen / r, 1, 64, &maps.out);
-  return maps;
+  return strided_query_maps(p, r, q_wanted, out_wanted, q_box_rows);
+}
+
+QueryMaps position_query_maps(const Params& p, const int64_t* order, bool writes_out,
+                              int q_box_rows) {
+  if (order || !strided_rows_mappable(p, 1)) return QueryMaps{};
+  return strided_query_maps(p, 1, !env_off("DILATED_CUDA_TMA_QUERY"),
+                            writes_out && !env_off("DILATED_CUDA_TMA_STORE"), q_box_rows);
 }
 
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,

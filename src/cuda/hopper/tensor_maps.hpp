@@ -28,5 +28,10 @@ QueryMaps pass_query_maps(const Params& p, const PassInfo& pass, int q_box_rows)
 TensorMaps position_tensor_maps(const Params& p, const int64_t* order, const Tensor& a,
                                 const Tensor& b, int64_t heads, int box_rows,
                                 bool rows_any_order = false);
+// The block pass's maps of q and out over consecutive positions: as pass_query_maps' for
+// dilation 1, out only where the pass writes out directly (writes_out). Disabled along a token
+// grid (`order`): the block kernels copy such rows with cp.async and store them row by row.
+QueryMaps position_query_maps(const Params& p, const int64_t* order, bool writes_out,
+                              int q_box_rows);
 
 }  // namespace dilated::cuda::hopper

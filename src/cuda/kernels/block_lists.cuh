@@ -14,6 +14,40 @@
 
 namespace dilated::cuda {
 
+// mark_random_blocks (block_row_rules.hpp) by a whole warp, the same picks: Floyd's step i takes
+// its draw t_i unless an earlier step took it, else j_i. The draws of 32 steps at a time are
+// independent (one per lane); whether t_i was taken is read from the row's marks for the batches
+// before, and settled within the batch in step order over the lanes' shuffled picks. One lane
+// doing every step spent ~0.2 us a step, each waiting on the mark the one before had written
+// (bench/NOTES.md, eighth session). Block indices fit 32 bits (the CUDA backend's bound).
+__device__ __forceinline__ void mark_random_blocks_by_warp(uint8_t* row, const BlockPattern& pat,
+                                                           int64_t head, int64_t I,
+                                                           int64_t candidates, int lane) {
+  const int count = static_cast<int>(pat.size < candidates ? pat.size : candidates);
+  const uint64_t stream =
+      mix64(mix64(mix64(pat.seed) + static_cast<uint64_t>(head)) + static_cast<uint64_t>(I));
+  for (int first = 0; first < count; first += 32) {
+    const int i = first + lane;
+    const int steps = min(32, count - first);
+    const int j = static_cast<int>(candidates) - count + i;
+    int draw = 0;
+    bool taken = false;
+    if (i < count) {
+      const uint64_t word = mix64(stream + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull);
+      draw = static_cast<int>(scale_draw(word, j + 1));
+      taken = (row[draw] & 0x80) != 0;
+    }
+    int pick = draw;
+    for (int step = 0; step < steps; ++step) {
+      if (lane == step) pick = taken ? j : draw;
+      const int earlier = __shfl_sync(0xffffffffu, pick, step);
+      taken = taken || (lane > step && draw == earlier);
+    }
+    if (i < count) row[pick] = static_cast<uint8_t>(row[pick] | 0x80);
+    __syncwarp();
+  }
+}
+
 // One warp per row (b, class, I) of the matrix: zero it, then add every rule, mask and random
 // pattern. Rows past a sequence's last block stay zero.
 static __global__ void block_rule_rows_kernel(const Params p, const BlockPass bp) {
@@ -44,8 +78,7 @@ static __global__ void block_rule_rows_kernel(const Params p, const BlockPass bp
         break;
       }
       case BlockKind::random:
-        if (lane == 0) mark_random_blocks(row, pat, cls, I, last + 1);
-        __syncwarp();
+        mark_random_blocks_by_warp(row, pat, cls, I, last + 1, lane);
         count_random_marks(row, last, lane, 32);
         break;
       default:  // topk: block_topk_kernel

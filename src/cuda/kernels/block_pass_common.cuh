@@ -162,7 +162,8 @@ __device__ __forceinline__ void load_block_row_stats(
 
 // The forward's finished rows (positions row_idx of sequence b, the thread's part of each):
 // merged into the running (out_acc, lse) or written out, like a dilated pass's. Rows past the
-// sequence and rows that saw no key (their sum is 0) are not written.
+// sequence are not written, nor rows that saw no key (their sum is 0) unless the pass writes
+// every row (BlockPass::writes_every_row): then as zeros and lse -inf, what a clear would leave.
 template <typename Elem, int MT, int DT>
 __device__ __forceinline__ void store_block_forward_rows(const Params& p, const BlockPass& bp,
                                                          int64_t b, int64_t head, int count,
@@ -179,6 +180,10 @@ __device__ __forceinline__ void store_block_forward_rows(const Params& p, const 
       const bool any_key = sum != 0.0f;  // NaN sums propagate
       const float lse = (row_max[m][r] + __log2f(sum)) * kLn2;
       const int64_t row = valid ? grid_row(bp.order, row_idx[m][r]) : 0;
+      if (valid && !any_key && bp.writes_every_row) {
+        write_blank_row<Elem, DT>(p, bp.lse, b, row, head);
+        continue;
+      }
       write_forward_row<Elem, DT>(p, bp.out_acc, bp.lse, false, valid && any_key, true, b, row,
                                   head, o[m], r, lse, 1.0f / sum);
     }

@@ -142,6 +142,20 @@ __device__ __forceinline__ void write_forward_row(const Params& p, const Tensor&
   if (lane % 4 == 0) lse_rows[lse_at] = mw.lse;
 }
 
+// Row (b, row) of out as a row that sees no key: zeros, and lse -inf (the thread's columns, as
+// write_forward_row's).
+template <typename Elem, int DT>
+__device__ __forceinline__ void write_blank_row(const Params& p, float* lse_rows, int64_t b,
+                                                int64_t row, int64_t head) {
+  const int lane = threadIdx.x % 32;
+  Elem* out = static_cast<Elem*>(p.out.data) + row_offset(p, p.out, b, row, head);
+#pragma unroll
+  for (int d = 0; d < DT; ++d) {
+    *reinterpret_cast<uint32_t*>(out + d * 8 + 2 * (lane % 4)) = pack2<Elem>(0.0f, 0.0f);
+  }
+  if (lse_rows && lane % 4 == 0) lse_rows[lse_index(p, b, head, row)] = -INFINITY;
+}
+
 // The sum of x over the quad of lanes that holds a row of an m16n8 accumulator tile.
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
