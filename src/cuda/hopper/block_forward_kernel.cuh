@@ -36,7 +36,7 @@ struct BlockForwardSmem {
   // Parts of 64 keys per tile, and stages in flight: as many as the CTAs of an SM leave room
   // for (228 KiB each SM; two CTAs at D = 128 hold 64-key tiles only).
   static constexpr int kParts = D == 64 || Groups == 2 ? 2 : 1;
-  static constexpr int kStages = Groups == 1 ? 3 : (D == 64 ? 5 : 3);
+  static constexpr int kStages = Groups == 1 ? 3 : (D == 64 ? 4 : 3);
   static constexpr int kTileKeys = kParts * kBlockKeys;
   using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kTileKeys, D>;
