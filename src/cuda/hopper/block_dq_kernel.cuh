@@ -66,12 +66,14 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const int last_row = min(q0 + Shape::kRows, count) - 1;
   const KeptBlock first = next_kept(row, 0, limit);
 
-  if (threadIdx.x == 0) ring.init(Shape::kConsumerThreads / 32, kParts, 1);
+  if (threadIdx.x == 0) {
+    ring.init(Shape::kConsumerThreads / 32, producer_parts_arriving(maps, kParts), 1);
+  }
   __syncthreads();
 
   if (threadIdx.x >= Shape::kConsumerThreads) {
     shrink_registers_to<Shape::kProducerRegisters>();
-    stream_kept_key_tiles<Elem, D, Groups, kParts, kStages, KeyTile>(
+    produce_kept_keys<Elem, D, Groups, kParts, kStages, KeyTile>(
         p, bp, maps, b, kv_head, {row, nullptr, limit, n, last_row}, first, k_tiles, v_tiles, notes,
         ring);
     return;

@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
       query_maps.q_enabled && q0 + Shape::kRows <= count && first.J < limit;
 
   if (threadIdx.x == 0) {
-    ring.init(Shape::kConsumerThreads / 32, kParts, 1);
+    ring.init(Shape::kConsumerThreads / 32, producer_parts_arriving(maps, kParts), 1);
     mbarrier_init(q_full, 1);
   }
   __syncthreads();
@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
       }
       mbarrier_arrive(q_full);
     }
-    stream_kept_key_tiles<Elem, D, Groups, kParts, kStages, KeyTile>(
+    produce_kept_keys<Elem, D, Groups, kParts, kStages, KeyTile>(
         p, bp, maps, b, kv_head, {row, other, limit, n, last_row}, first, k_tiles, v_tiles, notes,
         ring);
     return;
