@@ -126,9 +126,9 @@ __device__ __forceinline__ void stream_kept_key_tiles(const Params& p, const Blo
 // Parts end at a block's end (a multiple of 64 positions) or at the sequence's, past which the
 // map reads zeros, so a box holds no key the part does not (a missing part's box lies wholly
 // past the sequence: zeros). The full barrier takes lane 0's arrival only
-// (StageRing::init(consumers, 0, 1)), and the producer's other warps have nothing to do: with
-// them walking and arriving too, the producer issued about a third of the kernel's instructions
-// at blocks of 64 (bench/NOTES.md, thirteenth session).
+// (StageRing::init(consumers, 0, 1)), and the producer's other warps have nothing to do. With
+// them walking and arriving too, the block forward issued 1.6x the dense forward's instructions
+// per flop at blocks of 64; one warp made it 5-8% faster (bench/NOTES.md, thirteenth session).
 template <int D, int Groups, int Parts, int Stages, class KeyTile>
 __device__ __forceinline__ void stream_kept_key_boxes(const Params& p, const BlockPass& bp,
                                                       const TensorMaps& maps, int64_t b,
