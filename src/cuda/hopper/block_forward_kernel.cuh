@@ -67,7 +67,7 @@ template <typename Elem, int D, int Groups>
 __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Groups>::kCtasPerSm)
     block_forward_kernel(const Params p, const BlockPass bp,
                          const __grid_constant__ TensorMaps maps,
-                         const __grid_constant__ QueryMaps query_maps) {
+                         const __grid_constant__ QueryMaps query_maps, const bool heads_fastest) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Shape = BlockShape<Groups>;
   using Smem = BlockForwardSmem<D, Groups>;
@@ -88,9 +88,11 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const uint32_t scratch = ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;
   const uint32_t q_full = ring.bars + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads;
 
-  const int64_t b = blockIdx.z, head = blockIdx.y;
+  // The grid is (query tiles, heads) or, with heads_fastest, (heads, query tiles) (the launcher's
+  // order of the CTAs).
+  const int64_t b = blockIdx.z, head = heads_fastest ? blockIdx.x : blockIdx.y;
   const int64_t n = seq_length(p, b);
-  const int q0 = static_cast<int>(blockIdx.x) * Shape::kRows;
+  const int q0 = static_cast<int>(heads_fastest ? blockIdx.y : blockIdx.x) * Shape::kRows;
   if (q0 >= n) return;
   const int count = static_cast<int>(n);
   const int64_t kv_head = kv_head_of(p, head);
