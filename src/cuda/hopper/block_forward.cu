@@ -66,10 +66,10 @@ void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   const unsigned heads = static_cast<unsigned>(p.heads);
   // Under local (and global) patterns the CTAs that run at once are better spread over the
   // heads: in query-tile order they are one head's neighbouring query blocks, which all read the
-  // same few key blocks at the same time; heads first measured 1.5-3.5% faster under local
-  // patterns (global ones were not measured). Random patterns keep query-tile order: spread over
-  // the heads, their K/V working set outgrew the L2 (up to 5% slower at D = 128; bench/NOTES.md,
-  // thirteenth session). gridDim.y holds at most 65535 tiles.
+  // same few key blocks at the same time; heads first measured ~2% faster under local patterns
+  // (-3.5% to +5.6% by density; global ones were not measured). Random patterns keep query-tile
+  // order: spread over the heads, their K/V working set outgrew the L2 (up to 5% slower at
+  // D = 128; bench/NOTES.md, thirteenth session). gridDim.y holds at most 65535 tiles.
   const bool heads_fastest = neighbours_share_keys(p) && tiles <= 65535;
   const dim3 grid = heads_fastest ? dim3(heads, tiles, static_cast<unsigned>(p.batch))
                                   : dim3(tiles, heads, static_cast<unsigned>(p.batch));
