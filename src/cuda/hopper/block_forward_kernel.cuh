@@ -109,8 +109,8 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const int last_row = min(q0 + Shape::kRows, count) - 1;
   const KeptBlock first = next_kept(row, 0, limit, 1, other);
   // A whole query tile comes through the copy engine, issued by the producer before any K/V
-  // tile (q_full); otherwise (a partial tile, a token grid) the consumers copy it. A CTA that
-  // keeps no block reads no Q.
+  // tile (q_full); otherwise (a partial tile, a token grid, a CTA that keeps no block and has
+  // no producer work to overlap) the consumers copy it.
   const bool q_by_copy_engine =
       query_maps.q_enabled && q0 + Shape::kRows <= count && first.J < limit;
 
@@ -125,11 +125,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     if (q_by_copy_engine && threadIdx.x == Shape::kConsumerThreads) {
       using QueryTile = typename Smem::QueryTile;
       mbarrier_expect_tx(q_full, QueryTile::kElements * 2);
-#pragma unroll
-      for (int half = 0; half < D / 64; ++half) {
-        tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes, &query_maps.q, q_full,
-                    64 * half, 0, q0, static_cast<int>(head), static_cast<int>(b));
-      }
+      load_box<D, QueryTile>(&query_maps.q, smem_address(q_tile), q_full, 0, q0, head, b);
       mbarrier_arrive(q_full);
     }
     produce_kept_keys<Elem, D, Groups, kParts, kStages, KeyTile>(

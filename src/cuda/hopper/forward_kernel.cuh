@@ -197,22 +197,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int square = 0; square < kRows / 64; ++square) {
           const SquareCorner corner =
               square_corner(query_cells.cell[square], query_maps.square_width);
-#pragma unroll
-          for (int half = 0; half < D / 64; ++half) {
-            tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes + square * 64 * 128,
-                        &query_maps.q, q_full, 64 * half, corner.x, corner.y,
-                        static_cast<int>(head), static_cast<int>(b));
-          }
+          load_box<D, QueryTile>(&query_maps.q, smem_address(q_tile) + square * 64 * 128, q_full,
+                                 corner.x, corner.y, head, b);
         }
       } else {
         const int64_t position = rows.first + static_cast<int64_t>(q0) * hp.dilation;
-#pragma unroll
-        for (int half = 0; half < D / 64; ++half) {
-          tma_load_5d(smem_address(q_tile) + half * QueryTile::kHalfBytes, &query_maps.q, q_full,
-                      64 * half, static_cast<int>(small_remainder(position, hp.dilation)),
-                      static_cast<int>(small_quotient(position, hp.dilation)),
-                      static_cast<int>(head), static_cast<int>(b));
-        }
+        load_box<D, QueryTile>(&query_maps.q, smem_address(q_tile), q_full,
+                               static_cast<int>(small_remainder(position, hp.dilation)),
+                               static_cast<int>(small_quotient(position, hp.dilation)), head, b);
       }
       mbarrier_arrive(q_full);
     }

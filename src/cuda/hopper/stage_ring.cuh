@@ -155,6 +155,18 @@ __device__ __forceinline__ void copy_row_tiles(Elem* a_tile, Elem* b_tile, const
   }
 }
 
+// By one thread: the box at (c1, c2) of `map` (tma.cuh), each 64-column half at its offset in the
+// tile at shared address dst.
+template <int D, class Tile>
+__device__ __forceinline__ void load_box(const CUtensorMap* map, uint32_t dst, uint32_t bar, int c1,
+                                         int c2, int64_t head, int64_t b) {
+#pragma unroll
+  for (int half = 0; half < D / 64; ++half) {
+    tma_load_5d(dst + half * Tile::kHalfBytes, map, bar, half * 64, c1, c2, static_cast<int>(head),
+                static_cast<int>(b));
+  }
+}
+
 // By one thread: the box at (c1, c2) of both maps (tma.cuh), each 64-column half at its offset
 // in the tiles at shared addresses a_dst and b_dst.
 template <int D, class Tile>
