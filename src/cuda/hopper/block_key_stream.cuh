@@ -1,8 +1,10 @@
 // The producer of the Hopper block kernels that walk a query block's row of the multiplicity
 // matrix (the forward and dq): it streams the kept blocks' keys (K and V) into a ring of stages,
 // Parts runs of 64 keys per stage, not necessarily adjacent (a missing last part is zero-filled
-// and masked), through the copy engine for whole runs of plain rows and cp.async for the rest,
-// and writes each stage's parts (StagedPart, per consumer warpgroup) beside it.
+// and masked), and writes each stage's parts (StagedPart, per consumer warpgroup) beside it.
+// Where the maps hold plain rows one warp does it, every part a copy-engine box
+// (stream_kept_key_boxes); along a token grid the warpgroup, squares through the copy engine and
+// the rest with cp.async (stream_kept_key_tiles).
 #pragma once
 
 #include "cuda/hopper/block_shape.cuh"
