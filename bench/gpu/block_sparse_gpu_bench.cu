@@ -25,6 +25,13 @@
 #include "bench_device.cuh"
 #include "dilated/dilated.hpp"
 
+#ifdef DILATED_HOPPER_TIMELINE
+#include "cuda/hopper/timeline.cuh"
+namespace dilated::cuda::hopper {
+int read_block_forward_timeline(unsigned long long* host, int ctas);
+}
+#endif
+
 namespace {
 
 using dilated::BlockKind;
@@ -197,6 +204,30 @@ Timing time_problem(const dilated::Params& p, int64_t repeats) {
   return t;
 }
 
+// Diagnosis builds (-DDILATED_HOPPER_TIMELINE): after the sweep row named by the environment's
+// DILATED_TIMELINE_ROW (e.g. "random(77)"), one more forward of it, whose block forward's per-CTA
+// clock stamps go to DILATED_TIMELINE_FILE (bench/gpu/forward_timeline.py reads them).
+void dump_block_timeline(const std::string& name, const dilated::Params& p) {
+#ifdef DILATED_HOPPER_TIMELINE
+  const char* wanted = std::getenv("DILATED_TIMELINE_ROW");
+  const char* path = std::getenv("DILATED_TIMELINE_FILE");
+  if (!wanted || !path || name != wanted) return;
+  if (!dilated::forward(p, {}, "cuda").ok()) return;
+  CHECK_CUDA(cudaDeviceSynchronize());
+  namespace hopper = dilated::cuda::hopper;
+  std::vector<unsigned long long> stamps(static_cast<size_t>(hopper::kTimelineCtas) *
+                                         hopper::kTimelineSlots);
+  const int ctas = hopper::read_block_forward_timeline(stamps.data(), hopper::kTimelineCtas);
+  if (FILE* f = std::fopen(path, "wb")) {
+    std::fwrite(stamps.data(), 8, static_cast<size_t>(ctas) * hopper::kTimelineSlots, f);
+    std::fclose(f);
+  }
+#else
+  (void)name;
+  (void)p;
+#endif
+}
+
 double tflops(double flops, float ms) {
   return flops / (static_cast<double>(ms) * 1e9);
 }
@@ -231,12 +262,14 @@ void density_sweep(const Options& o) {
     const int64_t k = std::max<int64_t>(1, (nb * tenth + 5) / 10);
     const dilated::Params p = problem.with({}, {BlockPattern{BlockKind::random, k, 0, 7}}, o.block);
     row("random(" + std::to_string(k) + ")", p, time_problem(p, o.repeats));
+    dump_block_timeline("random(" + std::to_string(k) + ")", p);
   }
   for (int tenth = 1; tenth <= 10; ++tenth) {
     // (2W + 1) / NB of the blocks (fewer at the edges); all of them at 100%.
     const int64_t w = tenth == 10 ? nb : std::max<int64_t>(0, (nb * tenth / 10 - 1) / 2);
     const dilated::Params p = problem.with({}, {BlockPattern{BlockKind::local, w, 0, 0}}, o.block);
     row("local(" + std::to_string(w) + ")", p, time_problem(p, o.repeats));
+    dump_block_timeline("local(" + std::to_string(w) + ")", p);
   }
 }
 

@@ -1,5 +1,6 @@
-"""Summary of the Hopper forward's per-CTA clock stamps (timeline.cuh): where each CTA's cycles
-go, and the gap between consecutive CTAs on an SM. Usage: forward_timeline.py FILE TILES"""
+"""Summary of the Hopper forwards' per-CTA clock stamps (timeline.cuh; forward_timeline.sh for the
+dense forward, block_forward_timeline.sh for the block forward): where each CTA's cycles go, and
+the gap between consecutive CTAs on an SM. Usage: forward_timeline.py FILE TILES"""
 import statistics
 import struct
 import sys

@@ -22,6 +22,7 @@
 
 #include "cuda/hopper/block_key_stream.cuh"
 #include "cuda/hopper/output_rows.cuh"
+#include "cuda/hopper/timeline.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/block_pass_common.cuh"
 #include "cuda/kernels/forward_rows.cuh"
@@ -71,6 +72,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Shape = BlockShape<Groups>;
   using Smem = BlockForwardSmem<D, Groups>;
+  if (threadIdx.x == 0) stamp(11);  // clock stamps of a diagnosis build only (timeline.cuh)
   constexpr int kStages = Smem::kStages;
   constexpr int kParts = Smem::kParts;
   constexpr int kTileKeys = Smem::kTileKeys;
@@ -119,6 +121,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     mbarrier_init(q_full, 1);
   }
   __syncthreads();
+  if (threadIdx.x == 0) stamp(1);
 
   if (threadIdx.x >= Shape::kConsumerThreads) {
     shrink_registers_to<Shape::kProducerRegisters>();
@@ -131,6 +134,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     produce_kept_keys<Elem, D, Groups, kParts, kStages, KeyTile>(
         p, bp, maps, b, kv_head, {row, other, limit, n, last_row}, first, k_tiles, v_tiles, notes,
         ring);
+    if (threadIdx.x == Shape::kConsumerThreads) stamp(9);
     return;
   }
 
@@ -145,6 +149,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     fence_proxy_async();
     named_barrier_sync(1, Shape::kConsumerThreads);
   }
+  if (threadIdx.x == 0) stamp(2);
 
   const int group = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
@@ -226,6 +231,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   if (first.J < limit) {
     turns.begin();
     ring.wait_full(0);
+    if (threadIdx.x == 0) stamp(3);
     read_parts(0);
     turns.wait();
     wgmma_fence();
@@ -235,9 +241,11 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     pin_accumulators(s[0]);
     softmax();
     pack();
+    if (threadIdx.x == 0) stamp(4);
     int t = 1;
     for (bool more = !staged[0].last; more; ++t) {
       ring.wait_full(t);
+      if (threadIdx.x == 0 && t == 2) stamp(12);
       read_parts(t);
       more = !staged[0].last;
       turns.wait();
@@ -255,6 +263,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
       rescale_outputs(o, corrections);
       pack();
     }
+    if (threadIdx.x == 0) stamp(5);
     turns.wait();
     wgmma_fence();
     issue_values(pa[0][0], t - 1);
@@ -263,6 +272,10 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     wgmma_wait<0>();
     pin_accumulators(o[0]);
     pin_fragments(pa[0][0]);
+  }
+  if (threadIdx.x == 0) {
+    stamp(6);
+    stamp(10);  // the dense forward's wait for the launch before; none here
   }
 
   // The warpgroup's rows through the copy engine where all 64 are written (inside the sequence,
@@ -276,6 +289,10 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   } else {
     store_block_forward_rows<Elem>(p, bp, b, head, count, row_idx, o, row_max, row_sum);
   }
+  // Slot 8: the last warpgroup's end (the first's where there is one).
+  if (threadIdx.x == 0) stamp(7);
+  if (threadIdx.x == Shape::kConsumerThreads - 128) stamp(8);
+  if (threadIdx.x == 0) stamp(0);
 #endif
 }
 

@@ -1,6 +1,7 @@
-// Per-CTA clock stamps of the Hopper forward, for a diagnosis build only
-// (-DDILATED_HOPPER_TIMELINE; bench/gpu/forward_timeline.sh): where a CTA's fixed cost goes.
-// Without the macro, stamp() is empty.
+// Per-CTA clock stamps of the Hopper forwards (dense and block), for a diagnosis build only
+// (-DDILATED_HOPPER_TIMELINE; bench/gpu/forward_timeline.sh, block_forward_timeline.sh): where a
+// CTA's fixed cost goes. Each file that stamps has its own copy of the stamps (forward.cu and
+// block_forward.cu read theirs). Without the macro, stamp() is empty.
 #pragma once
 
 namespace dilated::cuda::hopper {
