@@ -456,16 +456,23 @@ TEST(CudaBlockSparse, BackwardIsBitwiseReproducible) {
 
 // Forward without an lse output (it is optional): the block pass writes out directly (blocks
 // alone) or merges through the workspace's lse; the same out bit for bit as with an lse.
+// Variant 4: blocks of 64 alone on the tensor-core kernels, which write every row (whole tiles
+// through the copy engine on sm_90) with no lse to write.
 TEST(CudaBlockSparse, ForwardWithoutLse) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
-  for (int variant = 0; variant < 4; ++variant) {
+  for (int variant = 0; variant < 5; ++variant) {
     ProblemConfig c =
-        block_case(BlockKind::random, variant % 2 ? DType::bf16 : DType::f32, variant >= 2, seed);
+        block_case(BlockKind::random, variant % 2 || variant == 4 ? DType::bf16 : DType::f32,
+                   variant == 2 || variant == 3, seed);
     if (variant == 1 || variant == 3) c.patterns = {{64, 1}, {203, 2}};
-    if (variant >= 2) {
+    if (variant == 2 || variant == 3) {
       c.grid_height = 7;
       c.grid_width = 29;
+    }
+    if (variant == 4) {
+      c.block_size = 64;
+      c.seqlen = 485;
     }
     HostProblem with_lse(c, seed), without_lse(c, seed);
     DeviceProblem a(cuda(), with_lse);
