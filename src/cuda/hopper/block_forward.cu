@@ -96,12 +96,9 @@ void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream) {
 
 #ifdef DILATED_HOPPER_TIMELINE
 namespace dilated::cuda::hopper {
-// The stamps of the last block forward launch (CTA-major, kTimelineSlots each) into host memory;
-// this file's copy of the stamps, not forward.cu's.
+// The stamps of the last block forward launch (this file's copy, not forward.cu's).
 int read_block_forward_timeline(unsigned long long* host, int ctas) {
-  const int count = ctas < kTimelineCtas ? ctas : kTimelineCtas;
-  cudaMemcpyFromSymbol(host, forward_timeline, sizeof(unsigned long long) * count * kTimelineSlots);
-  return count;
+  return copy_timeline_to_host(host, ctas);
 }
 }  // namespace dilated::cuda::hopper
 #endif

@@ -45,11 +45,9 @@ void forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
 
 #ifdef DILATED_HOPPER_TIMELINE
 namespace dilated::cuda::hopper {
-// The stamps of the last forward launches (CTA-major, kTimelineSlots each) into host memory.
+// The stamps of the last forward launches (this file's copy).
 int read_forward_timeline(unsigned long long* host, int ctas) {
-  const int count = ctas < kTimelineCtas ? ctas : kTimelineCtas;
-  cudaMemcpyFromSymbol(host, forward_timeline, sizeof(unsigned long long) * count * kTimelineSlots);
-  return count;
+  return copy_timeline_to_host(host, ctas);
 }
 }  // namespace dilated::cuda::hopper
 #endif

@@ -23,6 +23,13 @@ __device__ __forceinline__ void stamp(int slot) {
   }
   forward_timeline[cta * kTimelineSlots + slot] = value;
 }
+// This file's stamps of its last launches (CTA-major, kTimelineSlots each) into host memory;
+// returns how many CTAs' stamps it copied.
+static inline int copy_timeline_to_host(unsigned long long* host, int ctas) {
+  const int count = ctas < kTimelineCtas ? ctas : kTimelineCtas;
+  cudaMemcpyFromSymbol(host, forward_timeline, sizeof(unsigned long long) * count * kTimelineSlots);
+  return count;
+}
 #else
 __device__ __forceinline__ void stamp(int) {}
 #endif
