@@ -116,14 +116,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (thread < kDkdvQueries) {  // lse and delta of tile row `thread` (zeros past the slice)
           const int idx = q_span.idx0 + thread;
           const bool valid = idx < q_span.count;
-          int64_t row;
-          if (square) {  // row `thread` of the tile's one square
-            const int cell = square_cell_at(maps.square_cells, q_span.first + q_span.idx0);
-            row = square_row(square_corner(cell, maps.square_width), thread, maps.square_width);
-          } else {
-            row = grid_row(pass.order, w.rows.first + idx * w.hp.dilation);
+          // A row past the slice is not located: with a grid its order[] entry may lie past the
+          // curve's allocation (compute-sanitizer memcheck; bench/NOTES.md, fourteenth session).
+          int64_t at = 0;
+          if (valid) {
+            int64_t row;
+            if (square) {  // row `thread` of the tile's one square
+              const int cell = square_cell_at(maps.square_cells, q_span.first + q_span.idx0);
+              row = square_row(square_corner(cell, maps.square_width), thread, maps.square_width);
+            } else {
+              row = grid_row(pass.order, w.rows.first + idx * w.hp.dilation);
+            }
+            at = lse_index(p, b, head, row);
           }
-          const int64_t at = valid ? lse_index(p, b, head, row) : 0;
           float* stage_stats = stats + stage * 2 * kDkdvQueries;
           cp_async_4(smem_address(stage_stats + thread), p.lse + at, valid);  // ln units
           cp_async_4(smem_address(stage_stats + kDkdvQueries + thread), pass.delta + at, valid);
