@@ -4,7 +4,7 @@
 # block-sparse bench. Needs .deps from scripts/pack_gpu_deps.sh. Logs under $OUT.
 # Usage: bench/gpu/run_sparse_gpu.sh [tests|bench|all]   (BENCH_ARGS passes bench options)
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 what=${1:-all}
