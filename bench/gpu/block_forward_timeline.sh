@@ -11,12 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 BUILD=${BUILD:-build-timeline}
-mkdir -p "$OUT"
-cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DDILATED_CUDA_ARCHS="90-real" \
-  -DCMAKE_PREFIX_PATH="$PWD/.deps" -DDILATED_BUILD_CLI=OFF \
-  -DCMAKE_CUDA_FLAGS=-DDILATED_HOPPER_TIMELINE >"$OUT/block_timeline_configure.log" 2>&1 || exit 1
-ninja -C $BUILD block_sparse_gpu_bench >"$OUT/block_timeline_build.log" 2>&1 ||
-  { grep error "$OUT/block_timeline_build.log" | head; exit 1; }
+export OUT BUILD  # for build_timeline.sh
+bench/gpu/build_timeline.sh block_sparse_gpu_bench block_timeline || exit 1
 cases=("$@")
 [[ ${#cases[@]} -eq 0 ]] && cases=("64 64 random(77) 39" "64 128 random(77) 77" "128 64 random(38) 38" "128 128 random(38) 38")
 for c in "${cases[@]}"; do

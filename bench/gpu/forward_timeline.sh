@@ -3,14 +3,11 @@
 # stamps (-DDILATED_HOPPER_TIMELINE, src/cuda/hopper/timeline.cuh) and summarises one forward
 # call of single-pattern problems (one launch each). Logs under $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 BUILD=${BUILD:-build-timeline}
-mkdir -p "$OUT"
-cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DDILATED_CUDA_ARCHS="90-real" \
-  -DCMAKE_PREFIX_PATH="$PWD/.deps" -DDILATED_BUILD_CLI=OFF \
-  -DCMAKE_CUDA_FLAGS=-DDILATED_HOPPER_TIMELINE >"$OUT/timeline_configure.log" 2>&1 || exit 1
-ninja -C $BUILD cuda_backend_timing >"$OUT/timeline_build.log" 2>&1 || { grep error "$OUT/timeline_build.log" | head; exit 1; }
+export OUT BUILD  # for build_timeline.sh
+bench/gpu/build_timeline.sh cuda_backend_timing timeline || exit 1
 for c in "128 16 2048 16" "64 12 2048 16" "128 16 8192 64" "128 16 32768 256"; do
   set -- $c
   echo "== D $1, H $2, segment $3 (dilation 1), head_groups"
