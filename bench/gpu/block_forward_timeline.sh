@@ -11,8 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 BUILD=${BUILD:-build-timeline}
-export OUT BUILD  # for build_timeline.sh
-bench/gpu/build_timeline.sh block_sparse_gpu_bench block_timeline || exit 1
+export OUT BUILD  # for build_diagnosis.sh
+bench/gpu/build_diagnosis.sh block_sparse_gpu_bench block_timeline -DDILATED_HOPPER_TIMELINE || exit 1
 cases=("$@")
 [[ ${#cases[@]} -eq 0 ]] && cases=("64 64 random(77) 39" "64 128 random(77) 77" "128 64 random(38) 38" "128 128 random(38) 38")
 for c in "${cases[@]}"; do

@@ -6,8 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 BUILD=${BUILD:-build-timeline}
-export OUT BUILD  # for build_timeline.sh
-bench/gpu/build_timeline.sh cuda_backend_timing timeline || exit 1
+export OUT BUILD  # for build_diagnosis.sh
+bench/gpu/build_diagnosis.sh cuda_backend_timing timeline -DDILATED_HOPPER_TIMELINE || exit 1
 for c in "128 16 2048 16" "64 12 2048 16" "128 16 8192 64" "128 16 32768 256"; do
   set -- $c
   echo "== D $1, H $2, segment $3 (dilation 1), head_groups"

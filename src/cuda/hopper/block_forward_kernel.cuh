@@ -228,7 +228,18 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
 
   using Turns = std::conditional_t<Groups == 2, IssueTurns, NoTurns>;
   const Turns turns{group};
+#if DILATED_HOPPER_BLOCK_CEILING == 1
+  // Diagnosis build (bench/gpu/block_forward_ceilings.sh): the stream alone, no products.
+  for (int t = 0, more = first.J < limit; more; ++t) {
+    ring.wait_full(t);
+    read_parts(t);
+    more = !staged[0].last;
+    ring.release(t);
+  }
+  if (false) {
+#else
   if (first.J < limit) {
+#endif
     turns.begin();
     ring.wait_full(0);
     if (threadIdx.x == 0) stamp(3);

@@ -147,9 +147,16 @@ __device__ __forceinline__ void stream_kept_key_boxes(const Params& p, const Blo
     StagedPart* note = notes + (t % Stages) * Parts * Groups;
     if (writer) {
       tile.template write_notes<Groups>(note, walk);
-      mbarrier_expect_tx(ring.full(t), Parts * 2 * kBlockKeys * D * 2);
+#if DILATED_HOPPER_BLOCK_CEILING == 2
+      // Diagnosis build (bench/gpu/block_forward_ceilings.sh): the products alone, on whatever
+      // the stages hold; the walk and the notes as always.
+      constexpr int kCopiedParts = 0;
+#else
+      constexpr int kCopiedParts = Parts;
+#endif
+      mbarrier_expect_tx(ring.full(t), kCopiedParts * 2 * kBlockKeys * D * 2);
 #pragma unroll
-      for (int part = 0; part < Parts; ++part) {
+      for (int part = 0; part < kCopiedParts; ++part) {
         const bool kept = tile.part[part].J < walk.limit;
         const uint32_t offset = (t % Stages) * kTileBytes + part * kBlockKeys * 128;
         load_box_pair<D, KeyTile>(maps, k_tiles + offset, v_tiles + offset, ring.full(t), 0,
