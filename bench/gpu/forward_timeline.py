@@ -6,7 +6,7 @@ import struct
 import sys
 from collections import defaultdict
 
-SLOTS = 13
+SLOTS = 14
 data = open(sys.argv[1], "rb").read()
 tiles = int(sys.argv[2])
 n = len(data) // (8 * SLOTS)
@@ -18,6 +18,7 @@ parts = {
     "entry -> stage 2 full (wg0)": lambda c: c[12] - c[1] if c[12] else 0,
     "first S + softmax (wg0)": lambda c: c[4] - c[3],
     "loop, all tiles after the first": lambda c: c[5] - c[4],
+    "  of which waits for full stages (block)": lambda c: c[13],
     "last P V": lambda c: c[6] - c[5],
     "griddepcontrol.wait": lambda c: c[10] - c[6],
     "store (wg0)": lambda c: c[7] - c[10],

@@ -254,8 +254,11 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
     pack();
     if (threadIdx.x == 0) stamp(4);
     int t = 1;
+    SpanClock stage_waits;  // diagnosis builds only (timeline.cuh)
     for (bool more = !staged[0].last; more; ++t) {
+      stage_waits.begin();
       ring.wait_full(t);
+      stage_waits.end();
       if (threadIdx.x == 0 && t == 2) stamp(12);
       read_parts(t);
       more = !staged[0].last;
@@ -274,7 +277,10 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
       rescale_outputs(o, corrections);
       pack();
     }
-    if (threadIdx.x == 0) stamp(5);
+    if (threadIdx.x == 0) {
+      stamp(5);
+      stage_waits.record(13);
+    }
     turns.wait();
     wgmma_fence();
     issue_values(pa[0][0], t - 1);

@@ -6,7 +6,7 @@
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kTimelineSlots = 13;
+inline constexpr int kTimelineSlots = 14;
 inline constexpr int kTimelineCtas = 1 << 14;
 
 #ifdef DILATED_HOPPER_TIMELINE
@@ -23,6 +23,16 @@ __device__ __forceinline__ void stamp(int slot) {
   }
   forward_timeline[cta * kTimelineSlots + slot] = value;
 }
+// Slot 13: cycles summed over spans (the block forward's waits for full stages in its loop).
+struct SpanClock {
+  unsigned long long total = 0, since = 0;
+  __device__ __forceinline__ void begin() { since = clock64(); }
+  __device__ __forceinline__ void end() { total += clock64() - since; }
+  __device__ __forceinline__ void record(int slot) const {
+    const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    if (cta < kTimelineCtas) forward_timeline[cta * kTimelineSlots + slot] = total;
+  }
+};
 // This file's stamps of its last launches (CTA-major, kTimelineSlots each) into host memory;
 // returns how many CTAs' stamps it copied.
 static inline int copy_timeline_to_host(unsigned long long* host, int ctas) {
@@ -32,6 +42,11 @@ static inline int copy_timeline_to_host(unsigned long long* host, int ctas) {
 }
 #else
 __device__ __forceinline__ void stamp(int) {}
+struct SpanClock {
+  __device__ __forceinline__ void begin() {}
+  __device__ __forceinline__ void end() {}
+  __device__ __forceinline__ void record(int) const {}
+};
 #endif
 
 }  // namespace dilated::cuda::hopper
