@@ -11,27 +11,27 @@ inline constexpr int kTimelineCtas = 1 << 14;
 
 #ifdef DILATED_HOPPER_TIMELINE
 static __device__ unsigned long long forward_timeline[kTimelineCtas * kTimelineSlots];
+// Writes `value` to the CTA's slot (CTAs past kTimelineCtas keep none).
+__device__ __forceinline__ void record_slot(int slot, unsigned long long value) {
+  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (cta < kTimelineCtas) forward_timeline[cta * kTimelineSlots + slot] = value;
+}
 // Slot 0 holds the SM id; the others clock64() at the caller's point.
 __device__ __forceinline__ void stamp(int slot) {
-  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  if (cta >= kTimelineCtas) return;
   unsigned long long value = clock64();
   if (slot == 0) {
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
     value = sm;
   }
-  forward_timeline[cta * kTimelineSlots + slot] = value;
+  record_slot(slot, value);
 }
 // Slot 13: cycles summed over spans (the block forward's waits for full stages in its loop).
 struct SpanClock {
   unsigned long long total = 0, since = 0;
   __device__ __forceinline__ void begin() { since = clock64(); }
   __device__ __forceinline__ void end() { total += clock64() - since; }
-  __device__ __forceinline__ void record(int slot) const {
-    const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-    if (cta < kTimelineCtas) forward_timeline[cta * kTimelineSlots + slot] = total;
-  }
+  __device__ __forceinline__ void record(int slot) const { record_slot(slot, total); }
 };
 // This file's stamps of its last launches (CTA-major, kTimelineSlots each) into host memory;
 // returns how many CTAs' stamps it copied.
