@@ -9,7 +9,7 @@ from collections import Counter
 text = sys.stdin.read()
 for chunk in re.split(r"\n\s+Function : ", text)[1:]:
     name = re.sub(r"_ZN7dilated4cuda\d+", "", chunk.split("\n")[0])[:48]
-    ops = [op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", chunk)]
+    ops = [op.split(".")[0] for op in re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)", chunk)]
     mix = Counter(ops)
     hmma = (mix["HMMA"] + mix["HGMMA"]) or 1
     print(f"{name:48s} instr {len(ops):6d} HMMA {mix['HMMA']:5d} HGMMA {mix['HGMMA']:4d} per-HMMA {len(ops) / hmma:5.2f} "
