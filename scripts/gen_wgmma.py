@@ -10,7 +10,7 @@ import os
 import sys
 
 # The N of each wrapper (M = 64, K = 16 always).
-SHAPES = {"wgmma_ss": (64, 128), "wgmma_rs": (64, 128), "wgmma_rs_bk": (8,)}
+SHAPES = {"wgmma_ss": (64, 128), "wgmma_rs": (64, 128), "wgmma_rs_bk": (8, 64, 128)}
 TYPES = (("__nv_bfloat16", "bf16"), ("__half", "f16"))
 
 
@@ -48,17 +48,17 @@ REGS_FORMS = {
 def regs_a(name, n, ctype, ptx):
     trans_b, what = REGS_FORMS[name]
     acc = n // 2
-    return f"""// d[{n // 8}][4] += A * B: A (64 x 16) in registers (mma.sync's A fragment per warp), B (16 x {n})
+    return f"""// d[{n // 8}][4] (+)= A * B: A (64 x 16) in registers (mma.sync's A fragment per warp), B (16 x {n})
 // in shared memory, {what}.
 template <>
 __device__ __forceinline__ void {name}<{ctype}, {n}>(float (&d)[{n // 8}][4], const uint32_t (&a)[4],
-                                                     uint64_t b_desc) {{
+                                                     uint64_t b_desc, int accumulate) {{
   asm volatile(
       "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{acc + 5}, 0;\\n"
       "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "
       "{{{accumulators(n)}}}, {{%{acc}, %{acc + 1}, %{acc + 2}, %{acc + 3}}}, %{acc + 4}, p, 1, 1, {int(trans_b)};\\n}}\\n"
       : {outputs(n)}
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate));
 }}
 """
 

@@ -165,9 +165,22 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const uint64_t k_desc = k_major_desc(smem_address(k_tiles));
   const uint64_t v_desc = n_major_desc<kTileKeys>(smem_address(v_tiles));
 
+  // One warpgroup keeps Q in registers, so that S reads only K from shared memory: forward +5-14%
+  // at D = 128 and +1-4% at D = 64 over blocks of 64 under random patterns (H200). With two
+  // warpgroups, and in the dense forward, it measured within noise (bench/NOTES.md, sixteenth
+  // session; bench/experiments/q-registers-knobs.patch).
+  constexpr bool kQInRegisters = Groups == 1;
+  uint32_t qa[kQInRegisters ? D / 16 : 1][4];
+  if constexpr (kQInRegisters) {
+    load_a_fragments<typename Smem::QueryTile, D>(qa, smem_address(q_tile), warp_row0, lane);
+  }
   auto issue_scores = [&](float(&s)[NT][4], int t) {
-    wgmma_ss_over_d<Elem, kTileKeys, Shape::kRows, D>(
-        s, q_desc, desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
+    if constexpr (kQInRegisters) {
+      wgmma_rs_over_d<Elem, kTileKeys, D>(s, qa, desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
+    } else {
+      wgmma_ss_over_d<Elem, kTileKeys, Shape::kRows, D>(
+          s, q_desc, desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
+    }
     wgmma_commit();
   };
   auto issue_values = [&](const uint32_t(&pa)[NT / 2][4], int t) {

@@ -124,12 +124,13 @@ __device__ __forceinline__ void pin_fragments(uint32_t (&a)[K][4]) {
 template <typename Elem, int N>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t a_desc, uint64_t b_desc,
                                          int accumulate);
+// Register A: accumulate 0 overwrites d.
 template <typename Elem, int N>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4],
-                                         uint64_t b_desc);
+                                         uint64_t b_desc, int accumulate = 1);
 template <typename Elem, int N>
 __device__ __forceinline__ void wgmma_rs_bk(float (&d)[N / 8][4], const uint32_t (&a)[4],
-                                            uint64_t b_desc);
+                                            uint64_t b_desc, int accumulate = 1);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #include "cuda/hopper/wgmma_ops.inc"
@@ -145,6 +146,32 @@ __device__ __forceinline__ void wgmma_ss_over_d(float (&d)[N / 8][4], uint64_t a
   for (int kk = 0; kk < D / 16; ++kk) {
     wgmma_ss<Elem, N>(d, desc_plus(a_desc, k_major_step<ARows>(kk)),
                       desc_plus(b_desc, b_offset + k_major_step<N>(kk)), kk > 0);
+  }
+}
+
+// The same with A in registers (load_a_fragments): d = A B^T, B K-major in shared memory.
+template <typename Elem, int N, int D>
+__device__ __forceinline__ void wgmma_rs_over_d(float (&d)[N / 8][4],
+                                                const uint32_t (&a)[D / 16][4], uint64_t b_desc) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    wgmma_rs_bk<Elem, N>(d, a[kk], desc_plus(b_desc, k_major_step<N>(kk)), kk > 0);
+  }
+}
+
+// A warp's A fragments (mma.sync's layout, which a register-sourced wgmma reads) of rows
+// row0 .. row0 + 15 of a GmmaTile at shared address `tile`, every 16-column step of D: ldmatrix's
+// four 8 x 8 matrices are rows 0-7 / 8-15 by columns 0-7 / 8-15 of the step.
+template <class Tile, int D>
+__device__ __forceinline__ void load_a_fragments(uint32_t (&a)[D / 16][4], uint32_t tile, int row0,
+                                                 int lane) {
+  const int matrix = lane / 8;
+  const int row = row0 + (matrix % 2) * 8 + lane % 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(a[kk][0]), "=r"(a[kk][1]), "=r"(a[kk][2]), "=r"(a[kk][3])
+                 : "r"(tile + 2 * Tile::chunk_offset(row, 2 * kk + matrix / 2)));
   }
 }
 
