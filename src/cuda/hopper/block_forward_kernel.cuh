@@ -165,8 +165,9 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   const uint64_t k_desc = k_major_desc(smem_address(k_tiles));
   const uint64_t v_desc = n_major_desc<kTileKeys>(smem_address(v_tiles));
 
-  // One warpgroup keeps Q in registers, so that S reads only K from shared memory: forward +5-14%
-  // at D = 128 and +1-4% at D = 64 over blocks of 64 under random patterns (H200). With two
+  // One warpgroup keeps Q in registers, so that S reads only K from shared memory (with both
+  // operands there, S alone asks for all of the SM's shared-memory bandwidth at 64-key tiles):
+  // forward +5-7% at D = 128 and +3-5% at D = 64 at random(77) over blocks of 64 (H200). With two
   // warpgroups, and in the dense forward, it measured within noise (bench/NOTES.md, sixteenth
   // session; bench/experiments/q-registers-knobs.patch).
   constexpr bool kQInRegisters = Groups == 1;
