@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "cuda/kernels/mma.cuh"
+
 namespace dilated::cuda::hopper {
 
 // A [Rows x Cols] tile of 16-bit elements in the canonical 128-byte-swizzle layout: the columns
@@ -169,9 +171,7 @@ __device__ __forceinline__ void load_a_fragments(uint32_t (&a)[D / 16][4], uint3
   const int row = row0 + (matrix % 2) * 8 + lane % 8;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(a[kk][0]), "=r"(a[kk][1]), "=r"(a[kk][2]), "=r"(a[kk][3])
-                 : "r"(tile + 2 * Tile::chunk_offset(row, 2 * kk + matrix / 2)));
+    ldmatrix_x4(a[kk], tile + 2 * Tile::chunk_offset(row, 2 * kk + matrix / 2));
   }
 }
 
