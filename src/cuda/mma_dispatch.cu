@@ -50,10 +50,18 @@ const char* tensor_core_unsupported(const Params& p, int sm) {
   return "";
 }
 
-int64_t mma_forward_tile_rows(const Params&) {
-  return kForwardRows;
-}
 namespace {
+
+// Whether the Hopper forward takes p on this device.
+bool hopper_forward(const Params& p) {
+#if DILATED_WITH_HOPPER
+  int sm = 0;
+  return device_sm(&sm).ok() && hopper::forward_unsupported(p, sm)[0] == '\0';
+#else
+  (void)p;
+  return false;
+#endif
+}
 
 // Whether the Hopper backward takes p on this device.
 bool hopper_backward(const Params& p) {
@@ -68,6 +76,13 @@ bool hopper_backward(const Params& p) {
 
 }  // namespace
 
+int64_t mma_forward_tile_rows(const Params& p) {
+#if DILATED_WITH_HOPPER
+  if (hopper_forward(p)) return hopper::forward_tile_rows(p);
+#endif
+  return kForwardRows;
+}
+
 int64_t mma_backward_tile_rows(const Params& p) {
 #if DILATED_WITH_HOPPER
   if (hopper_backward(p)) return hopper::backward_tile_rows();
@@ -77,8 +92,7 @@ int64_t mma_backward_tile_rows(const Params& p) {
 
 void mma_forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream) {
 #if DILATED_WITH_HOPPER
-  int sm = 0;
-  if (device_sm(&sm).ok() && hopper::forward_unsupported(p, sm)[0] == '\0') {
+  if (hopper_forward(p)) {
     hopper::forward_pass(p, pass, stream);
     return;
   }

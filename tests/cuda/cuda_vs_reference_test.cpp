@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "cuda/device_problem.hpp"
 #include "cuda/oracle_check.hpp"
@@ -92,26 +94,32 @@ TEST(CudaVsReference, TensorCoreTiles) {
   }
 }
 
-// `c` against the oracle, then its forward bitwise against the same with
-// DILATED_CUDA_TMA_QUERY=0 and DILATED_CUDA_TMA_STORE=0.
-void expect_copy_engine_rows_match(const ProblemConfig& c, uint64_t seed) {
+// `c` against the oracle, then its forward bitwise against the same run with the environment
+// variables `knobs` (name, value) set.
+void expect_forward_bitwise_under(const ProblemConfig& c, uint64_t seed,
+                                  const std::vector<std::pair<const char*, const char*>>& knobs) {
   if (!check_against_oracle(c, seed)) return;
-  HostProblem boxes(c, seed), rows(c, seed);
-  for (HostProblem* h : {&boxes, &rows}) {
-    if (h == &rows) {
-      setenv("DILATED_CUDA_TMA_STORE", "0", 1);
-      setenv("DILATED_CUDA_TMA_QUERY", "0", 1);
+  HostProblem plain(c, seed), knobbed(c, seed);
+  for (HostProblem* h : {&plain, &knobbed}) {
+    if (h == &knobbed) {
+      for (const auto& [name, value] : knobs) setenv(name, value, 1);
     }
     DeviceProblem device(cuda(), *h);
     ASSERT_TRUE(device.run(Direction::forward).ok());
     device.copy_outputs_back();
-    unsetenv("DILATED_CUDA_TMA_STORE");
-    unsetenv("DILATED_CUDA_TMA_QUERY");
+    for (const auto& knob : knobs) unsetenv(knob.first);
   }
-  EXPECT_EQ(boxes.buffer("out").bytes, rows.buffer("out").bytes);
-  ASSERT_EQ(boxes.lse_buffer().size(), rows.lse_buffer().size());
-  EXPECT_EQ(0, std::memcmp(boxes.lse_buffer().data(), rows.lse_buffer().data(),
-                           rows.lse_buffer().size() * sizeof(float)));
+  EXPECT_EQ(plain.buffer("out").bytes, knobbed.buffer("out").bytes);
+  ASSERT_EQ(plain.lse_buffer().size(), knobbed.lse_buffer().size());
+  EXPECT_EQ(0, std::memcmp(plain.lse_buffer().data(), knobbed.lse_buffer().data(),
+                           knobbed.lse_buffer().size() * sizeof(float)));
+}
+
+// The same against DILATED_CUDA_TMA_QUERY=0 with DILATED_CUDA_TMA_STORE=0 (every row by the
+// threads).
+void expect_copy_engine_rows_match(const ProblemConfig& c, uint64_t seed) {
+  expect_forward_bitwise_under(c, seed,
+                               {{"DILATED_CUDA_TMA_STORE", "0"}, {"DILATED_CUDA_TMA_QUERY", "0"}});
 }
 
 // head_groups writes out directly; on Hopper the forward loads a whole query tile and stores a
@@ -161,6 +169,36 @@ TEST(CudaVsReference, ForwardSquaresThroughTheCopyEngine) {
     c.mode = Mode::head_groups;
     SCOPED_TRACE("d " + std::to_string(d));
     expect_copy_engine_rows_match(c, seed);
+  }
+}
+
+// At D = 64 the Hopper forward runs three consumer warpgroups (192 query rows a CTA); a row's
+// arithmetic does not depend on which warpgroup takes it, so the forward must match the two-group
+// shape (DILATED_CUDA_HOPPER_FORWARD_GROUPS=2) bit for bit, besides the oracle. Segments of 1000,
+// 320 and 200 selected rows leave CTAs whose last one or two warpgroups hold partial rows or
+// none; the grid cases take the curve's squares (three to a query tile).
+TEST(CudaVsReference, ForwardThreeWarpgroupsMatchTwo) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (int variant = 0; variant < 5; ++variant) {
+    ProblemConfig c;
+    c.batch = 2;
+    c.seqlen = 1000;
+    c.heads = 6;
+    c.heads_kv = 2;
+    c.head_dim = c.head_dim_v = 64;
+    c.dtype = variant % 2 == 0 ? DType::bf16 : DType::f16;
+    c.causal = variant == 1 || variant == 3;
+    c.patterns = {{1000, 1}, {640, 2}, {200, 1}};
+    c.mode = variant < 2 ? Mode::head_groups : Mode::longnet;
+    if (variant == 4) {
+      c.grid_height = c.grid_width = 32;
+      c.seqlen = 1024;
+      c.patterns = {{320, 1}, {1024, 1}, {576, 1}};
+      c.mode = Mode::head_groups;
+    }
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    expect_forward_bitwise_under(c, seed, {{"DILATED_CUDA_HOPPER_FORWARD_GROUPS", "2"}});
   }
 }
 

@@ -22,14 +22,14 @@ void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
   const TensorMaps maps = pass_tensor_maps(p, pass, p.k, p.v, p.heads_kv, kKeys, true);
   launch_pass_kernel(maps.square_width > 0 ? backward_dq_kernel<Elem, D, true>
                                            : backward_dq_kernel<Elem, D, false>,
-                     pass_grid(pass, pass.head_count, p.batch), DqSmem<D>::kBytes,
+                     pass_grid(pass, pass.head_count, p.batch), kThreads, DqSmem<D>::kBytes,
                      pass.overlaps_previous_launch, stream, p, pass, maps);
   // Query rows in any order too: dk/dv's products sum over them.
   const TensorMaps query_maps = pass_tensor_maps(p, pass, p.q, p.dout, p.heads, kDkdvQueries, true);
   launch_pass_kernel(query_maps.square_width > 0 ? backward_dkdv_kernel<Elem, D, true>
                                                  : backward_dkdv_kernel<Elem, D, false>,
-                     key_pass_grid(pass, p.heads_kv, p.batch), DkdvSmem<D>::kBytes, true, stream, p,
-                     pass, query_maps);
+                     key_pass_grid(pass, p.heads_kv, p.batch), kThreads, DkdvSmem<D>::kBytes, true,
+                     stream, p, pass, query_maps);
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int q0 = tile.q0, key_count = tile.key_count, shift = tile.shift;
   const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
 
-  const SquareCells<kKeys> key_cells = first_key_cells<Squares>(maps, tile);
+  const SquareCells<kKeys> key_cells = first_key_cells<Squares>(maps, tile, kConsumerThreads);
   let_next_launch_start();
   if (threadIdx.x == 0) ring.init();
   __syncthreads();

@@ -240,7 +240,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   };
   auto pack = [&]() { accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s); };
 
-  using Turns = std::conditional_t<Groups == 2, IssueTurns, NoTurns>;
+  using Turns = std::conditional_t<Groups == 2, IssueTurns<2>, NoTurns>;
   const Turns turns{group};
 #if DILATED_HOPPER_BLOCK_CEILING == 1
   // Diagnosis build (bench/gpu/block_forward_ceilings.sh): the stream alone, no products.
@@ -313,7 +313,7 @@ __global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Group
   // each seeing a key: a vote, as blocks decide that), else row by row.
   const bool rows_written = q0 + group * 64 + 64 <= count && quad_sum(row_sum[0][0]) != 0.0f &&
                             quad_sum(row_sum[0][1]) != 0.0f;
-  if (query_maps.out_enabled && named_barrier_all(4 + group, 128, rows_written)) {
+  if (query_maps.out_enabled && named_barrier_all(kOutputBarrier + group, 128, rows_written)) {
     const OutputBox box{0, q0 + group * 64, {row_idx[0][0], row_idx[0][1]}};
     store_rows_through_copy_engine<Elem, typename Smem::QueryTile>(
         p, bp.lse, query_maps, q_tile, group, box, b, head, o, row_max, row_sum, row_sum);

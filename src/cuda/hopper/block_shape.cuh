@@ -9,22 +9,12 @@ namespace dilated::cuda::hopper {
 
 inline constexpr int kBlockKeys = 64;  // positions per part of a tile, the cursors' step
 
-// A CTA's shape: Groups consumer warpgroups of 64 rows (query rows; keys for dk/dv), a producer
-// warpgroup, CTAs per SM, and the register split (setmaxnreg moves what the producer gives up to
-// the consumers, no more: the launch's allocation is 128 x 256 per CTA for one group, 168 x 384
-// for two).
+// A CTA's shape (CtaShape, warp_roles.cuh): one warpgroup runs two CTAs per SM, two run one
+// (the launch's allocation is 128 x 256 per CTA for one group, 168 x 384 for two).
 template <int Groups>
-struct BlockShape {
-  static constexpr int kRows = 64 * Groups;
-  static constexpr int kConsumerThreads = 128 * Groups;
-  static constexpr int kThreads = kConsumerThreads + 128;
-  static constexpr int kCtasPerSm = Groups == 1 ? 2 : 1;
-  static constexpr int kProducerRegisters = 40;
-  static constexpr int kConsumerRegisters = Groups == 1 ? 216 : 232;
-  static_assert(128 * kProducerRegisters + kConsumerThreads * kConsumerRegisters ==
-                    (Groups == 1 ? 128 : 168) * kThreads,
-                "the register split");
-};
+using BlockShape = CtaShape<Groups, Groups == 1 ? 2 : 1>;
+static_assert(BlockShape<1>::kConsumerRegisters == 216 && BlockShape<2>::kConsumerRegisters == 232,
+              "the block kernels' register budgets");
 
 // A part of a stage as the producer saw it: positions first .. end - 1 of one kept block (end ==
 // 0: no part; every position is masked) and its score bias log2(multiplicity); `last` (part 0

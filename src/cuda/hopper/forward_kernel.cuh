@@ -1,12 +1,12 @@
 // Hopper forward (sm_90a): the portable forward's algorithm on warpgroup matrix products, with
-// the portable kernel's tiles and launch plan (128 selected query rows of one segment of one
-// head per CTA). A producer warpgroup streams K and V tiles of 128 selected keys with cp.async
-// (each row at its own address: the dilation and token grids cost nothing) into a ring of
-// shared-memory stages in the layout wgmma reads; stages pass to and from the two consumer
-// warpgroups (64 rows each) through mbarriers. Per tile a consumer computes S = Q K^T (both
-// operands in shared memory), the online softmax on the accumulators in registers, and
-// O += P V with P from registers; the softmax of tile t runs beside tile t - 1's P V, and the
-// two warpgroups take turns issuing their products (docs/design.md 3d).
+// the portable kernel's launch plan (a tile of selected query rows of one segment of one head
+// per CTA: 128, or 192 at D = 64). A producer warpgroup streams K and V tiles of 128 selected keys
+// with cp.async (each row at its own address: the dilation and token grids cost nothing) into a
+// ring of shared-memory stages in the layout wgmma reads; stages pass to and from the consumer
+// warpgroups (64 rows each: two, three at D = 64) through mbarriers. Per tile a consumer computes S
+// = Q K^T (both operands in shared memory), the online softmax on the accumulators in registers,
+// and O += P V with P from registers; the softmax of tile t runs beside tile t - 1's P V, and the
+// warpgroups take turns issuing their products (docs/design.md 3d).
 #pragma once
 
 #include "cuda/hopper/grid_dependency.cuh"
@@ -20,12 +20,21 @@
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kRows = 128;  // query rows per CTA (64 per warpgroup)
-inline constexpr int kKeys = 128;  // keys per tile
+inline constexpr int kRows = DenseShape::kRows;  // query rows per CTA of the dq kernel
+inline constexpr int kKeys = 128;                // keys per tile
 
-template <int D>
+// Consumer warpgroups of the forward's CTA (query rows: 64 each). At D = 64 three: a tile's
+// products take half the tensor cycles of D = 128 against the same exponentials, and a third
+// warpgroup has softmax work ready while two wait on their products (FlashAttention-3's shape
+// there; bench/NOTES.md, seventeenth session). They fit in 160 registers at D = 64 only.
+inline constexpr int forward_groups(int head_dim) {
+  return head_dim == 64 ? 3 : 2;
+}
+
+template <int D, int Groups>
 struct ForwardSmem {
-  using QueryTile = GmmaTile<kRows, D>;
+  using Shape = CtaShape<Groups>;
+  using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
   // K/V tiles in flight. A D = 64 tile has half the bytes of a D = 128 one and ~80% of its
   // time for the same copy latency: five fit, and they hide it (bench/NOTES.md, twelfth session).
@@ -38,16 +47,17 @@ struct ForwardSmem {
   // the dynamic base is 1024-aligned: after the 1 KiB the driver reserves per block, as on
   // every sm_90 run so far. A base off 1024 would overrun by up to 1 KiB (a known limit).
   static constexpr int kBytes =
-      kTileBytes + StageRing<kStages>::kBytes + 4 * kConsumerThreads + 8 + 1024;
+      kTileBytes + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads + 8 + 1024;
 };
 
 // Key tile 0's square cells for stream_key_tiles (Squares instances, whole tiles), read by the
 // producer's first thread before the kernel's setup barrier so that the read overlaps it.
 template <bool Squares>
 __device__ __forceinline__ SquareCells<kKeys> first_key_cells(const TensorMaps& maps,
-                                                              const ForwardTile& tile) {
+                                                              const ForwardTile& tile,
+                                                              int producer_thread0) {
   SquareCells<kKeys> cells;
-  if (Squares && threadIdx.x == kConsumerThreads && kKeys <= tile.key_rows.count) {
+  if (Squares && threadIdx.x == producer_thread0 && kKeys <= tile.key_rows.count) {
     cells.find(maps.square_cells, tile.key_rows.first);
   }
   return cells;
@@ -124,14 +134,15 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
   cp_async_wait<0>();
 }
 
-template <typename Elem, int D, bool Squares>
-__global__ void __launch_bounds__(kThreads, 1)
+template <typename Elem, int D, int Groups, bool Squares>
+__global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps,
                    const __grid_constant__ QueryMaps query_maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using QueryTile = GmmaTile<kRows, D>;
+  using Shape = CtaShape<Groups>;
+  using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
-  constexpr int kStages = ForwardSmem<D>::kStages;
+  constexpr int kStages = ForwardSmem<D, Groups>::kStages;
   constexpr int NT = kKeys / 8;  // n8 column tiles of scores
   constexpr int DT = D / 8;      // n8 column tiles of output
   constexpr uint32_t kKeyTileBytes = KeyTile::kElements * 2;
@@ -145,10 +156,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const StageRing<kStages> ring{smem_address(v_tiles + kStages * KeyTile::kElements)};
   const uint32_t scratch =
       ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;  // see wgmma_wait_after
-  const uint32_t q_full = ring.bars + StageRing<kStages>::kBytes + 4 * kConsumerThreads;
+  const uint32_t q_full = ring.bars + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads;
 
   if (threadIdx.x == 0) stamp(11);
-  const ForwardTile tile = forward_tile(p, pass, kRows);
+  const ForwardTile tile = forward_tile(p, pass, Shape::kRows);
   if (tile.num_keys == 0) return;
   // Plain copies: the lambdas below capture them (C++17 cannot capture structured bindings).
   const int64_t b = tile.b, head = tile.head;
@@ -162,39 +173,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   // (Squares instances) only a tile of two whole aligned squares, whose rows then come in the
   // squares' order and go back the same way.
   const bool q_by_copy_engine =
-      query_maps.q_enabled && q0 + kRows <= rows.count &&
+      query_maps.q_enabled && q0 + Shape::kRows <= rows.count &&
       (Squares ? query_maps.square_width > 0 && ((rows.first + q0) & 63) == 0
                : query_maps.square_width == 0);
 
   // Along a curve of squares, the cells that place the first copies (the Q tile's and key tile
   // 0's squares, for the producer's first thread) and each warpgroup's output square (for its
   // threads): read here, so that the reads overlap the setup barrier.
-  SquareCells<kRows> query_cells;
+  SquareCells<Shape::kRows> query_cells;
   int square_cell = 0;
   if (Squares && q_by_copy_engine) {
-    if (threadIdx.x == kConsumerThreads) {
+    if (threadIdx.x == Shape::kConsumerThreads) {
       query_cells.find(query_maps.square_cells, rows.first + q0);
-    } else if (threadIdx.x < kConsumerThreads) {
+    } else if (threadIdx.x < Shape::kConsumerThreads) {
       square_cell = square_cell_at(query_maps.square_cells, rows.first + q0, threadIdx.x / 128);
     }
   }
-  const SquareCells<kKeys> key_cells = first_key_cells<Squares>(maps, tile);
+  const SquareCells<kKeys> key_cells =
+      first_key_cells<Squares>(maps, tile, Shape::kConsumerThreads);
 
   if (threadIdx.x == 0) stamp(1);
   let_next_launch_start();
   if (threadIdx.x == 0) {
-    ring.init();
+    ring.init(Shape::kConsumerThreads / 32);
     mbarrier_init(q_full, 1);
   }
   __syncthreads();
 
-  if (is_producer()) {
-    become_producer();
-    if (q_by_copy_engine && threadIdx.x == kConsumerThreads) {
+  if (threadIdx.x >= Shape::kConsumerThreads) {
+    shrink_registers_to<Shape::kProducerRegisters>();
+    if (q_by_copy_engine && threadIdx.x == Shape::kConsumerThreads) {
       mbarrier_expect_tx(q_full, QueryTile::kElements * 2);
       if constexpr (Squares) {
 #pragma unroll
-        for (int square = 0; square < kRows / 64; ++square) {
+        for (int square = 0; square < Shape::kRows / 64; ++square) {
           const SquareCorner corner =
               square_corner(query_cells.cell[square], query_maps.square_width);
           load_box<D, QueryTile>(&query_maps.q, smem_address(q_tile) + square * 64 * 128, q_full,
@@ -210,17 +222,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
                                                 v_tiles, ring, key_cells);
-    if (threadIdx.x == kConsumerThreads) stamp(9);
+    if (threadIdx.x == Shape::kConsumerThreads) stamp(9);
     return;
   }
 
-  become_consumer();
+  grow_registers_to<Shape::kConsumerRegisters>();
   if (!q_by_copy_engine) {
-    load_tile_async<Elem, kRows, D, kConsumerThreads, QueryTile>(
+    load_tile_async<Elem, Shape::kRows, D, Shape::kConsumerThreads, QueryTile>(
         q_tile, make_span<Elem>(p, p.q, b, head, hp, rows, q0, pass.order));
     cp_async_commit();
   }
-  for (int i = threadIdx.x; i < 512; i += kConsumerThreads) {
+  for (int i = threadIdx.x; i < 512; i += Shape::kConsumerThreads) {
     sum_selector[i] = from_float<Elem>(i < 64 ? 1.0f : 0.0f);  // line 0 (row 0) is unswizzled
   }
   if (q_by_copy_engine) {
@@ -229,7 +241,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_wait<0>();
   }
   fence_proxy_async();  // the selector's (and cp.async's) writes, for wgmma
-  named_barrier_sync(1, kConsumerThreads);
+  named_barrier_sync(1, Shape::kConsumerThreads);
   if (threadIdx.x == 0) stamp(2);
 
   const int warpgroup = threadIdx.x / 128;
@@ -252,8 +264,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // S = Q K^T of tile t into s (asynchronous; committed as one group).
   auto issue_scores = [&](float(&s)[NT][4], int t) {
-    wgmma_ss_over_d<Elem, kKeys, kRows, D>(s, q_desc,
-                                           desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
+    wgmma_ss_over_d<Elem, kKeys, Shape::kRows, D>(s, q_desc,
+                                                  desc_plus(k_desc, (t % kStages) * kKeyTileBytes));
     wgmma_commit();
   };
   // O += P V of tile t, P from registers (asynchronous; one group).
@@ -286,7 +298,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto pack = [&]() { accumulators_to_a<Elem, 1, 1, NT / 2>(pa, s); };
   auto release = [&](int t) { ring.release(t); };
 
-  const IssueTurns turns{warpgroup};
+  const IssueTurns<Groups> turns{warpgroup};
   turns.begin();
 
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
@@ -357,7 +369,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                              row_sum, row_norm);
   }
   if (threadIdx.x == 0) stamp(7);
-  if (threadIdx.x == 128) stamp(8);
+  if (threadIdx.x == Shape::kConsumerThreads - 128) stamp(8);  // the last warpgroup
   if (threadIdx.x == 0) stamp(0);
 #endif
 }

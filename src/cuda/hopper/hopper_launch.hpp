@@ -13,7 +13,10 @@ namespace dilated::cuda::hopper {
 // "" when the Hopper forward takes p on a device of compute capability `sm` (10 * major +
 // minor), else why not. DILATED_CUDA_HOPPER=0 in the environment keeps the portable kernels.
 const char* forward_unsupported(const Params& p, int sm);
-// One forward pass (same tiles and grid as the portable forward: mma_forward_tile_rows).
+// Selected query rows per tile of the Hopper forward's pass plan (mma_forward_tile_rows): 128,
+// or 192 at D = 64 (three consumer warpgroups).
+int64_t forward_tile_rows(const Params& p);
+// One forward pass of a plan made with forward_tile_rows(p) rows a tile.
 void forward_pass(const Params& p, const PassInfo& pass, cudaStream_t stream);
 
 // The same for the backward (dq, dk, dv); DILATED_CUDA_HOPPER_BACKWARD=0 keeps the portable

@@ -8,6 +8,7 @@
 
 #include "cuda/hopper/barriers.cuh"
 #include "cuda/hopper/tma.cuh"
+#include "cuda/hopper/warp_roles.cuh"
 #include "cuda/hopper/wgmma.cuh"
 #include "cuda/kernels/forward_rows.cuh"
 
@@ -87,7 +88,7 @@ __device__ __forceinline__ void store_rows_through_copy_engine(
                       pack2<Elem>(o[0][d + 1][2] * scale[1], o[0][d + 1][3] * scale[1]));
   }
   fence_proxy_async();
-  named_barrier_sync(4 + warpgroup, 128);  // 2 and 3 are the issue turns (warp_roles.cuh)
+  named_barrier_sync(kOutputBarrier + warpgroup, 128);
   if (threadIdx.x % 128 == 0) {
 #pragma unroll
     for (int half = 0; half < DT / 8; ++half) {

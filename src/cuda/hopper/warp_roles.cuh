@@ -1,4 +1,4 @@
-// The CTA shape every Hopper kernel shares: two consumer warpgroups that run the matrix
+// The CTA shapes the Hopper kernels share: consumer warpgroups of 64 rows that run the matrix
 // products and one producer warpgroup that streams tiles into shared memory, with the register
 // file moved from the producer to the consumers (setmaxnreg).
 #pragma once
@@ -7,14 +7,36 @@
 
 namespace dilated::cuda::hopper {
 
-inline constexpr int kConsumerThreads = 256;             // two warpgroups
-inline constexpr int kThreads = kConsumerThreads + 128;  // and the producer warpgroup
-// Registers per thread after the split: the producer only computes addresses. The CTA holds
-// 168 x 384 registers (the launch's allocation): what the producer gives up (128 x (168 - 40))
-// is exactly what the consumers take (256 x (232 - 168)); a split that asks for more makes
-// setmaxnreg.inc wait forever (48 / 232 hung).
-inline constexpr int kProducerRegisters = 40;
-inline constexpr int kConsumerRegisters = 232;
+// Groups consumer warpgroups (64 rows each: query rows, keys for dk/dv), a producer warpgroup,
+// CtasPerSm CTAs per SM, and the register split. The launch's allocation per thread is what the
+// SM's 64K registers leave (a multiple of 8); what the producer gives up is at least what the
+// consumers take (a split that asks for more makes setmaxnreg.inc wait forever: 48 / 232 hung).
+// The producer only computes addresses: 40 registers (its 64-bit row indices spilled), 32 where
+// three consumer warpgroups need 160 (the split FlashAttention-3 uses for that shape).
+template <int Groups, int CtasPerSm = 1>
+struct CtaShape {
+  static constexpr int kGroups = Groups;
+  static constexpr int kRows = 64 * Groups;
+  static constexpr int kConsumerThreads = 128 * Groups;
+  static constexpr int kThreads = kConsumerThreads + 128;
+  static constexpr int kCtasPerSm = CtasPerSm;
+  static constexpr int kLaunchRegisters = 65536 / (kThreads * CtasPerSm) / 8 * 8;
+  static constexpr int kProducerRegisters = Groups == 3 ? 32 : 40;
+  static constexpr int kConsumerRegisters =
+      (kLaunchRegisters * kThreads - 128 * kProducerRegisters) / kConsumerThreads / 8 * 8;
+  static_assert(kConsumerRegisters <= 255 - 255 % 8, "setmaxnreg's range");
+};
+
+// The dense kernels' shape (forward at D = 128, backward): two consumer warpgroups, 232 registers
+// each (the forward at D = 64 takes three: forward_kernel.cuh).
+using DenseShape = CtaShape<2>;
+static_assert(DenseShape::kConsumerRegisters == 232, "the dense kernels' register budget");
+inline constexpr int kConsumerThreads = DenseShape::kConsumerThreads;
+inline constexpr int kThreads = DenseShape::kThreads;
+
+// Named barriers: 1 is every consumer thread; 2 .. 1 + warpgroups the issue turns (IssueTurns);
+// from kOutputBarrier one per warpgroup for its output rows (output_rows.cuh).
+inline constexpr int kOutputBarrier = 5;
 
 __device__ __forceinline__ bool is_producer() {
   return threadIdx.x >= kConsumerThreads;
@@ -30,29 +52,30 @@ __device__ __forceinline__ void grow_registers_to() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Registers));
 }
 __device__ __forceinline__ void become_producer() {
-  shrink_registers_to<kProducerRegisters>();
+  shrink_registers_to<DenseShape::kProducerRegisters>();
 }
 __device__ __forceinline__ void become_consumer() {
-  grow_registers_to<kConsumerRegisters>();
+  grow_registers_to<DenseShape::kConsumerRegisters>();
 }
 
-// The two consumer warpgroups take turns issuing their products (FlashAttention-3's
-// ping-pong): one warpgroup's products run while the other computes on its accumulators, whose
-// exponentials would otherwise compete with them. Warpgroups that consume the same stages
-// would otherwise run in step, both waiting for products at once. Named barriers 2 and 3 are
-// warpgroup 0's and 1's turn; both warpgroups must take the same number of turns.
+// The consumer warpgroups take turns issuing their products (FlashAttention-3's ping-pong), in
+// a round 0, 1, .., Groups - 1: one warpgroup's products run while the others compute on their
+// accumulators, whose exponentials would otherwise compete with them. Warpgroups that consume
+// the same stages would otherwise run in step, all waiting for products at once. Named barrier
+// 2 + g is warpgroup g's turn, passed on by its predecessor; every warpgroup must take the same
+// number of turns.
+template <int Groups = 2>
 struct IssueTurns {
+  static_assert(2 + Groups <= kOutputBarrier, "the turns' barriers");
   int warpgroup;
   __device__ __forceinline__ void begin() const {  // warpgroup 0 goes first
-    if (warpgroup == 1) pass();
+    if (warpgroup == Groups - 1) pass();
   }
-  __device__ __forceinline__ void wait() const {
-    named_barrier_sync(2 + warpgroup, kConsumerThreads);
-  }
+  __device__ __forceinline__ void wait() const { named_barrier_sync(2 + warpgroup, 256); }
   __device__ __forceinline__ void pass() const {
-    named_barrier_arrive(3 - warpgroup, kConsumerThreads);
+    named_barrier_arrive(2 + (warpgroup + 1) % Groups, 256);
   }
-  // Takes warpgroup 1's last turn, so that no arrival is left pending at exit.
+  // Takes the last warpgroup's last turn, so that no arrival is left pending at exit.
   __device__ __forceinline__ void end() const {
     if (warpgroup == 0) wait();
   }
