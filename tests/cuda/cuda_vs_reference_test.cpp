@@ -333,17 +333,18 @@ TEST(CudaSanitizerSubset, EveryKernelOnce) {
   }
 }
 
-// Segments of 8 query tiles of 64 rows and 4 of 128: every stage ring of the forward, dq and
-// dk/dv kernels goes round, so that the sanitizers see a stage reused.
+// Segments of 8 key tiles of 128 (and 16 query tiles of 64): every stage ring of the forward
+// (five stages at D = 64), dq and dk/dv kernels goes round, so that the sanitizers see a stage
+// reused; 192-row query tiles leave the last one a warpgroup without rows.
 TEST(CudaSanitizerSubset, StageRingsGoRound) {
   DILATED_REQUIRE_BACKEND(cuda());
   ProblemConfig c;
-  c.seqlen = 512;
+  c.seqlen = 1024;
   c.heads = c.heads_kv = 2;
   c.head_dim = c.head_dim_v = 64;
   c.dtype = DType::f16;
   c.mode = Mode::head_groups;
-  c.patterns = {{512, 1}, {512, 2}};
+  c.patterns = {{1024, 1}, {1024, 2}};
   check_against_oracle(c, test_seed());
 }
 

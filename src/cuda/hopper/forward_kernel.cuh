@@ -300,6 +300,19 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
 
   const IssueTurns<Groups> turns{warpgroup};
   turns.begin();
+  // A warpgroup past the segment's last row (a partial last tile: 192-row tiles over segments of
+  // 2048 rows leave the third one idle) only takes its turns and releases the stages, each after
+  // it has landed (an earlier release would count toward the stage's previous use), so that the
+  // other warpgroups' products and exponentials have the SM to themselves.
+  if (q0 + warpgroup * 64 >= rows.count) {
+    for (int t = 0; t <= num_key_tiles; ++t) {
+      if (t < num_key_tiles) ring.wait_full(t);
+      turns.wait();
+      turns.pass();
+      if (t < num_key_tiles) release(t);
+    }
+    return;
+  }
 
   // Software pipeline (FlashAttention-3's intra-warpgroup overlap): the softmax of tile t runs
   // while the tensor cores compute tile t - 1's P V.
