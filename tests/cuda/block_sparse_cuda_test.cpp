@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <tuple>
@@ -208,6 +209,37 @@ TEST(CudaBlockSparse, TensorCoreBlockPass) {
     }
   }
   std::printf("tensor-core block pass: worst 16-bit ratio %.2f\n", worst_ratio_seen);
+}
+
+// On Hopper the block forward at D = 64 runs one warpgroup per CTA three to an SM (64-key tiles);
+// DILATED_CUDA_HOPPER_BLOCK_CTAS=2 keeps two to an SM (128-key tiles), the shape D = 128 runs:
+// that one against the oracle here, each block kind, causal and not.
+TEST(CudaBlockSparse, TwoCtasPerSmAtD64) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  setenv("DILATED_CUDA_HOPPER_BLOCK_CTAS", "2", 1);
+  const uint64_t seed = test_seed();
+  int case_number = 0;
+  for (BlockKind kind : kKinds) {
+    for (bool causal : {false, true}) {
+      ProblemConfig c = block_case(kind, causal ? DType::f16 : DType::bf16, causal,
+                                   seed + static_cast<uint64_t>(case_number));
+      c.block_size = 64;
+      c.seqlen = 485;
+      if (kind == BlockKind::mask) {
+        const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
+        std::mt19937_64 rng(seed);
+        c.block_mask.assign(static_cast<size_t>(c.mask_heads * nb * nb), 0);
+        for (uint8_t& bit : c.block_mask) bit = rng() % 3 == 0;
+      }
+      if (kind == BlockKind::random) c.block_patterns[0].size = 3;
+      if (case_number % 3 == 1) c.patterns = {{128, 1}, {485, 4}};
+      ++case_number;
+      SCOPED_TRACE(std::string(block_kind_name(kind)) + ", two CTAs per SM, seed " +
+                   std::to_string(seed));
+      if (!check_against_oracle(cuda(), c, seed, &worst_ratio_seen)) break;
+    }
+  }
+  unsetenv("DILATED_CUDA_HOPPER_BLOCK_CTAS");
 }
 
 // A block pass alone writes every row, nothing being cleared before it: query blocks whose mask

@@ -56,13 +56,22 @@ bool shared_stages(const Params& p, const BlockPass& bp) {
   return one_block || (p.head_dim == 128 && neighbours_share_keys(p));
 }
 
-template <typename Elem, int D, int Groups>
+// One warpgroup per CTA: three CTAs to an SM at D = 64, where three consumer warpgroups keep the
+// tensor pipe busier than two, as in the dense forward (forward_groups); two at D = 128.
+// DILATED_CUDA_HOPPER_BLOCK_CTAS=2 keeps two at D = 64 (a benchmark knob).
+bool three_ctas_per_sm() {
+  const char* env = std::getenv("DILATED_CUDA_HOPPER_BLOCK_CTAS");
+  return !(env && std::strcmp(env, "2") == 0);
+}
+
+template <typename Elem, int D, int Groups, int CtasPerSm = BlockShape<Groups>::kCtasPerSm>
 void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
-  const auto kernel = block_forward_kernel<Elem, D, Groups>;
-  const int smem = BlockForwardSmem<D, Groups>::kBytes;
+  using Shape = BlockShape<Groups, CtasPerSm>;
+  const auto kernel = block_forward_kernel<Elem, D, Groups, CtasPerSm>;
+  const int smem = BlockForwardSmem<D, Groups, CtasPerSm>::kBytes;
   // Above 48 KiB a kernel must opt in; set on every launch so no launch depends on another.
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  const unsigned tiles = blocks_for(p.seqlen, BlockShape<Groups>::kRows);
+  const unsigned tiles = blocks_for(p.seqlen, Shape::kRows);
   const unsigned heads = static_cast<unsigned>(p.heads);
   // Under local (and global) patterns the CTAs that run at once are better spread over the
   // heads: in query-tile order they are one head's neighbouring query blocks, which all read the
@@ -73,9 +82,9 @@ void launch(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   const bool heads_fastest = neighbours_share_keys(p) && tiles <= 65535;
   const dim3 grid = heads_fastest ? dim3(heads, tiles, static_cast<unsigned>(p.batch))
                                   : dim3(tiles, heads, static_cast<unsigned>(p.batch));
-  kernel<<<grid, BlockShape<Groups>::kThreads, smem, stream>>>(
+  kernel<<<grid, Shape::kThreads, smem, stream>>>(
       p, bp, position_tensor_maps(p, bp.order, p.k, p.v, p.heads_kv, kBlockKeys, true),
-      position_query_maps(p, bp.order, !bp.out_acc.data, BlockShape<Groups>::kRows), heads_fastest);
+      position_query_maps(p, bp.order, !bp.out_acc.data, Shape::kRows), heads_fastest);
 }
 
 }  // namespace
@@ -84,11 +93,11 @@ void block_forward(const Params& p, const BlockPass& bp, cudaStream_t stream) {
   with_instance(p, [&](auto elem, auto dim) {
     using Elem = decltype(elem);
     constexpr int D = decltype(dim)::value;
-    if (shared_stages(p, bp)) {
-      launch<Elem, D, 2>(p, bp, stream);
-    } else {
-      launch<Elem, D, 1>(p, bp, stream);
+    if (shared_stages(p, bp)) return launch<Elem, D, 2>(p, bp, stream);
+    if constexpr (D == 64) {
+      if (three_ctas_per_sm()) return launch<Elem, D, 1, 3>(p, bp, stream);
     }
+    launch<Elem, D, 1>(p, bp, stream);
   });
 }
 

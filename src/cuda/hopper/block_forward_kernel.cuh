@@ -31,13 +31,14 @@ namespace dilated::cuda::hopper {
 
 static_assert(kBlockKeys == kMmaRows, "the cursors step by kMmaRows");
 
-template <int D, int Groups>
+template <int D, int Groups, int CtasPerSm = BlockShape<Groups>::kCtasPerSm>
 struct BlockForwardSmem {
-  using Shape = BlockShape<Groups>;
+  using Shape = BlockShape<Groups, CtasPerSm>;
   // Parts of 64 keys per tile, and stages in flight: as many as the CTAs of an SM leave room
-  // for (228 KiB each SM; two CTAs at D = 128 hold 64-key tiles only).
-  static constexpr int kParts = D == 64 || Groups == 2 ? 2 : 1;
-  static constexpr int kStages = Groups == 1 ? 3 : (D == 64 ? 4 : 3);
+  // for (228 KiB each SM; two CTAs at D = 128 hold 64-key tiles only, and so do three at D = 64,
+  // whose 136 registers a thread could not hold a 128-key tile's scores and probabilities).
+  static constexpr int kParts = CtasPerSm == 3 ? 1 : (D == 64 || Groups == 2 ? 2 : 1);
+  static constexpr int kStages = CtasPerSm == 3 ? 4 : (Groups == 1 ? 3 : (D == 64 ? 4 : 3));
   static constexpr int kTileKeys = kParts * kBlockKeys;
   using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kTileKeys, D>;
@@ -64,14 +65,14 @@ struct NoTurns {
   __device__ __forceinline__ void end() const {}
 };
 
-template <typename Elem, int D, int Groups>
-__global__ void __launch_bounds__(BlockShape<Groups>::kThreads, BlockShape<Groups>::kCtasPerSm)
+template <typename Elem, int D, int Groups, int CtasPerSm>
+__global__ void __launch_bounds__(BlockShape<Groups, CtasPerSm>::kThreads, CtasPerSm)
     block_forward_kernel(const Params p, const BlockPass bp,
                          const __grid_constant__ TensorMaps maps,
                          const __grid_constant__ QueryMaps query_maps, const bool heads_fastest) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Shape = BlockShape<Groups>;
-  using Smem = BlockForwardSmem<D, Groups>;
+  using Shape = BlockShape<Groups, CtasPerSm>;
+  using Smem = BlockForwardSmem<D, Groups, CtasPerSm>;
   if (threadIdx.x == 0) stamp(11);  // clock stamps of a diagnosis build only (timeline.cuh)
   constexpr int kStages = Smem::kStages;
   constexpr int kParts = Smem::kParts;

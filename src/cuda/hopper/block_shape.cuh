@@ -9,10 +9,11 @@ namespace dilated::cuda::hopper {
 
 inline constexpr int kBlockKeys = 64;  // positions per part of a tile, the cursors' step
 
-// A CTA's shape (CtaShape, warp_roles.cuh): one warpgroup runs two CTAs per SM, two run one
-// (the launch's allocation is 128 x 256 per CTA for one group, 168 x 384 for two).
-template <int Groups>
-using BlockShape = CtaShape<Groups, Groups == 1 ? 2 : 1>;
+// A CTA's shape (CtaShape, warp_roles.cuh): one warpgroup runs two CTAs per SM (three in the
+// forward at D = 64), two run one (the launch's allocation is 128 x 256 per CTA for one group,
+// 168 x 384 for two, 80 x 256 for one group three to an SM).
+template <int Groups, int CtasPerSm = Groups == 1 ? 2 : 1>
+using BlockShape = CtaShape<Groups, CtasPerSm>;
 static_assert(BlockShape<1>::kConsumerRegisters == 216 && BlockShape<2>::kConsumerRegisters == 232,
               "the block kernels' register budgets");
 

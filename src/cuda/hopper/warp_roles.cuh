@@ -12,7 +12,8 @@ namespace dilated::cuda::hopper {
 // SM's 64K registers leave (a multiple of 8); what the producer gives up is at least what the
 // consumers take (a split that asks for more makes setmaxnreg.inc wait forever: 48 / 232 hung).
 // The producer only computes addresses: 40 registers (its 64-bit row indices spilled), 32 where
-// three consumer warpgroups need 160 (the split FlashAttention-3 uses for that shape).
+// three consumer warpgroups need 160 (the split FlashAttention-3 uses for that shape), 24 where
+// three CTAs of one consumer warpgroup share an SM (80 registers a thread at launch).
 template <int Groups, int CtasPerSm = 1>
 struct CtaShape {
   static constexpr int kGroups = Groups;
@@ -21,7 +22,7 @@ struct CtaShape {
   static constexpr int kThreads = kConsumerThreads + 128;
   static constexpr int kCtasPerSm = CtasPerSm;
   static constexpr int kLaunchRegisters = 65536 / (kThreads * CtasPerSm) / 8 * 8;
-  static constexpr int kProducerRegisters = Groups == 3 ? 32 : 40;
+  static constexpr int kProducerRegisters = Groups == 3 ? 32 : (CtasPerSm == 3 ? 24 : 40);
   static constexpr int kConsumerRegisters =
       (kLaunchRegisters * kThreads - 128 * kProducerRegisters) / kConsumerThreads / 8 * 8;
   static_assert(kConsumerRegisters <= 255 - 255 % 8, "setmaxnreg's range");
