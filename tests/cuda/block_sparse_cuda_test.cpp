@@ -5,6 +5,7 @@
 // (DILATED_TEST_SEED=<seed> reruns it).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -240,6 +241,47 @@ TEST(CudaBlockSparse, TwoCtasPerSmAtD64) {
     }
   }
   unsetenv("DILATED_CUDA_HOPPER_BLOCK_CTAS");
+}
+
+// Non-finite inputs (NaN and infinity in q, k and v, as a diverged model would pass) must not
+// stop a kernel: no loop or barrier may depend on the values. Forward and backward finish with
+// an ok status on every Hopper block shape (blocks of 64 and 128, D = 64 and 128) and with
+// dilated patterns beside them; a hang fails by the test's timeout.
+TEST(CudaBlockSparse, NonFiniteInputsFinish) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  int case_number = 0;
+  for (int64_t d : {64, 128}) {
+    for (int64_t block : {64, 128}) {
+      for (bool causal : {false, true}) {
+        ProblemConfig c;
+        c.seqlen = 2048;
+        c.heads = 4;
+        c.heads_kv = 2;
+        c.head_dim = c.head_dim_v = d;
+        c.dtype = DType::bf16;
+        c.causal = causal;
+        c.block_size = block;
+        c.patterns.clear();
+        c.block_patterns = {{case_number % 2 ? BlockKind::local : BlockKind::random, 3, 0, seed}};
+        if (case_number % 3 == 2) c.patterns = {{512, 1}, {2048, 4}};
+        ++case_number;
+        HostProblem h(c, seed);
+        std::mt19937_64 rng(seed + static_cast<uint64_t>(case_number));
+        const double specials[] = {std::nan(""), INFINITY, -INFINITY};
+        for (const char* name : {"q", "k", "v"}) {
+          std::vector<double> x = h.read(name);
+          for (int i = 0; i < 64; ++i) x[rng() % x.size()] = specials[rng() % 3];
+          h.set(name, x);
+        }
+        SCOPED_TRACE(c.describe());
+        DeviceProblem device(cuda(), h);
+        EXPECT_TRUE(device.run(Direction::forward).ok());
+        EXPECT_TRUE(device.run(Direction::backward).ok());
+        device.copy_outputs_back();
+      }
+    }
+  }
 }
 
 // A block pass alone writes every row, nothing being cleared before it: query blocks whose mask

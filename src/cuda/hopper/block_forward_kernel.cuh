@@ -312,8 +312,11 @@ __global__ void __launch_bounds__(BlockShape<Groups, CtasPerSm>::kThreads, CtasP
 
   // The warpgroup's rows through the copy engine where all 64 are written (inside the sequence,
   // each seeing a key: a vote, as blocks decide that), else row by row.
-  const bool rows_written = q0 + group * 64 + 64 <= count && quad_sum(row_sum[0][0]) != 0.0f &&
-                            quad_sum(row_sum[0][1]) != 0.0f;
+  // Both sums before the test: a quad_sum behind `&&` is a shuffle that only some lanes reach
+  // where rows of one warp differ in whether they saw a key (infinite inputs can zero a row's
+  // sum), and the warp then waits for the others forever (NonFiniteInputsFinish).
+  const float sums[2] = {quad_sum(row_sum[0][0]), quad_sum(row_sum[0][1])};
+  const bool rows_written = q0 + group * 64 + 64 <= count && sums[0] != 0.0f && sums[1] != 0.0f;
   if (query_maps.out_enabled && named_barrier_all(kOutputBarrier + group, 128, rows_written)) {
     const OutputBox box{0, q0 + group * 64, {row_idx[0][0], row_idx[0][1]}};
     store_rows_through_copy_engine<Elem, typename Smem::QueryTile>(
