@@ -50,31 +50,23 @@ const char* tensor_core_unsupported(const Params& p, int sm) {
   return "";
 }
 
+#if DILATED_WITH_HOPPER
 namespace {
 
-// Whether the Hopper forward takes p on this device.
-bool hopper_forward(const Params& p) {
-#if DILATED_WITH_HOPPER
+// Whether a Hopper path takes p on this device, by its reasons (`unsupported`: "" when it does).
+bool hopper_takes(const Params& p, const char* (*unsupported)(const Params&, int)) {
   int sm = 0;
-  return device_sm(&sm).ok() && hopper::forward_unsupported(p, sm)[0] == '\0';
-#else
-  (void)p;
-  return false;
-#endif
+  return device_sm(&sm).ok() && unsupported(p, sm)[0] == '\0';
 }
-
-// Whether the Hopper backward takes p on this device.
+bool hopper_forward(const Params& p) {
+  return hopper_takes(p, hopper::forward_unsupported);
+}
 bool hopper_backward(const Params& p) {
-#if DILATED_WITH_HOPPER
-  int sm = 0;
-  return device_sm(&sm).ok() && hopper::backward_unsupported(p, sm)[0] == '\0';
-#else
-  (void)p;
-  return false;
-#endif
+  return hopper_takes(p, hopper::backward_unsupported);
 }
 
 }  // namespace
+#endif
 
 int64_t mma_forward_tile_rows(const Params& p) {
 #if DILATED_WITH_HOPPER
