@@ -170,8 +170,8 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
   const int lane = threadIdx.x % 32;
   // A whole query tile of a plain stride comes through the copy engine, issued by the producer
   // before any K/V tile (q_full); otherwise the consumers copy it. Along a curve of squares
-  // (Squares instances) only a tile of two whole aligned squares, whose rows then come in the
-  // squares' order and go back the same way.
+  // (Squares instances) only a tile of whole aligned squares (two, three at D = 64), whose rows
+  // come in the squares' order and go back the same way.
   const bool q_by_copy_engine =
       query_maps.q_enabled && q0 + Shape::kRows <= rows.count &&
       (Squares ? query_maps.square_width > 0 && ((rows.first + q0) & 63) == 0
