@@ -42,6 +42,15 @@ BlockPattern pattern_of(BlockKind kind, uint64_t seed) {
   }
 }
 
+// A mask of c's block count (c.mask_heads rows of NB x NB), each block kept with probability 1/3
+// by a generator seeded with `seed`.
+void random_block_mask(ProblemConfig& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
+  c.block_mask.assign(static_cast<size_t>(c.mask_heads * nb * nb), 0);
+  for (uint8_t& bit : c.block_mask) bit = rng() % 3 == 0;
+}
+
 // batch 2, N 203 (13 blocks of 16, the last one partial), 4 query heads on 2 kv heads.
 ProblemConfig block_case(BlockKind kind, DType dtype, bool causal, uint64_t seed) {
   ProblemConfig c;
@@ -185,13 +194,9 @@ TEST(CudaBlockSparse, TensorCoreBlockPass) {
                                      seed + static_cast<uint64_t>(case_number));
         c.head_dim = c.head_dim_v = d;
         c.block_size = case_number % 3 == 2 ? 128 : 64;
-        c.seqlen = 485;                 // 8 blocks of 64 (or 4 of 128), the last one partial
-        if (kind == BlockKind::mask) {  // the mask's shape follows the block count
-          const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
-          std::mt19937_64 rng(seed);
-          c.block_mask.assign(static_cast<size_t>(c.mask_heads * nb * nb), 0);
-          for (uint8_t& bit : c.block_mask) bit = rng() % 3 == 0;
-        }
+        c.seqlen = 485;  // 8 blocks of 64 (or 4 of 128), the last one partial
+        // The mask's shape follows the block count.
+        if (kind == BlockKind::mask) random_block_mask(c, seed);
         if (kind == BlockKind::random) c.block_patterns[0].size = 3;
         if (case_number % 4 == 1) c.patterns = {{128, 1}, {485, 4}};
         if (case_number % 4 == 3) {
@@ -226,12 +231,7 @@ TEST(CudaBlockSparse, TwoCtasPerSmAtD64) {
                                    seed + static_cast<uint64_t>(case_number));
       c.block_size = 64;
       c.seqlen = 485;
-      if (kind == BlockKind::mask) {
-        const int64_t nb = (c.seqlen + c.block_size - 1) / c.block_size;
-        std::mt19937_64 rng(seed);
-        c.block_mask.assign(static_cast<size_t>(c.mask_heads * nb * nb), 0);
-        for (uint8_t& bit : c.block_mask) bit = rng() % 3 == 0;
-      }
+      if (kind == BlockKind::mask) random_block_mask(c, seed);
       if (kind == BlockKind::random) c.block_patterns[0].size = 3;
       if (case_number % 3 == 1) c.patterns = {{128, 1}, {485, 4}};
       ++case_number;
