@@ -25,16 +25,23 @@ def number(cell):
         return 0.0
 
 
-hgmma = [i for i, r in enumerate(body) if "HGMMA" in r[src]]
-dealloc = next((i for i, r in enumerate(body) if "SETMAXREG.DEALLOC" in r[src]), 0)
-alloc = next((i for i, r in enumerate(body) if "SETMAXREG.TRY_ALLOC" in r[src]), dealloc)
-first_mma, last_mma = (hgmma[0], hgmma[-1]) if hgmma else (alloc, alloc)
+# The register split's two instructions mark where the producer's and the consumers' code begin;
+# the compiler may place either first (SETMAXREG, or USETMAXREG in newer SASS).
+dealloc = next((i for i, r in enumerate(body) if "SETMAXREG.DEALLOC" in r[src]), None)
+alloc = next((i for i, r in enumerate(body) if "SETMAXREG.TRY_ALLOC" in r[src]), None)
+starts = sorted(i for i in (dealloc, alloc) if i is not None)
+# The consumers' code runs from their split to the producer's (or to the end).
+consumer_end = next((i for i in starts if alloc is not None and i > alloc), len(body))
+hgmma = [i for i, r in enumerate(body)
+         if "HGMMA" in r[src] and (alloc is None or alloc <= i < consumer_end)]
+first_mma, last_mma = (hgmma[0], hgmma[-1]) if hgmma else (alloc or 0, alloc or 0)
 
 
 def region(i):
-    if i < dealloc:
+    if not starts or i < starts[0]:
         return "1 setup (all warps)"
-    if i < alloc:
+    owner = max(s for s in starts if s <= i)
+    if owner == dealloc:
         return "2 producer"
     if i < first_mma:
         return "3 consumer prologue"
