@@ -30,8 +30,8 @@ def number(cell):
 dealloc = next((i for i, r in enumerate(body) if "SETMAXREG.DEALLOC" in r[src]), None)
 alloc = next((i for i, r in enumerate(body) if "SETMAXREG.TRY_ALLOC" in r[src]), None)
 starts = sorted(i for i in (dealloc, alloc) if i is not None)
-# The consumers' code runs from their split to the producer's (or to the end).
-consumer_end = next((i for i in starts if alloc is not None and i > alloc), len(body))
+# The consumers' code runs from their split to the producer's, where that comes later.
+consumer_end = dealloc if None not in (dealloc, alloc) and dealloc > alloc else len(body)
 hgmma = [i for i, r in enumerate(body)
          if "HGMMA" in r[src] and (alloc is None or alloc <= i < consumer_end)]
 first_mma, last_mma = (hgmma[0], hgmma[-1]) if hgmma else (alloc or 0, alloc or 0)
