@@ -25,6 +25,8 @@ parts = {
     "start -> entry (forward_tile)": lambda c: c[1] - c[11],
     "wg1 end - wg0 end": lambda c: c[8] - c[7],
     "producer end - entry": lambda c: c[9] - c[1],
+    "persistent: last tile start -> Q ready": lambda c: c[2] - c[13] if c[13] > c[1] else 0,
+    "persistent: last tile start -> end": lambda c: max(c[7], c[8]) - c[13] if c[13] > c[1] else 0,
     "total (entry -> last consumer end)": lambda c: max(c[7], c[8]) - c[1],
 }
 print(f"{len(ctas)} CTAs, {tiles} key tiles each; cycles: median / mean")

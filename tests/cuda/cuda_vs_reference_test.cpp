@@ -202,6 +202,37 @@ TEST(CudaVsReference, ForwardThreeWarpgroupsMatchTwo) {
   }
 }
 
+// At D = 64 without a causal mask the forward runs persistent CTAs, one an SM, each taking
+// every gridDim-th query tile of a pass through one K/V ring and two Q tiles. Passes of more
+// tiles than a GPU has SMs (132 on an H100) give each CTA several, among them tiles with
+// idle warpgroups, tiles whose Q the threads copy, and (varlen) tiles past a short sequence
+// that have no rows. Against the oracle, and bitwise against a CTA a tile.
+TEST(CudaVsReference, ForwardPersistentMatchesTileACta) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  const uint64_t seed = test_seed();
+  for (int variant = 0; variant < 2; ++variant) {
+    ProblemConfig c;
+    c.head_dim = c.head_dim_v = 64;
+    if (variant == 0) {  // 144 tiles in the first pass, 64 of them past the shorter sequence
+      c.seq_lengths = {3000, 1700};
+      c.heads = 4;
+      c.heads_kv = 2;
+      c.dtype = DType::bf16;
+      c.patterns = {{512, 1}, {1024, 2}};
+      c.mode = Mode::longnet;
+    } else {  // 192 tiles in the first pattern's pass
+      c.batch = 3;
+      c.seqlen = 2048;
+      c.heads = c.heads_kv = 8;
+      c.dtype = DType::f16;
+      c.patterns = {{256, 1}, {2048, 2}};
+      c.mode = Mode::head_groups;
+    }
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    expect_forward_bitwise_under(c, seed, {{"DILATED_CUDA_HOPPER_PERSISTENT", "0"}});
+  }
+}
+
 // Segments of many key tiles, so the double-buffered tiles are reused several times over.
 TEST(CudaVsReference, LongSegments) {
   DILATED_REQUIRE_BACKEND(cuda());
@@ -345,6 +376,22 @@ TEST(CudaSanitizerSubset, StageRingsGoRound) {
   c.dtype = DType::f16;
   c.mode = Mode::head_groups;
   c.patterns = {{1024, 1}, {1024, 2}};
+  check_against_oracle(c, test_seed());
+}
+
+// More query tiles (256) than an H100 or H200 has SMs, so that the persistent forward's CTAs
+// take several: the two Q tiles alternate, and the K/V ring runs on from one tile to the next.
+TEST(CudaSanitizerSubset, PersistentForwardTakesSeveralTiles) {
+  DILATED_REQUIRE_BACKEND(cuda());
+  ProblemConfig c;
+  c.batch = 2;
+  c.seqlen = 2048;
+  c.heads = 8;
+  c.heads_kv = 4;
+  c.head_dim = c.head_dim_v = 64;
+  c.dtype = DType::bf16;
+  c.mode = Mode::longnet;
+  c.patterns = {{256, 1}};
   check_against_oracle(c, test_seed());
 }
 

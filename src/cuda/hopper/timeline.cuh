@@ -26,7 +26,8 @@ __device__ __forceinline__ void stamp(int slot) {
   }
   record_slot(slot, value);
 }
-// Slot 13: cycles summed over spans (the block forward's waits for full stages in its loop).
+// Slot 13: cycles summed over spans (the block forward's waits for full stages in its loop); in a
+// persistent dense forward CTA, the clock at its last tile's start.
 struct SpanClock {
   unsigned long long total = 0, since = 0;
   __device__ __forceinline__ void begin() { since = clock64(); }

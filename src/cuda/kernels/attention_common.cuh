@@ -48,9 +48,9 @@ struct TileCoord {
   int64_t segment;
   int64_t tile;
 };
-__device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass) {
-  return {pass.first_segment + small_quotient(blockIdx.x, pass.tiles_per_segment),
-          small_remainder(blockIdx.x, pass.tiles_per_segment)};
+__device__ __forceinline__ TileCoord tile_coord(const PassInfo& pass, uint32_t x = blockIdx.x) {
+  return {pass.first_segment + small_quotient(x, pass.tiles_per_segment),
+          small_remainder(x, pass.tiles_per_segment)};
 }
 __device__ __forceinline__ TileCoord key_tile_coord(const PassInfo& pass) {
   return {pass.key_first_segment + small_quotient(blockIdx.x, pass.key_tiles_per_segment),

@@ -8,8 +8,8 @@
 
 namespace dilated::cuda {
 
-// The query tile a forward CTA takes (blockIdx: x = segment and tile, y = head in the pass,
-// z = batch entry), tile_rows selected rows from q0, and the keys its rows see.
+// A query tile of a pass (x = segment and tile, y = head in the pass, z = batch entry: a CTA's
+// blockIdx where each CTA takes one), tile_rows selected rows from q0, and the keys its rows see.
 struct ForwardTile {
   int64_t b, head, kv_head;
   HeadPattern hp;
@@ -20,13 +20,15 @@ struct ForwardTile {
   int num_keys;
 };
 __device__ __forceinline__ ForwardTile forward_tile(const Params& p, const PassInfo& pass,
-                                                    int tile_rows) {
+                                                    int tile_rows, uint32_t x = blockIdx.x,
+                                                    uint32_t y = blockIdx.y,
+                                                    uint32_t z = blockIdx.z) {
   ForwardTile t;
-  t.b = blockIdx.z;
-  t.head = pass.head_begin + blockIdx.y;
+  t.b = z;
+  t.head = pass.head_begin + y;
   t.kv_head = kv_head_of(p, t.head);
   t.hp = pass_pattern(p, pass, t.head);
-  const TileCoord tc = tile_coord(pass);
+  const TileCoord tc = tile_coord(pass, x);
   const SliceRows tr = slice_rows(p, t.hp, tc.segment, t.b);
   t.rows = tr.queries;
   t.key_rows = tr.keys;
