@@ -202,11 +202,12 @@ TEST(CudaVsReference, ForwardThreeWarpgroupsMatchTwo) {
   }
 }
 
-// At D = 64 without a causal mask the forward runs persistent CTAs, one an SM, each taking
-// every gridDim-th query tile of a pass through one K/V ring and two Q tiles. Passes of more
-// tiles than a GPU has SMs (132 on an H100) give each CTA several, among them tiles with
-// idle warpgroups, tiles whose Q the threads copy, and (varlen) tiles past a short sequence
-// that have no rows. Against the oracle, and bitwise against a CTA a tile.
+// At D = 64 without a causal mask, where a pass's rows see at most 1024 keys (all passes here), the
+// forward runs persistent CTAs, one an SM, each taking every gridDim-th query tile of a pass
+// through one K/V ring and two Q tiles. Passes of more tiles than a GPU has SMs (132 on an H100)
+// give each CTA several, among them tiles with idle warpgroups, tiles whose Q the threads copy, and
+// (varlen) tiles past a short sequence that have no rows. Against the oracle, and bitwise against a
+// CTA a tile.
 TEST(CudaVsReference, ForwardPersistentMatchesTileACta) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
