@@ -49,6 +49,12 @@ if [[ $what == bench || $what == all ]]; then
   if [[ -z $quick ]]; then
     run_case --batch 1 --seq-len 32768 --heads 12 --head-dim 64 --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16 --mode head_groups
     run_case --batch 1 --seq-len 32768 --heads 12 --head-dim 64 --segments 2048,4096,8192 --dilations 1,2,4 --dtype bf16 --mode longnet
+    # Short segments (issue 4: w/r of 512 keeps the machine full), where a CTA's fixed costs are
+    # 40% of its time: D = 64 runs persistent CTAs there, D = 128 one tile a CTA.
+    for d_h in "64 12" "128 16"; do
+      read -r d h <<<"$d_h"
+      run_case --batch 1 --seq-len 32768 --heads "$h" --head-dim "$d" --segments 512 --dilations 1 --dtype bf16 --mode head_groups
+    done
     L="--batch 1 --seq-len 1048576 --heads 16 --head-dim 128 --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,8,16 --dtype bf16 --repeats 5"
     ./$BUILD/bin/cuda_backend_timing $L --mode head_groups | tee -a "$OUT/bench.jsonl"
     ./$BUILD/bin/cuda_backend_timing $L --mode longnet | tee -a "$OUT/bench.jsonl"
