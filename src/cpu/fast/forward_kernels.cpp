@@ -337,7 +337,12 @@ void EndTile(const ForwardJob& job, const ForwardTask& task, const QueryRows& q,
   for (int64_t i = 0; i < q.rows; ++i) {
     const int64_t rel = StateIndex(job, task, q.first + i * q.step);
     const float sum = buf.lanes[tile + i];
-    if (sum == 0.0f) continue;  // every score so far is -inf: the state stays empty
+    if (sum == 0.0f) {
+      // Every score so far is -inf: the state stays empty, but keeps the NaN that a weight of 0
+      // times a NaN or infinite value gives, as the oracle's union softmax multiplies it too.
+      for (int64_t c = 0; c < dim_v; ++c) buf.state_o[rel * dim_v + c] = buf.o_t[c * tile + i];
+      continue;
+    }
     const float inv = 1.0f / sum;
     for (int64_t c = 0; c < dim_v; ++c) buf.state_o[rel * dim_v + c] = buf.o_t[c * tile + i] * inv;
     buf.state_m[rel] = buf.lanes[i] + std::log2(sum);
