@@ -303,7 +303,8 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
                                      tile.head, tile.b);
             }
           }
-          // A persistent CTA's consumers count Q tile uses by this barrier's phases.
+          // In a persistent CTA every tile completes a phase of q_full(n), which also publishes
+          // its note to the consumers.
           if constexpr (Persistent) tile_notes[n % 2] = tile;
           if (Persistent || copies_q) mbarrier_arrive(q_full(n));
         }
@@ -350,17 +351,16 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     // NOTES.md, eighteenth session).
     const int num_key_tiles = __shfl_sync(0xffffffffu, (note.num_keys + kKeys - 1) / kKeys, 0);
     const bool copies_q = __all_sync(0xffffffffu, q_by_copy_engine(note));
+    // A persistent CTA waited for q_full(n) above: its Q tile is free (the producer published the
+    // note only after q_empty(n)) or, through the copy engine, has landed.
     if (!copies_q) {
-      if (Persistent && n >= 2) mbarrier_wait(q_empty(n), (n / 2 - 1) & 1);
       load_tile_async<Elem, Shape::kRows, D, Shape::kConsumerThreads, QueryTile>(
           q_tile(n),
           make_span<Elem>(p, p.q, note.b, note.head, note.hp, note.rows, q0, pass.order));
       cp_async_commit();
-    }
-    if (copies_q) {
-      mbarrier_wait(q_full(n), Persistent ? (n / 2) & 1 : 0);
-    } else {
       cp_async_wait<0>();
+    } else if (!Persistent) {
+      mbarrier_wait(q_full(n), 0);
     }
     // Every tile starts with the consumer warpgroups in step, as a CTA's first does: their
     // turns then keep one warpgroup's exponentials beside another's products.
