@@ -202,19 +202,21 @@ TEST(CudaVsReference, ForwardThreeWarpgroupsMatchTwo) {
   }
 }
 
-// At D = 64 without a causal mask, where a pass's rows see at most 1024 keys (all passes here), the
+// Without a causal mask, where a pass's rows see at most 1024 keys (all passes here), the
 // forward runs persistent CTAs, one an SM, each taking every gridDim-th query tile of a pass
-// through one K/V ring and two Q tiles. Passes of more tiles than a GPU has SMs (132 on an H100)
-// give each CTA several, among them tiles with idle warpgroups, tiles whose Q the threads copy, and
-// (varlen) tiles past a short sequence that have no rows. Against the oracle, and bitwise against a
-// CTA a tile.
+// through one K/V ring and two Q tiles (one at D = 128). Passes of more tiles than a GPU has SMs
+// (132 on an H100) give each CTA several, among them tiles with idle warpgroups, tiles whose Q the
+// threads copy, and (varlen) tiles past a short sequence that have no rows. Against the oracle, and
+// bitwise against a CTA a tile.
 TEST(CudaVsReference, ForwardPersistentMatchesTileACta) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
-  for (int variant = 0; variant < 2; ++variant) {
+  for (int variant = 0; variant < 3; ++variant) {
     ProblemConfig c;
-    c.head_dim = c.head_dim_v = 64;
-    if (variant == 0) {  // 144 tiles in the first pass, 64 of them past the shorter sequence
+    c.head_dim = c.head_dim_v = variant == 2 ? 128 : 64;
+    // Variant 0 (and 2, at D = 128): 144 tiles in the first pass, 64 of them past the shorter
+    // sequence.
+    if (variant != 1) {
       c.seq_lengths = {3000, 1700};
       c.heads = 4;
       c.heads_kv = 2;
@@ -381,19 +383,24 @@ TEST(CudaSanitizerSubset, StageRingsGoRound) {
 }
 
 // More query tiles (256) than an H100 or H200 has SMs, so that the persistent forward's CTAs
-// take several: the two Q tiles alternate, and the K/V ring runs on from one tile to the next.
+// take several: at D = 64 the two Q tiles alternate; at D = 128 the one Q tile is loaded after
+// the next tile's first three of four K/V tiles; the K/V ring runs on from one tile to the next.
 TEST(CudaSanitizerSubset, PersistentForwardTakesSeveralTiles) {
   DILATED_REQUIRE_BACKEND(cuda());
-  ProblemConfig c;
-  c.batch = 2;
-  c.seqlen = 2048;
-  c.heads = 8;
-  c.heads_kv = 4;
-  c.head_dim = c.head_dim_v = 64;
-  c.dtype = DType::bf16;
-  c.mode = Mode::longnet;
-  c.patterns = {{256, 1}};
-  check_against_oracle(c, test_seed());
+  const uint64_t seed = test_seed();
+  for (int64_t d : {64, 128}) {
+    ProblemConfig c;
+    c.batch = d == 64 ? 2 : 4;
+    c.seqlen = 2048;
+    c.heads = 8;
+    c.heads_kv = 4;
+    c.head_dim = c.head_dim_v = d;
+    c.dtype = DType::bf16;
+    c.mode = Mode::longnet;
+    c.patterns = {{d == 64 ? 256 : 512, 1}};
+    SCOPED_TRACE("D " + std::to_string(d));
+    if (!check_against_oracle(c, seed)) return;
+  }
 }
 
 }  // namespace

@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (is_producer()) {
     become_producer();
-    stream_key_tiles<Elem, D, kDqStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
+    stream_key_tiles<Elem, D, kDqStages, Squares>(p, pass, maps, tile, 0, num_key_tiles, k_tiles,
                                                   v_tiles, ring, 0, key_cells);
     return;
   }

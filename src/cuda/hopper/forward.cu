@@ -30,9 +30,9 @@ unsigned persistent_ctas(const dim3& tiles) {
 
 // Persistent CTAs where a query tile sees at most kPersistentKeyTiles key tiles: there a CTA's
 // setup, Q load, first softmax and epilogue are a quarter or more of its time, and the persistent
-// CTA hides the first two (H200, D = 64: segments of 512 -7%, 1024 -2%). With longer segments
-// its key-tile loop, ~8% slower than a one-tile CTA's for reasons not found, loses (segments of
-// 2048 +0.5%, one of 16384 +4%; bench/NOTES.md, nineteenth session).
+// CTA hides the setup and, at D = 64, the Q load (H200, D = 64: segments of 512 -7%, 1024 -2%).
+// With longer segments its key-tile loop, ~8% slower than a one-tile CTA's for reasons not found,
+// loses (segments of 2048 +0.5%, one of 16384 +4%; bench/NOTES.md, nineteenth session).
 // DILATED_CUDA_HOPPER_PERSISTENT=0 never runs persistent CTAs, =1 whatever the segment (benchmark
 // knobs).
 constexpr int64_t kPersistentKeyTiles = 8;

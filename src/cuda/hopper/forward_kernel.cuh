@@ -31,8 +31,11 @@ inline constexpr int forward_groups(int head_dim) {
   return head_dim == 64 ? 3 : 2;
 }
 
-// Persistent: the CTA takes several query tiles (forward_kernel) and holds two Q tiles, so that
-// the producer loads the next tile's Q while the consumers work on the current one.
+// Persistent: the CTA takes several query tiles (forward_kernel). At D = 64 it holds two Q tiles,
+// so that the producer loads the next tile's Q while the consumers work on the current one. At
+// D = 128 a second Q tile would take the room of the third K/V stage, and two stages starve the
+// key-tile loop (segments of 1024 31% slower; bench/NOTES.md, twentieth session): one Q tile,
+// loaded once the consumers' epilogue is done with it, after the next tile's first K/V tiles.
 template <int D, int Groups, bool Persistent = false>
 struct ForwardSmem {
   using Shape = CtaShape<Groups>;
@@ -41,7 +44,7 @@ struct ForwardSmem {
   // K/V tiles in flight. A D = 64 tile has half the bytes of a D = 128 one and ~80% of its
   // time for the same copy latency: five fit, and they hide it (bench/NOTES.md, twelfth session).
   static constexpr int kStages = D == 64 ? 5 : 3;
-  static constexpr int kQueryTiles = Persistent ? 2 : 1;
+  static constexpr int kQueryTiles = Persistent && D == 64 ? 2 : 1;
   static constexpr int kTileBytes =
       (kQueryTiles * QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // A full barrier per Q tile, and where the producer loads them, an empty one.
@@ -60,11 +63,11 @@ struct ForwardSmem {
   static_assert(kBytes <= 227 * 1024, "a block's shared memory");
 };
 
-// Whether a pass's forward runs persistent CTAs (ForwardSmem): three consumer warpgroups (D = 64,
-// where the room for a second Q tile is), rows of a plain stride, and no causal mask, whose tiles
-// differ in length (a fixed share of the tiles per CTA would leave the machine unbalanced).
+// Whether a pass's forward runs persistent CTAs (ForwardSmem): rows of a plain stride, and no
+// causal mask, whose tiles differ in length (a fixed share of the tiles per CTA would leave the
+// machine unbalanced).
 template <int Groups, bool Squares>
-inline constexpr bool kPersistentForward = Groups == 3 && !Squares;
+inline constexpr bool kPersistentForward = !Squares;
 
 // Key tile 0's square cells for stream_key_tiles (Squares instances, whole tiles), read by the
 // producer's first thread before the kernel's setup barrier so that the read overlaps it.
@@ -86,11 +89,12 @@ __device__ __forceinline__ SquareCells<kKeys> first_key_cells(const TensorMaps& 
 // as a third path beside the other two, it made the 40-register producer spill on all of them
 // (H100: the cp.async curve forward 0.18 -> 0.23 ms, configuration P's forward 3% slower).
 // first_cells: first_key_cells.
-// ring_base: the key tiles of the CTA's earlier query tiles.
+// ring_base: the key tiles of the CTA's earlier query tiles. Key tiles first .. end - 1 (first
+// is 0 along squares).
 template <typename Elem, int D, int Stages, bool Squares>
 __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo& pass,
                                                  const TensorMaps& maps, const ForwardTile& tile,
-                                                 int num_key_tiles, Elem* k_tiles, Elem* v_tiles,
+                                                 int first, int end, Elem* k_tiles, Elem* v_tiles,
                                                  const StageRing<Stages>& ring, int ring_base,
                                                  const SquareCells<kKeys>& first_cells) {
   constexpr int kTileElements = GmmaTile<kKeys, D>::kElements;
@@ -111,7 +115,7 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
     // current one is in flight; the producer's other threads only take part in a partial tile's
     // cp.async (rows located on the spot).
     SquareCells<kKeys> cells = first_cells;
-    for (int t = 0; t < num_key_tiles; ++t) {
+    for (int t = 0; t < end; ++t) {
       const int item = ring_base + t;
       ring.wait_empty(item);
       k_span.idx0 = v_span.idx0 = t * kKeys;
@@ -137,17 +141,17 @@ __device__ __forceinline__ void stream_key_tiles(const Params& p, const PassInfo
   } else if (maps.enabled) {
     // Whole tiles through the copy engine; only a last partial one needs its rows, located on
     // the spot (a loop holding rows located ahead made the forward 2% slower: H100, config P).
-    for (int t = 0; t < num_key_tiles; ++t) {
+    for (int t = first; t < end; ++t) {
       ProducerRows<kKeys> rows;
       rows.locate(maps, k_span, t * kKeys);
       produce(t, rows);
     }
   } else {
     ProducerRows<kKeys> rows;  // located one tile ahead
-    rows.locate(maps, k_span, 0);
-    for (int t = 0; t < num_key_tiles; ++t) {
+    rows.locate(maps, k_span, first * kKeys);
+    for (int t = first; t < end; ++t) {
       produce(t, rows);
-      if (t + 1 < num_key_tiles) rows.locate(maps, k_span, (t + 1) * kKeys);
+      if (t + 1 < end) rows.locate(maps, k_span, (t + 1) * kKeys);
     }
   }
   cp_async_wait<0>();
@@ -187,11 +191,12 @@ struct TileWalk {
 };
 
 // Persistent (kPersistentForward instances, launched with fewer CTAs than tiles): the CTA takes
-// its tiles one after another through one K/V ring, and its n-th tile's Q goes to Q tile n % 2,
-// so that the producer streams the next tile's Q and first K/V tiles while the consumers finish
-// the current one. The setup, the wait for Q and the first stage, and the gap between CTAs are
-// 13% of a one-tile CTA at segments of 2048 and 40% at 512 (D = 64, bench/NOTES.md, eighteenth
-// and nineteenth sessions); forward.cu launches persistent CTAs where tiles are that short.
+// its tiles one after another through one K/V ring, and its n-th tile's Q goes to Q tile
+// n % kQueryTiles (ForwardSmem), so that the producer streams the next tile's first K/V tiles (and
+// at D = 64 its Q) while the consumers finish the current one. The setup, the wait for Q and the
+// first stage, and the gap between CTAs are 13% of a one-tile CTA at segments of 2048 and 40% at
+// 512 (D = 64, bench/NOTES.md, eighteenth and nineteenth sessions); forward.cu launches persistent
+// CTAs where tiles are that short.
 template <typename Elem, int D, int Groups, bool Squares, bool Persistent>
 __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps,
@@ -219,11 +224,15 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
   const uint32_t scratch =
       ring.bars + StageRing<kStages>::kBytes + 4 * threadIdx.x;  // see wgmma_wait_after
   const uint32_t q_bars = ring.bars + StageRing<kStages>::kBytes + 4 * Shape::kConsumerThreads;
-  // The CTA's n-th tile (counting those with keys) uses Q tile n % 2 of a persistent CTA: full
+  // The CTA's n-th tile (counting those with keys) uses Q tile n % kQueryTiles: full
   // once its rows landed, empty once the consumers are done with them (the epilogue's rows too).
-  const auto q_tile = [&](int n) { return Persistent && n % 2 ? q_tile1 : q_tile0; };
-  const auto q_full = [&](int n) { return q_bars + (Persistent ? 8 * (n % 2) : 0); };
-  const auto q_empty = [&](int n) { return q_bars + 16 + 8 * (n % 2); };
+  constexpr int kQueryTiles = Smem::kQueryTiles;
+  const auto q_tile = [&](int n) { return n % kQueryTiles ? q_tile1 : q_tile0; };
+  const auto q_full = [&](int n) { return q_bars + 8 * (n % kQueryTiles); };
+  const auto q_empty = [&](int n) { return q_bars + 8 * kQueryTiles + 8 * (n % kQueryTiles); };
+  // The phases of a tile's use of its Q tile, and of the use before it (n >= kQueryTiles).
+  const auto q_phase = [&](int n) { return static_cast<uint32_t>(n / kQueryTiles) & 1; };
+  const auto q_previous_phase = [&](int n) { return q_phase(n) ^ 1; };
   // A persistent CTA's tiles are walked by the producer alone, which notes each beside its Q
   // tile before the arrival on q_full that publishes it (num_keys -1: no more tiles). Walking
   // them in the consumers put ~2500 cycles of index arithmetic between every two tiles
@@ -268,9 +277,10 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     ring.init(Shape::kConsumerThreads / 32);
     mbarrier_init(q_full(0), 1);
     if constexpr (Persistent) {
-      mbarrier_init(q_full(1), 1);
-      mbarrier_init(q_empty(0), Shape::kConsumerThreads);
-      mbarrier_init(q_empty(1), Shape::kConsumerThreads);
+      for (int i = 0; i < kQueryTiles; ++i) {
+        if (i > 0) mbarrier_init(q_full(i), 1);
+        mbarrier_init(q_empty(i), Shape::kConsumerThreads);
+      }
     }
   }
   __syncthreads();
@@ -281,8 +291,20 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     do {
       if (!Persistent || tile.num_keys != 0) {
         const bool copies_q = q_by_copy_engine(tile);
+        // With one Q tile in a persistent CTA, the next tile's first K/V tiles (as many as there
+        // are stages: those only wait for the current tile's releases, which come before its
+        // epilogue frees the Q tile) go before the wait for its Q tile.
+        int keys_before_q = 0;
+        if constexpr (Persistent && kQueryTiles == 1) {
+          if (n > 0) {
+            keys_before_q = min(kStages, (tile.num_keys + kKeys - 1) / kKeys);
+            stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, 0, keys_before_q,
+                                                        k_tiles, v_tiles, ring, ring_base,
+                                                        key_cells);
+          }
+        }
         if (threadIdx.x == Shape::kConsumerThreads) {
-          if (Persistent && n >= 2) mbarrier_wait(q_empty(n), (n / 2 - 1) & 1);
+          if (Persistent && n >= kQueryTiles) mbarrier_wait(q_empty(n), q_previous_phase(n));
           if (copies_q) {
             mbarrier_expect_tx(q_full(n), QueryTile::kElements * 2);
             const uint32_t q_address = smem_address(q_tile(n));
@@ -305,19 +327,20 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
           }
           // In a persistent CTA every tile completes a phase of q_full(n), which also publishes
           // its note to the consumers.
-          if constexpr (Persistent) tile_notes[n % 2] = tile;
+          if constexpr (Persistent) tile_notes[n % kQueryTiles] = tile;
           if (Persistent || copies_q) mbarrier_arrive(q_full(n));
         }
         const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
-        stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, num_key_tiles, k_tiles,
-                                                    v_tiles, ring, ring_base, key_cells);
+        stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, keys_before_q,
+                                                    num_key_tiles, k_tiles, v_tiles, ring,
+                                                    ring_base, key_cells);
         ring_base += num_key_tiles;
         ++n;
       }
     } while (walk.next(p, pass, Shape::kRows, tile));
     if (Persistent && threadIdx.x == Shape::kConsumerThreads) {
-      if (n >= 2) mbarrier_wait(q_empty(n), (n / 2 - 1) & 1);
-      tile_notes[n % 2].num_keys = -1;
+      if (n >= kQueryTiles) mbarrier_wait(q_empty(n), q_previous_phase(n));
+      tile_notes[n % kQueryTiles].num_keys = -1;
       mbarrier_arrive(q_full(n));
     }
     if (threadIdx.x == Shape::kConsumerThreads) stamp(9);
@@ -336,13 +359,13 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
   int n = 0, ring_base = 0;
   for (;;) {
     if constexpr (Persistent) {
-      mbarrier_wait(q_full(n), (n / 2) & 1);
-      if (__all_sync(0xffffffffu, tile_notes[n % 2].num_keys < 0)) break;
+      mbarrier_wait(q_full(n), q_phase(n));
+      if (__all_sync(0xffffffffu, tile_notes[n % kQueryTiles].num_keys < 0)) break;
     }
     // The tile, read where it is used: in a persistent CTA from its note, which stays until the
     // consumers release the Q tile (held in registers across the key-tile loop, the note made
     // the consumers spill inside it).
-    const ForwardTile& note = Persistent ? tile_notes[n % 2] : tile;
+    const ForwardTile& note = Persistent ? tile_notes[n % kQueryTiles] : tile;
     if (Persistent && threadIdx.x == 0) stamp(13);  // a persistent CTA's tile start
     // Plain copies: the lambdas below capture them (C++17 cannot capture structured bindings).
     const int q0 = note.q0, key_count = note.key_count, shift = note.shift;
@@ -517,9 +540,9 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
       if (threadIdx.x == Shape::kConsumerThreads - 128) stamp(8);  // the last warpgroup
     }
     if constexpr (Persistent) {
-      // The thread is done with Q tile n % 2 and its note (the thread that issued the epilogue's
-      // copy engine store also waited for the store to read it). Every thread arrives: each
-      // read the note, and racecheck reports reads ordered before another lane's arrival by
+      // The thread is done with Q tile n % kQueryTiles and its note (the thread that issued the
+      // epilogue's copy engine store also waited for the store to read it). Every thread arrives:
+      // each read the note, and racecheck reports reads ordered before another lane's arrival by
       // __syncwarp alone as races with the producer's next note.
       mbarrier_arrive(q_empty(n));
     }
