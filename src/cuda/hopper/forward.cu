@@ -56,6 +56,16 @@ void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
   const bool squares = maps.square_width > 0;
   if constexpr (kPersistentForward<Groups, false>) {
     if (runs_persistent(p, pass, squares)) {
+      // One Q tile (D = 128): released after the last S where the rows are not stored through
+      // the copy engine anyway (forward_kernel's EarlyQueryRelease).
+      if constexpr (ForwardSmem<D, Groups, true>::kQueryTiles == 1) {
+        if (!query_maps.out_enabled) {
+          return launch_pass_kernel(
+              forward_kernel<Elem, D, Groups, false, true, true>, dim3(persistent_ctas(tiles)),
+              Shape::kThreads, ForwardSmem<D, Groups, true, true>::kBytes,
+              pass.overlaps_previous_launch, stream, p, pass, maps, query_maps);
+        }
+      }
       return launch_pass_kernel(forward_kernel<Elem, D, Groups, false, true>,
                                 dim3(persistent_ctas(tiles)), Shape::kThreads,
                                 ForwardSmem<D, Groups, true>::kBytes, pass.overlaps_previous_launch,

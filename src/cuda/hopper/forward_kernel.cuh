@@ -36,7 +36,8 @@ inline constexpr int forward_groups(int head_dim) {
 // D = 128 a second Q tile would take the room of the third K/V stage, and two stages starve the
 // key-tile loop (segments of 1024 31% slower; bench/NOTES.md, twentieth session): one Q tile,
 // loaded once the consumers' epilogue is done with it, after the next tile's first K/V tiles.
-template <int D, int Groups, bool Persistent = false>
+// EarlyQueryRelease: see forward_kernel.
+template <int D, int Groups, bool Persistent = false, bool EarlyQueryRelease = false>
 struct ForwardSmem {
   using Shape = CtaShape<Groups>;
   using QueryTile = GmmaTile<Shape::kRows, D>;
@@ -45,12 +46,16 @@ struct ForwardSmem {
   // time for the same copy latency: five fit, and they hide it (bench/NOTES.md, twelfth session).
   static constexpr int kStages = D == 64 ? 5 : 3;
   static constexpr int kQueryTiles = Persistent && D == 64 ? 2 : 1;
+  static_assert(!EarlyQueryRelease || (Persistent && kQueryTiles == 1), "one Q tile only");
   static constexpr int kTileBytes =
       (kQueryTiles * QueryTile::kElements + 2 * kStages * KeyTile::kElements) * 2;
   // A full barrier per Q tile, and where the producer loads them, an empty one.
   static constexpr int kQueryBarrierBytes = Persistent ? 8 * 2 * kQueryTiles : 8;
   // Persistent: the tile each Q tile holds, as the producer found it (forward_kernel).
-  static constexpr int kTileNoteBytes = Persistent ? kQueryTiles * sizeof(ForwardTile) : 0;
+  // Tile n's note is note n % kNotes: one per Q tile, and two where the Q tile is released early
+  // (the epilogue still reads tile n's note while the producer publishes tile n + 1's).
+  static constexpr int kNotes = EarlyQueryRelease ? 2 : kQueryTiles;
+  static constexpr int kTileNoteBytes = Persistent ? kNotes * sizeof(ForwardTile) : 0;
   // The tiles, the row-sum selector (1 KiB, see forward_kernel), the stage barriers, a word per
   // consumer thread (wgmma_wait_after), the Q tiles' barriers, and 1 KiB to round the base up to
   // 1024 (first_tile). The selector has no KiB of its own: D = 128's three stages leave none
@@ -197,14 +202,23 @@ struct TileWalk {
 // first stage, and the gap between CTAs are 13% of a one-tile CTA at segments of 2048 and 40% at
 // 512 (D = 64, bench/NOTES.md, eighteenth and nineteenth sessions); forward.cu launches persistent
 // CTAs where tiles are that short.
-template <typename Elem, int D, int Groups, bool Squares, bool Persistent>
+//
+// EarlyQueryRelease (persistent CTAs with one Q tile, D = 128, where the output does not go
+// through the copy engine anyway: a pass that accumulates into fp32 rows): the consumers release
+// the Q tile once their last S is done and the producer loads the next tile's Q beside the last
+// P V and the epilogue (H100, a longnet layer of segments 512, 1024, 2048: -8%). Where the copy
+// engine stores the rows, it stages them in the Q tile; storing from registers instead, to
+// release it early, cost more than it gained (segments of 512 +7%; bench/NOTES.md, twentieth
+// session).
+template <typename Elem, int D, int Groups, bool Squares, bool Persistent,
+          bool EarlyQueryRelease = false>
 __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     forward_kernel(const Params p, const PassInfo pass, const __grid_constant__ TensorMaps maps,
                    const __grid_constant__ QueryMaps query_maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(!Persistent || kPersistentForward<Groups, Squares>, "see kPersistentForward");
   using Shape = CtaShape<Groups>;
-  using Smem = ForwardSmem<D, Groups, Persistent>;
+  using Smem = ForwardSmem<D, Groups, Persistent, EarlyQueryRelease>;
   using QueryTile = GmmaTile<Shape::kRows, D>;
   using KeyTile = GmmaTile<kKeys, D>;
   constexpr int kStages = Smem::kStages;
@@ -293,11 +307,13 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
         const bool copies_q = q_by_copy_engine(tile);
         // With one Q tile in a persistent CTA, the next tile's first K/V tiles (as many as there
         // are stages: those only wait for the current tile's releases, which come before its
-        // epilogue frees the Q tile) go before the wait for its Q tile.
+        // epilogue frees the Q tile) go before the wait for its Q tile. Released early (after
+        // the last S), one fewer: the last stage is released only after the last P V.
         int keys_before_q = 0;
         if constexpr (Persistent && kQueryTiles == 1) {
           if (n > 0) {
-            keys_before_q = min(kStages, (tile.num_keys + kKeys - 1) / kKeys);
+            keys_before_q =
+                min(EarlyQueryRelease ? kStages - 1 : kStages, (tile.num_keys + kKeys - 1) / kKeys);
             stream_key_tiles<Elem, D, kStages, Squares>(p, pass, maps, tile, 0, keys_before_q,
                                                         k_tiles, v_tiles, ring, ring_base,
                                                         key_cells);
@@ -327,7 +343,7 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
           }
           // In a persistent CTA every tile completes a phase of q_full(n), which also publishes
           // its note to the consumers.
-          if constexpr (Persistent) tile_notes[n % kQueryTiles] = tile;
+          if constexpr (Persistent) tile_notes[n % Smem::kNotes] = tile;
           if (Persistent || copies_q) mbarrier_arrive(q_full(n));
         }
         const int num_key_tiles = (tile.num_keys + kKeys - 1) / kKeys;
@@ -340,7 +356,7 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
     } while (walk.next(p, pass, Shape::kRows, tile));
     if (Persistent && threadIdx.x == Shape::kConsumerThreads) {
       if (n >= kQueryTiles) mbarrier_wait(q_empty(n), q_previous_phase(n));
-      tile_notes[n % kQueryTiles].num_keys = -1;
+      tile_notes[n % Smem::kNotes].num_keys = -1;
       mbarrier_arrive(q_full(n));
     }
     if (threadIdx.x == Shape::kConsumerThreads) stamp(9);
@@ -360,12 +376,12 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
   for (;;) {
     if constexpr (Persistent) {
       mbarrier_wait(q_full(n), q_phase(n));
-      if (__all_sync(0xffffffffu, tile_notes[n % kQueryTiles].num_keys < 0)) break;
+      if (__all_sync(0xffffffffu, tile_notes[n % Smem::kNotes].num_keys < 0)) break;
     }
     // The tile, read where it is used: in a persistent CTA from its note, which stays until the
     // consumers release the Q tile (held in registers across the key-tile loop, the note made
     // the consumers spill inside it).
-    const ForwardTile& note = Persistent ? tile_notes[n % kQueryTiles] : tile;
+    const ForwardTile& note = Persistent ? tile_notes[n % Smem::kNotes] : tile;
     if (Persistent && threadIdx.x == 0) stamp(13);  // a persistent CTA's tile start
     // Plain copies: the lambdas below capture them (C++17 cannot capture structured bindings).
     const int q0 = note.q0, key_count = note.key_count, shift = note.shift;
@@ -498,6 +514,8 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
       rescale_outputs(norm, corrections);
       pack();
     }
+    // Every S of the tile is done: the Q tile is free (EarlyQueryRelease).
+    if constexpr (EarlyQueryRelease) mbarrier_arrive(q_empty(n));
     if (threadIdx.x == 0) stamp(5);
     turns.wait();
     wgmma_fence();
@@ -525,7 +543,7 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
         store_rows_through_copy_engine<Elem, QueryTile>(p, pass.lse, query_maps, q_tile(n),
                                                         warpgroup, box, b, head, o, row_max,
                                                         row_sum, row_norm);
-      } else if (!Squares &&
+      } else if (!Squares && !EarlyQueryRelease &&
                  __all_sync(0xffffffffu, rows_through_copy_engine(p, query_maps, rows, key_count,
                                                                   shift, q0 + warpgroup * 64))) {
         const OutputBox box = strided_output_box(hp, rows, q0 + warpgroup * 64, row_idx);
@@ -539,7 +557,7 @@ __global__ void __launch_bounds__(CtaShape<Groups>::kThreads, 1)
       if (threadIdx.x == 0) stamp(7);
       if (threadIdx.x == Shape::kConsumerThreads - 128) stamp(8);  // the last warpgroup
     }
-    if constexpr (Persistent) {
+    if constexpr (Persistent && !EarlyQueryRelease) {
       // The thread is done with Q tile n % kQueryTiles and its note (the thread that issued the
       // epilogue's copy engine store also waited for the store to read it). Every thread arrives:
       // each read the note, and racecheck reports reads ordered before another lane's arrival by
