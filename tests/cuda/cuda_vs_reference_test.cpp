@@ -384,11 +384,14 @@ TEST(CudaSanitizerSubset, StageRingsGoRound) {
 
 // More query tiles (256) than an H100 or H200 has SMs, so that the persistent forward's CTAs
 // take several: at D = 64 the two Q tiles alternate; at D = 128 the one Q tile is loaded after
-// the next tile's first three of four K/V tiles; the K/V ring runs on from one tile to the next.
+// the next tile's first K/V tiles, released after the epilogue (one pattern: the pass writes
+// out through the copy engine) or after the last S (two patterns: the passes merge into fp32
+// rows); the K/V ring runs on from one tile to the next.
 TEST(CudaSanitizerSubset, PersistentForwardTakesSeveralTiles) {
   DILATED_REQUIRE_BACKEND(cuda());
   const uint64_t seed = test_seed();
-  for (int64_t d : {64, 128}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const int64_t d = variant == 0 ? 64 : 128;
     ProblemConfig c;
     c.batch = d == 64 ? 2 : 4;
     c.seqlen = 2048;
@@ -398,7 +401,8 @@ TEST(CudaSanitizerSubset, PersistentForwardTakesSeveralTiles) {
     c.dtype = DType::bf16;
     c.mode = Mode::longnet;
     c.patterns = {{d == 64 ? 256 : 512, 1}};
-    SCOPED_TRACE("D " + std::to_string(d));
+    if (variant == 2) c.patterns.push_back({1024, 2});
+    SCOPED_TRACE("variant " + std::to_string(variant));
     if (!check_against_oracle(c, seed)) return;
   }
 }
