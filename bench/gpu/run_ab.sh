@@ -10,7 +10,7 @@
 #              "DILATED_CUDA_OVERLAP=0"); AB_CASES  ';'-separated argument lists replacing the
 #              default cases (configuration P, head_groups and longnet).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-$PWD/gpu-out}
 BUILD=${BUILD:-build-gpu}
 BASE=${BASE_DIR:-/tmp/ab-base}
@@ -39,18 +39,4 @@ for ((round = 0; round < rounds; ++round)); do
     fi
   done
 done
-python3 - "$OUT/ab.jsonl" <<'PY'
-import json, statistics, sys, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r.get("status") != "ok":
-        continue
-    grid = f' grid {r["grid"]}' if r.get("grid") else ""
-    case = f'{r["mode"]}{" causal" if r["causal"] else ""}{grid} N={r["n"]} H={r["h"]} D={r["d"]}'
-    runs[(case, r["variant"])].append(r)
-print(f'{"case":34s} {"variant":28s} {"fwd ms":>8s} {"bwd ms":>8s} {"f+b ms":>8s} (median of rounds; {r["gpu"]})')
-for (case, variant), rs in runs.items():
-    med = lambda key: statistics.median(x[key] for x in rs)
-    print(f'{case:34s} {variant:28s} {med("fwd_ms"):8.3f} {med("bwd_ms"):8.3f} {med("fwdbwd_ms"):8.3f}')
-PY
+python3 bench/gpu/ab_summary.py "$OUT/ab.jsonl"
