@@ -9,7 +9,8 @@
 #      segments at D = 64 and 128, configuration P, a longnet layer of short segments);
 #      AB_TESTS a gtest filter run on every patched build (default: the forward tests);
 #      AB_RACECHECK a gtest filter run under racecheck on every patched build (default: the
-#      persistent and stage-ring sanitizer cases; empty: none).
+#      persistent and stage-ring sanitizer cases; empty: none); AB_ENV environment assignments
+#      (e.g. "DILATED_CUDA_HOPPER_PERSISTENT=1") for one more timed variant of every build.
 # Logs under $OUT: ab.jsonl, build_<variant>.log, tests_<variant>.log, racecheck_<variant>.log;
 # the table of medians on stdout. In a device call, which brings back 8 files of $OUT at most:
 #   OUT=$OUT/raw bench/gpu/run_patch_ab.sh ...; tar -czf $OUT/raw.tgz -C $OUT raw
@@ -70,6 +71,11 @@ for ((round = 0; round < ${ROUNDS:-3}; ++round)); do
       # shellcheck disable=SC2086
       timeout 120 "$BIN/${v}_timing" $c --repeats 20 |
         sed "s/^{/{\"variant\": \"$v\", \"round\": $round, /" >>"$OUT/ab.jsonl"
+      if [[ -n ${AB_ENV:-} ]]; then
+        # shellcheck disable=SC2086
+        env $AB_ENV timeout 120 "$BIN/${v}_timing" $c --repeats 20 |
+          sed "s/^{/{\"variant\": \"$v $AB_ENV\", \"round\": $round, /" >>"$OUT/ab.jsonl"
+      fi
     done
   done
 done
