@@ -56,20 +56,19 @@ void launch(const Params& p, const PassInfo& pass, cudaStream_t stream) {
   const bool squares = maps.square_width > 0;
   if constexpr (kPersistentForward<Groups, false>) {
     if (runs_persistent(p, pass, squares)) {
+      const auto persistent = [&](auto kernel, int smem_bytes) {
+        launch_pass_kernel(kernel, dim3(persistent_ctas(tiles)), Shape::kThreads, smem_bytes,
+                           pass.overlaps_previous_launch, stream, p, pass, maps, query_maps);
+      };
       // One Q tile (D = 128): released after the last S where the rows are not stored through
       // the copy engine anyway (forward_kernel's EarlyQueryRelease).
-      if constexpr (ForwardSmem<D, Groups, true>::kQueryTiles == 1) {
-        if (!query_maps.out_enabled) {
-          return launch_pass_kernel(
-              forward_kernel<Elem, D, Groups, false, true, true>, dim3(persistent_ctas(tiles)),
-              Shape::kThreads, ForwardSmem<D, Groups, true, true>::kBytes,
-              pass.overlaps_previous_launch, stream, p, pass, maps, query_maps);
-        }
+      constexpr bool kOneQueryTile = ForwardSmem<D, Groups, true>::kQueryTiles == 1;
+      if (kOneQueryTile && !query_maps.out_enabled) {
+        return persistent(forward_kernel<Elem, D, Groups, false, true, kOneQueryTile>,
+                          ForwardSmem<D, Groups, true, kOneQueryTile>::kBytes);
       }
-      return launch_pass_kernel(forward_kernel<Elem, D, Groups, false, true>,
-                                dim3(persistent_ctas(tiles)), Shape::kThreads,
-                                ForwardSmem<D, Groups, true>::kBytes, pass.overlaps_previous_launch,
-                                stream, p, pass, maps, query_maps);
+      return persistent(forward_kernel<Elem, D, Groups, false, true>,
+                        ForwardSmem<D, Groups, true>::kBytes);
     }
   }
   launch_pass_kernel(squares ? forward_kernel<Elem, D, Groups, true, false>
